@@ -232,7 +232,11 @@ public final class FileNode: BlockNode, @unchecked Sendable {
         return n < 0 ? nil : UInt64(n)
     }
 
-    public func formatSpecificInfo() -> JSONValue? { nil }
+    public func formatSpecificInfo() -> JSONValue? {
+        .object([("type", .string("file")), ("data", .object([]))])
+    }
+
+    public func driverInfo() -> DriverInfo? { DriverInfo() }
 
     public func close() throws {
         if closed.exchange(true, ordering: .acquiringAndReleasing) { return }

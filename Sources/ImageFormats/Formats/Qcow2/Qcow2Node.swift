@@ -18,7 +18,7 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
     let metaLock = NSLockLite()
     public let isReadOnly: Bool
     private let currentSize: Atomic<UInt64>
-    var snapshots: [Qcow2Snapshot]
+    var snapshotTable: [Qcow2Snapshot]
     var snapshotTableSize: UInt64
     let compression: Qcow2CompressionType
     /// Set when the image looked like metadata preallocation (QEMU's detection, done once).
@@ -65,7 +65,7 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
         for i in 0..<rtEntries { rt[i] = rtRaw.be64(i * 8) }
 
         // Snapshots.
-        (snapshots, snapshotTableSize) = try Qcow2Snapshots.parse(read: read, offset: header.snapshotsOffset,
+        (snapshotTable, snapshotTableSize) = try Qcow2Snapshots.parse(read: read, offset: header.snapshotsOffset,
                                                                   count: header.nbSnapshots, imageSize: header.size)
 
         // External data file.
@@ -111,10 +111,10 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
             guard !writable else {
                 throw BlockError(.invalidArgument, "Snapshots can only be loaded read-only", errno: EINVAL)
             }
-            guard let i = Qcow2Snapshots.find(key, in: snapshots) else {
+            guard let i = Qcow2Snapshots.find(key, in: snapshotTable) else {
                 throw BlockError(.notFound, "Failed to load snapshot: Can't find snapshot", errno: ENOENT)
             }
-            let sn = snapshots[i]
+            let sn = snapshotTable[i]
             try Qcow2Header.validateTable(offset: sn.l1TableOffset, entries: UInt64(sn.l1Size), entrySize: 8,
                                           maxBytes: Qcow2.maxL1Bytes, name: "Snapshot L1 table",
                                           clusterSize: header.clusterSize, fileSize: fileSize)
@@ -284,7 +284,16 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
 
     // MARK: info
 
+    /// qemu-img's "disk size": the image file's allocation (the data file is listed as a child).
     public func allocatedHostBytes() -> UInt64? { file.allocatedHostBytes() }
+
+    public func driverInfo() -> DriverInfo? {
+        DriverInfo(clusterSize: meta.clusterSize, isDirty: meta.header.isDirty)
+    }
+
+    public var recordedBacking: (name: String, format: String?)? {
+        meta.header.backingFile.map { ($0, meta.header.backingFormat) }
+    }
 
     /// qemu-img info's qcow2 format-specific data (QEMU's ImageInfoSpecificQCow2).
     public func formatSpecificInfo() -> JSONValue? {
@@ -308,8 +317,8 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
     }
 
     /// The snapshot list for `info`, in table order.
-    public var snapshotList: [SnapshotInfo] {
-        snapshots.map {
+    public var snapshots: [SnapshotInfo] {
+        snapshotTable.map {
             SnapshotInfo(id: $0.id, name: $0.name, vmStateSize: $0.vmStateSize, dateSec: $0.dateSec, dateNsec: $0.dateNsec,
                          vmClockNsec: $0.vmClockNsec, icount: $0.icount)
         }

@@ -11,7 +11,7 @@ extension Qcow2Node {
         }
         try rw.write {
             let old = size
-            if snapshots.count > 0 && meta.header.version < 3 {
+            if snapshotTable.count > 0 && meta.header.version < 3 {
                 throw BlockError(.unsupported, "Can't resize a v2 image which has snapshots", errno: ENOTSUP)
             }
             if newSize < old {
