@@ -280,11 +280,9 @@ struct Qcow2Header {
                         throw BlockError.invalid("bitmaps_ext: bitmap directory size (\(d.be64(8))) exceeds the maximum supported size (\(64 << 20))")
                     }
                     bitmaps = (n, d.be64(8), d.be64(16))
-                } else {
-                    // Written by a program without bitmap support: the bitmaps are stale. Keep the
-                    // bytes so that a later writer that knows bitmaps can still see them.
-                    unknownExtensions.append((magic, try read(offset, Int(len))))
                 }
+                // Without the autoclear bit the bitmaps were left stale by a program that did not
+                // know them: QEMU drops the extension (their clusters leak until check -r).
             case Qcow2.extDataFile:
                 dataFile = String(decoding: try read(offset, Int(len)), as: UTF8.self)
             default:
