@@ -23,5 +23,7 @@ let package = Package(
         .target(name: "X86"),
 
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
+        // Runs the built imgtool binary side by side with qemu-img.
+        .testTarget(name: "imgtoolTests", dependencies: ["imgtool"]),
     ]
 )

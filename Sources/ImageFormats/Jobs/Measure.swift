@@ -68,7 +68,7 @@ extension Qcow2Format {
         let full = calcPreallocSize(virtualSize, clusterSize: cs, refcountOrder: UInt32(p.refcountBits.trailingZeroBitCount),
                                     extendedL2: p.extendedL2)
         var result = MeasureResult(required: full - virtualSize + required, fullyAllocated: full, bitmaps: nil)
-        if p.version >= 3, let q = source as? Qcow2Node {
+        if p.version >= 3, let q = source as? Qcow2Node, q.version >= 3 {
             result.bitmaps = q.persistentBitmapsSize(clusterSize: cs)
         }
         return result
