@@ -1,5 +1,5 @@
 // The subcommand table, help and version text, and the top-level argv handling.
-import Foundation
+
 import Glibc
 import ImageFormats
 
