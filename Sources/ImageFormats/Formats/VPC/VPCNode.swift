@@ -211,7 +211,8 @@ public final class VPCNode: BlockNode, @unchecked Sendable {
     // MARK: status, info
 
     public func driverBlockStatus(at offset: UInt64, length: UInt64, wantZero: Bool) throws -> BlockExtent {
-        if isFixed { return BlockExtent(flags: [.raw, .offsetValid], length: length, hostOffset: offset, file: file) }
+        // QEMU 7.2 answers data for a fixed disk and lets the file tell where its holes are.
+        if isFixed { return BlockExtent(flags: [.data, .offsetValid, .recurse], length: length, hostOffset: offset, file: file) }
         let (entry, run) = mapping(offset, maxLength: length)
         if entry == VPC.unallocated { return BlockExtent(flags: .zero, length: run) }
         return BlockExtent(flags: [.data, .offsetValid], length: run, hostOffset: hostOffset(entry, offset), file: file)
