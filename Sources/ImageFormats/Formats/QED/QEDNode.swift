@@ -36,7 +36,8 @@ public final class QEDNode: BlockNode, CheckableNode, @unchecked Sendable {
         let (header, fileSize) = try QEDHeader.parse(try file.read(at: 0, count: QED.headerStructSize), fileLength: file.size)
         if header.features & QED.featureBackingFile != 0 {
             let raw = try file.read(at: UInt64(header.backingNameOffset), count: Int(header.backingNameSize))
-            backingName = String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            let name = String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            backingName = name.isEmpty ? nil : name   // QEMU treats an empty name as no backing file
             backingFormat = header.features & QED.featureBackingNoProbe != 0 ? "raw" : nil
         } else {
             backingName = nil
