@@ -7,6 +7,15 @@
 import CZlib
 import Glibc
 
+/// Lets worker threads read one buffer.
+struct RawBufferBox: @unchecked Sendable { let buffer: UnsafeRawBufferPointer }
+
+/// Lets worker threads fill disjoint slots of one buffer.
+struct UnsafeMutablePointerBox<T>: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<T>
+    init(_ p: UnsafeMutablePointer<T>) { pointer = p }
+}
+
 extension VMDKNode {
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer, flags: WriteFlags) throws {
         guard !isReadOnly else { throw BlockError(.readOnly, "Block node is read-only", errno: EROFS) }
@@ -24,7 +33,7 @@ extension VMDKNode {
             } else {
                 let (m, _, _) = try metaLock.withLock { try e.lookup(pos, maxLength: want) }
                 if e.compressed {
-                    n = try rw.write { try writeCompressedGrain(e, pos, rest) }
+                    n = try writeCompressedGrains(e, pos, rest)
                 } else if m.kind == .data {
                     try rw.read { try e.file.write(at: m.hostOffset, from: UnsafeRawBufferPointer(rebasing: rest[0..<Int(m.length)]), flags: flags) }
                     n = m.length
@@ -103,37 +112,85 @@ extension VMDKNode {
         return m.length
     }
 
-    /// streamOptimized: one whole grain (or the last, shorter one), deflated behind its marker.
-    private func writeCompressedGrain(_ e: VMDKExtent, _ pos: UInt64, _ data: UnsafeRawBufferPointer) throws -> UInt64 {
+    /// streamOptimized: whole grains (the last one may be shorter), each deflated behind its
+    /// marker. Grains are compressed in parallel outside the lock, then appended in order.
+    private func writeCompressedGrains(_ e: VMDKExtent, _ pos: UInt64, _ data: UnsafeRawBufferPointer) throws -> UInt64 {
         let cs = e.clusterBytes
-        let (m, table, index) = try metaLock.withLock { try e.lookup(pos, maxLength: min(UInt64(data.count), cs)) }
-        let n = Int(min(UInt64(data.count), cs - m.inGrain))
-        if m.kind == .data {
-            throw BlockError(.io, "Could not write to allocated cluster for streamOptimized", errno: EIO)
-        }
-        guard m.inGrain == 0, n == Int(cs) || pos + UInt64(n) == e.endSector * 512, e.layout!.hasMarker, table != 0 else {
+        guard pos % 512 == 0, (pos - e.startSector * 512) % cs == 0, e.layout!.hasMarker else {
             throw BlockError(.invalidArgument, "Invalid argument", errno: EINVAL)
         }
-        var out = [UInt8](repeating: 0, count: 12 + Int(compressBound(uLong(n))))
+        // The grains this request covers: whole ones, or the shorter last grain of the extent.
+        var grains: [(pos: UInt64, range: Range<Int>)] = []
+        var o = 0
+        while o < data.count {
+            let n = Int(min(UInt64(data.count - o), cs))
+            let gpos = pos + UInt64(o)
+            guard n == Int(cs) || gpos + UInt64(n) == e.endSector * 512 else {
+                if grains.isEmpty { throw BlockError(.invalidArgument, "Invalid argument", errno: EINVAL) }
+                break
+            }
+            grains.append((gpos, o..<o + n))
+            o += n
+        }
+        let compressed = UnsafeMutablePointer<[UInt8]>.allocate(capacity: grains.count)
+        compressed.initialize(repeating: [], count: grains.count)
+        defer { compressed.deinitialize(count: grains.count); compressed.deallocate() }
+        let base = RawBufferBox(buffer: data)
+        let out = UnsafeMutablePointerBox(compressed)
+        let gs = grains
+        let workers = min(grains.count, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        let work: @Sendable (Int) -> Void = { w in
+            var i = w
+            while i < gs.count {
+                let g = gs[i]
+                // A grain that does not compress is left empty and fails the request below.
+                if let c = VMDKNode.compressGrain(UnsafeRawBufferPointer(rebasing: base.buffer[g.range]), lba: g.pos / 512) {
+                    out.pointer[i] = c
+                }
+                i += workers
+            }
+        }
+        if workers > 1 { runThreads(workers, work) } else { work(0) }
+        if (0..<grains.count).contains(where: { compressed[$0].isEmpty }) { throw BlockError(.io, "Invalid argument", errno: EINVAL) }
+        var done: UInt64 = 0
+        for (i, g) in grains.enumerated() {
+            try rw.write { try appendCompressedGrain(e, g.pos, compressed[i]) }
+            done += UInt64(g.range.count)
+        }
+        return done
+    }
+
+    /// zlib (QEMU's compress()) behind a marker, padded to a sector.
+    static func compressGrain(_ data: UnsafeRawBufferPointer, lba: UInt64) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: 12 + Int(compressBound(uLong(data.count))))
         var clen = uLongf(out.count - 12)
         let r = out.withUnsafeMutableBytes { o in
             compress((o.baseAddress! + 12).assumingMemoryBound(to: Bytef.self), &clen,
-                     data.baseAddress!.assumingMemoryBound(to: Bytef.self), uLong(n))
+                     data.baseAddress!.assumingMemoryBound(to: Bytef.self), uLong(data.count))
         }
-        guard r == Z_OK, clen > 0 else { throw BlockError(.io, "Invalid argument", errno: EINVAL) }
-        out.setLE64(0, pos / 512)
+        guard r == Z_OK, clen > 0 else { return nil }
+        out.setLE64(0, lba)
         out.setLE32(8, UInt32(clen))
-        // Pad to a sector, as QEMU leaves the file sector-aligned.
         let used = 12 + Int(clen)
-        out = Array(out[0..<used]) + [UInt8](repeating: 0, count: Int(roundUp(UInt64(used), 512)) - used)
+        out.removeLast(out.count - used)
+        out += [UInt8](repeating: 0, count: Int(roundUp(UInt64(used), 512)) - used)
+        return out
+    }
+
+    /// Under the exclusive lock: a compressed grain appended and pointed to (never overwritten).
+    private func appendCompressedGrain(_ e: VMDKExtent, _ pos: UInt64, _ bytes: [UInt8]) throws {
         try metaLock.withLock {
+            let (m, table, index) = try e.lookup(pos, maxLength: 1)
+            if m.kind == .data {
+                throw BlockError(.io, "Could not write to allocated cluster for streamOptimized", errno: EIO)
+            }
+            guard table != 0 else { throw BlockError(.invalidArgument, "Invalid argument", errno: EINVAL) }
             let sector = e.nextClusterSector
             if sector >= VMDK.extentMaxSectors { throw BlockError(.io, "Invalid argument", errno: EINVAL) }
-            try e.file.write(at: sector * 512, bytes: out)
-            e.nextClusterSector = sector + UInt64(out.count) / 512
+            try e.file.write(at: sector * 512, bytes: bytes)
+            e.nextClusterSector = sector + UInt64(bytes.count) / 512
             try e.updateL2(table: table, l1Index: e.l1Index(of: pos), index: index, value: UInt32(sector))
         }
-        return UInt64(n)
     }
 
     /// Zeroed-grain entries for whole grains (QEMU's vmdk_co_pwrite_zeroes); otherwise zeroes are
