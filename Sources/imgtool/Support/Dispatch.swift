@@ -13,12 +13,14 @@ func handler(for name: String) -> (([String]) throws -> Int32)? {
     case "map": return runMap
     case "compare": return runCompare
     case "measure": return runMeasure
+    case "snapshot": return runSnapshot
+    case "resize": return runResize
     default: return nil
     }
 }
 
 /// qemu-img subcommands that exist but are not implemented here yet: a clear message, status 1.
-let notYet = ["amend", "bench", "bitmap", "commit", "dd", "rebase", "resize", "snapshot"]
+let notYet = ["amend", "bench", "bitmap", "commit", "dd", "rebase"]
 
 func runMain() -> Int32 {
     let args = CommandLine.arguments
