@@ -20,12 +20,13 @@ func handler(for name: String) -> (([String]) throws -> Int32)? {
     case "amend": return runAmend
     case "dd": return runDD
     case "bench": return runBench
+    case "bitmap": return runBitmap
     default: return nil
     }
 }
 
 /// qemu-img subcommands that exist but are not implemented here yet: a clear message, status 1.
-let notYet = ["bitmap"]
+let notYet: [String] = []
 
 func runMain() -> Int32 {
     toolName = programName
