@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(zlib1g-dev libzstd-dev libdeflate-dev pkg-config
       qemu-utils qemu-system-x86 qemu-block-extra nbdkit libnbd-bin python3-libnbd
-      seabios ovmf busybox-static cpio nasm gnutls-bin)
+      seabios ovmf busybox-static cpio nasm gnutls-bin bc)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
