@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .library(name: "ImageFormats", targets: ["ImageFormats"]),
         .executable(name: "imgtool", targets: ["imgtool"]),
+        .executable(name: "nbdserver", targets: ["nbdserver"]),
         .library(name: "X86", targets: ["X86"]),
     ],
     targets: [
@@ -16,12 +17,18 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
 
-        .target(name: "ImageFormats", dependencies: ["CLinux", "CZlib", "CZstd"]),
+        .target(name: "ImageFormats", dependencies: ["CLinux", "CZlib", "CZstd", "NBD"]),
         .executableTarget(name: "imgtool", dependencies: ["ImageFormats", "CLinux"]),
 
         // The x86 interpreter CPU (vmrun's accelerator when KVM is not usable).
         .target(name: "X86"),
 
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
+
+        // NBD: the wire protocol (both peers), used by nbdserver and ImageFormats' nbd driver.
+        .target(name: "NBD"),
+        .executableTarget(name: "nbdserver", dependencies: ["ImageFormats", "NBD", "CLinux"]),
+        .testTarget(name: "NBDTests", dependencies: ["NBD"]),
+        .testTarget(name: "nbdserverTests", dependencies: ["nbdserver", "NBD", "ImageFormats"]),
     ]
 )
