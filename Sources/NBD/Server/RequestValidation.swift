@@ -64,7 +64,7 @@ public struct RequestCheck: Equatable, Sendable {
         }
 
         if checkLength && r.length > UInt64(NBDLimits.maxBuffer) {
-            let msg = "len (\(r.length)) is larger than max len (\(NBDLimits.maxBuffer))"
+            let msg = "len (\(r.length) ) is larger than max len (\(NBDLimits.maxBuffer))"
             return RequestCheck(payload: payloadLength > 0 ? .unreadable : .none, verdict: .refuse(einval, msg),
                                 effectLength: r.length)
         }

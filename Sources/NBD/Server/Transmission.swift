@@ -55,7 +55,15 @@ public final class NBDTransmission {
                 try stream.readExactly(into: h)
                 switch NBDRequest.parse(UnsafeRawBufferPointer(h), mode: mode) {
                 case .success(let r): return r
-                case .failure(.badMagic(let m)): throw NBDError.violation("invalid magic (got 0x\(String(m, radix: 16)))")
+                case .failure(.badMagic(let m)):
+                    // qemu-nbd still answers the garbage (EINVAL, under whatever cookie the bytes
+                    // hold) before hanging up; so do we.
+                    let msg = "invalid magic (got 0x\(String(m, radix: 16)))"
+                    let bogus = NBDRequest(command: .read, cookie: loadBE64(UnsafeRawBufferPointer(h), 8),
+                                           offset: mode == .extended ? loadBE64(UnsafeRawBufferPointer(h), 16) : 0, length: 0)
+                    try? finish(bogus, .failure(22, msg))
+                    try? stream.flush()
+                    throw NBDError.violation(msg)
                 case .failure(.short): throw NBDError.violation("short request")
                 }
             }
