@@ -7,7 +7,24 @@ import Glibc
 enum Daemon {
     nonisolated(unsafe) private static var savedStderr: Int32 = -1
 
-    static func forkWithErrorPipe(keepStderr: Bool) {
+    /// Closes descriptors the daemon inherited but does not use (a parent's pipes and sockets would
+    /// otherwise stay open for the server's whole life), keeping stdio, `keep` and those from 3
+    /// up to `3 + activation` (socket activation).
+    static func closeInherited(keep: Set<Int32>, activation: Int) {
+        guard let d = opendir("/proc/self/fd") else { return }
+        var fds: [Int32] = []
+        while let e = readdir(d) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
+            if let fd = Int32(name) { fds.append(fd) }
+        }
+        let own = dirfd(d)
+        closedir(d)
+        for fd in fds where fd > 2 && fd != own && !keep.contains(fd) && !(fd >= 3 && fd < 3 + Int32(activation)) {
+            close(fd)
+        }
+    }
+
+    static func forkWithErrorPipe(keepStderr: Bool, activation: Int) {
         var fds: [Int32] = [0, 0]
         if pipe(&fds) < 0 {
             Program.fail("Error setting up communication pipe: \(String(cString: strerror(errno)))")
@@ -31,6 +48,7 @@ enum Daemon {
             exit(errors ? 1 : 0)
         }
         close(fds[0])
+        closeInherited(keep: [fds[1], Trace.output], activation: activation)
         if keepStderr { savedStderr = fcntl(2, F_DUPFD_CLOEXEC, 3) }
         // Detach: a second fork so the server is not a session leader, then stdio to /dev/null.
         let p2 = fork()

@@ -77,7 +77,7 @@ enum Program {
             return KernelDevice.disconnect(args)
         }
         if args.device != nil && !args.verbose || args.fork {
-            Daemon.forkWithErrorPipe(keepStderr: args.fork)
+            Daemon.forkWithErrorPipe(keepStderr: args.fork, activation: activation)
         }
         return Serve.run(args, tls: tls, activation: activation)
     }

@@ -363,7 +363,9 @@ public final class NBDTransmission {
         data = nil
         dataCapacity = 0
         let cap = max(n, 64 * 1024)
-        guard let p = malloc(cap) else {
+        // Page-aligned, so that backends opened with O_DIRECT can use it as is.
+        var raw: UnsafeMutableRawPointer? = nil
+        guard posix_memalign(&raw, 4096, cap) == 0, let p = raw else {
             throw NBDError(.io, "No memory", errno: ENOMEM)
         }
         data = p
