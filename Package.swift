@@ -24,6 +24,8 @@ let package = Package(
         .target(name: "X86"),
 
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
+        // Runs the built imgtool binary side by side with qemu-img.
+        .testTarget(name: "imgtoolTests", dependencies: ["imgtool"]),
 
         // NBD: the wire protocol (both peers), used by nbdserver and ImageFormats' nbd driver.
         .target(name: "NBD"),
