@@ -28,7 +28,8 @@ let package = Package(
         .testTarget(name: "imgtoolTests", dependencies: ["imgtool"]),
 
         // NBD: the wire protocol (both peers), used by nbdserver and ImageFormats' nbd driver.
-        .target(name: "NBD"),
+        .systemLibrary(name: "CGnuTLS", pkgConfig: "gnutls", providers: [.apt(["libgnutls28-dev"])]),
+        .target(name: "NBD", dependencies: ["CGnuTLS"]),
         .executableTarget(name: "nbdserver", dependencies: ["ImageFormats", "NBD", "CLinux"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD"]),
         .testTarget(name: "nbdserverTests", dependencies: ["nbdserver", "NBD", "ImageFormats"]),

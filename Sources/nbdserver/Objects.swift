@@ -43,7 +43,9 @@ enum ObjectRegistry {
         }
         var props: [String: String] = [:]
         for k in opts.keys where k != "qom-type" && k != "id" {
-            guard keys.contains(k) else { throw UsageError(message: "Parameter '\(k)' is unexpected") }
+            guard keys.contains(k) || (type == "authz-list" && k.hasPrefix("rules.")) else {
+                throw UsageError(message: "Parameter '\(k)' is unexpected")
+            }
             props[k] = opts.string(k)
         }
         if let ep = props["endpoint"], ep != "server" && ep != "client" {

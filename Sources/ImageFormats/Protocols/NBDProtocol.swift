@@ -50,6 +50,12 @@ public enum NBDProtocol: ProtocolDriver {
             let kv = part.split(separator: "=", maxSplits: 1).map(String.init)
             params.append((kv[0], kv.count > 1 ? percentDecode(kv[1]) : ""))
         }
+        // nbds:// takes libnbd's TLS parameters.
+        let tlsKeys: Set<String> = ["tls-certificates", "tls-psk-file", "tls-username", "tls-verify-peer"]
+        if scheme.hasPrefix("nbds") {
+            for (k, v) in params where tlsKeys.contains(k) { o.set(k, v) }
+            params.removeAll { tlsKeys.contains($0.0) }
+        }
         if isUnix {
             guard authority.isEmpty, params.count == 1, params[0].0 == "socket" else {
                 throw BlockError(.invalidArgument, "invalid URI \(uri)", errno: EINVAL)
@@ -148,7 +154,7 @@ public enum NBDProtocol: ProtocolDriver {
         var config = NBDClientConfig(exportName: o.string("export") ?? "")
         let wantsTLS = try o.bool("tls") == true
         if o.string("tls-creds") != nil || wantsTLS {
-            config.tls = try NBDClientTLS.upgrade(credentialsID: o.string("tls-creds"), hostname: o.string("tls-hostname"), address: addr)
+            config.tls = try NBDClientTLS.upgrade(options: o, address: addr)
         }
         if let bitmap = o.string("x-dirty-bitmap") { config.metaContexts = [bitmap] }
         let client: NBDClient
@@ -162,11 +168,42 @@ public enum NBDProtocol: ProtocolDriver {
     }
 }
 
-/// Hook for TLS on the client side (filled in by the TLS support; plain text until then).
+/// TLS for the nbd driver: credentials registered under an id (what `--object tls-creds-*,id=ID`
+/// creates in the programs, referenced by `tls-creds=ID`), or made on the spot from libnbd-style
+/// nbds:// query parameters (tls-certificates=DIR, tls-psk-file=FILE, tls-username=USER).
 public enum NBDClientTLS {
-    public static func upgrade(credentialsID: String?, hostname: String?, address: SocketAddress) throws
-        -> @Sendable (NBDTransport) throws -> NBDTransport
-    {
-        throw BlockError(.unsupported, "TLS is not supported by this build of the nbd driver", errno: ENOTSUP)
+    nonisolated(unsafe) private static var registered: [String: NBDTLSCredentials] = [:]
+    private static let lock = NSLockLite()
+
+    public static func register(id: String, credentials: NBDTLSCredentials) {
+        lock.withLock { registered[id] = credentials }
+    }
+
+    public static func credentials(id: String) -> NBDTLSCredentials? {
+        lock.withLock { registered[id] }
+    }
+
+    static func upgrade(options o: BlockOptions, address: SocketAddress) throws -> @Sendable (NBDTransport) throws -> NBDTransport {
+        let host: String?
+        if case .inet(let h, _) = address { host = o.string("tls-hostname") ?? h } else { host = o.string("tls-hostname") }
+        do {
+            if let id = o.string("tls-creds") {
+                guard let c = credentials(id: id) else {
+                    throw BlockError(.invalidArgument, "No TLS credentials with id '\(id)'", errno: EINVAL)
+                }
+                return c.clientUpgrade(hostname: host)
+            }
+            if let psk = o.string("tls-psk-file") {
+                let dir = psk.hasSuffix("/keys.psk") ? String(psk.dropLast(9)) : psk
+                let c = try NBDTLSCredentials(kind: .psk(username: o.string("tls-username") ?? "qemu"), directory: dir, isServer: false)
+                return c.clientUpgrade(hostname: host)
+            }
+            let dir = o.string("tls-certificates") ?? "/etc/pki/qemu"
+            let c = try NBDTLSCredentials(kind: .x509(verifyPeer: o.string("tls-verify-peer") != "false"), directory: dir,
+                                          isServer: false)
+            return c.clientUpgrade(hostname: host)
+        } catch let e as NBDError {
+            throw BlockError(.invalidArgument, e.message, errno: e.errno)
+        }
     }
 }
