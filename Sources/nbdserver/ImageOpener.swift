@@ -7,9 +7,6 @@ enum ImageOpener {
     static func open(_ a: ServerArguments) -> any BlockNode {
         let file = a.file ?? ""
         let flags: OpenFlags = a.readOnly ? [] : [.readWrite]
-        if a.snapshot {
-            Program.fail("Failed to blk_new_open '\(file)': snapshot mode (-s) needs the qcow2 driver, which this build lacks")
-        }
         let cache: CacheMode
         do { cache = try CacheMode.parse(a.cache ?? "writeback") } catch { Program.fail("Invalid cache mode `\(a.cache ?? "")'") }
         let context = OpenContext(flags: flags, cache: cache)
@@ -28,6 +25,9 @@ enum ImageOpener {
         } catch {
             Program.fail("Failed to blk_new_open '\(file)': \(error)")
         }
+        if a.snapshot {
+            node = temporaryOverlay(over: node, file: file, context: context)
+        }
         if a.offset != 0 {
             var o = BlockOptions()
             o.set("offset", String(a.offset))
@@ -43,5 +43,43 @@ enum ImageOpener {
             Program.fail("Failed to load snapshot: Block format '\(node.driverName)' used by device '' does not support temporarily loading internal snapshots")
         }
         return node
+    }
+
+    /// -s: writes go to a temporary qcow2 overlay whose backing file is FILE (QEMU's
+    /// bdrv_append_temp_snapshot). The overlay lives in $TMPDIR (default /var/tmp) and is
+    /// unlinked as soon as it is open, so nothing is left behind however the server ends.
+    static func temporaryOverlay(over base: any BlockNode, file: String, context: OpenContext) -> any BlockNode {
+        let dir = getenv("TMPDIR").map { String(cString: $0) } ?? "/var/tmp"
+        var template = Array("\(dir)/vl.XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        if fd < 0 {
+            Program.fail("Could not get temporary filename: \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        let overlay = String(cString: template)
+        var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let backing = realpath(base.filename, &resolved) != nil ? String(cString: resolved) : base.filename
+        let size = base.size
+        do {
+            try? base.close()
+            guard let qcow2 = FormatRegistry.driver(named: "qcow2") else {
+                throw BlockError(.unsupported, "Unknown driver 'qcow2'", errno: ENOTSUP)
+            }
+            var o = BlockOptions()
+            o.set("backing_file", backing)
+            o.set("backing_fmt", base.driverName)
+            try qcow2.create(filename: overlay, size: size, options: o)
+            var c = context
+            c.flags.insert(.readWrite)
+            let node = try BlockGraph.open(filename: overlay, format: "qcow2", context: c)
+            unlink(overlay)
+            return node
+        } catch let e as BlockError {
+            unlink(overlay)
+            Program.fail("Failed to blk_new_open '\(file)': \(e.message)")
+        } catch {
+            unlink(overlay)
+            Program.fail("Failed to blk_new_open '\(file)': \(error)")
+        }
     }
 }

@@ -3,6 +3,7 @@
 // qemu:allocation-depth), nbdcopy with several connections, qemu-img and qemu-io over NBD, and a
 // python3-libnbd battery of targeted protocol cases (simple and structured replies).
 import Foundation
+import ImageFormats
 import XCTest
 
 final class InteropTests: XCTestCase {
@@ -162,5 +163,93 @@ final class InteropTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// A qcow2 overlay on a qcow2 base, written by qemu-io (data, zeroes, discards in both layers).
+    func makeChain(_ dir: TempDir) throws -> String {
+        let base = dir.file("base.qcow2"), top = dir.file("top.qcow2")
+        XCTAssertEqual(try runTool("qemu-img", ["create", "-q", "-f", "qcow2", base, "64M"]).status, 0)
+        XCTAssertEqual(try runTool("qemu-io", ["-f", "qcow2", "-c", "write -P 1 0 1M", "-c", "write -P 2 8M 2M",
+                                              "-c", "write -z 20M 1M", base]).status, 0)
+        XCTAssertEqual(try runTool("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top]).status, 0)
+        XCTAssertEqual(try runTool("qemu-io", ["-f", "qcow2", "-c", "write -P 3 512k 1M", "-c", "write -z 8M 512k",
+                                              "-c", "discard 30M 1M", "-c", "write -P 4 63M 4k", top]).status, 0)
+        return top
+    }
+
+    func testQcow2BackingChainMatchesQemuNbd() throws {
+        try require("qemu-nbd", "qemu-img", "qemu-io", "nbdinfo")
+        try XCTSkipUnless(FormatRegistry.driver(named: "qcow2") != nil, "the qcow2 driver is not in this build")
+        let dir = TempDir()
+        let top = try makeChain(dir)
+        let pair = try ServerPair(dir: dir, args: ["-t", "-e", "0", "-A", "-r"], image: top)
+        for ctx in ["base:allocation", "qemu:allocation-depth"] {
+            let a = try runTool("nbdinfo", ["--map=\(ctx)", pair.ours.uri])
+            let b = try runTool("nbdinfo", ["--map=\(ctx)", pair.qemu.uri])
+            XCTAssertEqual(a.status, 0, a.stderr)
+            XCTAssertEqual(a.stdout, b.stdout, ctx)
+        }
+        XCTAssertEqual(normalize(try runTool("nbdinfo", ["--json", pair.ours.uri]).stdout, pair),
+                       normalize(try runTool("nbdinfo", ["--json", pair.qemu.uri]).stdout, pair))
+        let ma = try runTool("qemu-img", ["map", "--output=json", "-f", "raw", pair.ours.qemuFilename])
+        let mb = try runTool("qemu-img", ["map", "--output=json", "-f", "raw", pair.qemu.qemuFilename])
+        XCTAssertEqual(ma.stdout, mb.stdout)
+        let cmp = try runTool("qemu-img", ["compare", "-f", "raw", "-F", "qcow2", pair.ours.qemuFilename, top])
+        XCTAssertEqual(cmp.status, 0, cmp.stdout + cmp.stderr)
+    }
+
+    /// The OFD lock bytes on every image file, per inode, while a server holds the image.
+    func lockBytes(_ paths: [String]) -> [String] {
+        let inodes = Dictionary(uniqueKeysWithValues: paths.map { p -> (String, String) in
+            var st = stat()
+            stat(p, &st)
+            return (String(st.st_ino), (p as NSString).lastPathComponent)
+        })
+        let text = (try? String(contentsOfFile: "/proc/locks", encoding: .utf8)) ?? ""
+        var out: [String] = []
+        for line in text.split(separator: "\n") where line.contains("OFDLCK") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count >= 8 else { continue }
+            let ino = String(f[5].split(separator: ":").last ?? "")
+            if let name = inodes[ino] { out.append("\(name) \(f[4]) \(f[6])-\(f[7])") }
+        }
+        return out.sorted()
+    }
+
+    func testImageLocksMatchQemuNbd() throws {
+        try require("qemu-nbd", "qemu-img", "qemu-io")
+        let dir = TempDir()
+        let raw = try makeImage(dir)
+        var cases: [([String], String, [String])] = [(["-f", "raw"], raw, [raw]), (["-f", "raw", "-r"], raw, [raw]), ([], raw, [raw])]
+        if FormatRegistry.driver(named: "qcow2") != nil {
+            let top = try makeChain(dir)
+            cases.append(([], top, [top, dir.file("base.qcow2")]))
+            cases.append((["-r"], top, [top, dir.file("base.qcow2")]))
+        }
+        for (args, image, files) in cases {
+            var seen: [[String]] = []
+            for program in [nbdserverPath, "qemu-nbd"] {
+                let sock = dir.file("l.sock")
+                let s = try ServerProcess(program, ["-t", "-k", sock] + args + [image], socket: sock)
+                seen.append(lockBytes(files))
+                s.stop()
+            }
+            XCTAssertEqual(seen[0], seen[1], "locks differ for \(args)")
+            XCTAssertFalse(seen[0].isEmpty)
+        }
+    }
+
+    func testSnapshotModeLeavesImageUntouched() throws {
+        try require("qemu-io")
+        try XCTSkipUnless(FormatRegistry.driver(named: "qcow2") != nil, "the qcow2 driver is not in this build")
+        let dir = TempDir()
+        let image = try makeImage(dir)
+        let before = try Data(contentsOf: URL(fileURLWithPath: image))
+        let s = try ServerProcess(nbdserverPath, ["-s", "-t", "-f", "raw", "-k", dir.file("s.sock"), image], socket: dir.file("s.sock"))
+        let r = try runTool("qemu-io", ["-f", "raw", "-c", "write -P 0x42 0 1M", "-c", "read -P 0x42 0 1M", s.qemuFilename])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertFalse(r.stdout.contains("fail"), r.stdout)
+        s.stop()
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: image)), before, "-s wrote to the image")
     }
 }
