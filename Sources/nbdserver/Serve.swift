@@ -35,6 +35,11 @@ enum Serve {
             }
         }
 
+        if let b = a.bitmaps.first, !a.readOnly {
+            // Opening for writing clears the image's "bitmaps valid" bit (this library does not keep
+            // bitmaps up to date yet), which would destroy the very bitmap asked for.
+            Program.fail("Bitmap '\(b)': exporting a persistent bitmap needs a read-only export (-r) in this version")
+        }
         let node = ImageOpener.open(a)
         var settings = NBDExportSettings()
         settings.name = a.exportName ?? ""
@@ -45,11 +50,10 @@ enum Serve {
         settings.allocationDepth = a.allocationDepth
         settings.maxConnections = a.shared
         settings.writeThrough = a.cache == "writethrough" || a.cache == "directsync"
-        for b in a.bitmaps {
-            Program.fail("Bitmap '\(b)' is not found")
-        }
-        let backend = BlockNodeNBDBackend(node: node, settings: settings)
+        settings.bitmaps = a.bitmaps
+        let backend: BlockNodeNBDBackend
         do {
+            backend = try BlockNodeNBDBackend(node: node, settings: settings)
             try backend.holdExportPermissions(writable: !a.readOnly)
         } catch let e as BlockError {
             Program.fail(e.message + (e.hint.map { "\n" + $0 } ?? ""))

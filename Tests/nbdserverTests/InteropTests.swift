@@ -252,4 +252,33 @@ final class InteropTests: XCTestCase {
         s.stop()
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: image)), before, "-s wrote to the image")
     }
+
+    func testDirtyBitmapsMatchQemuNbd() throws {
+        try require("qemu-nbd", "qemu-img", "qemu-io", "nbdinfo")
+        try XCTSkipUnless(FormatRegistry.driver(named: "qcow2") != nil, "the qcow2 driver is not in this build")
+        let dir = TempDir()
+        let img = dir.file("bm.qcow2")
+        for args in [["create", "-q", "-f", "qcow2", img, "64M"], ["bitmap", "--add", img, "b0"],
+                     ["bitmap", "--add", "-g", "512k", img, "b1"]] {
+            XCTAssertEqual(try runTool("qemu-img", args).status, 0)
+        }
+        XCTAssertEqual(try runTool("qemu-io", ["-f", "qcow2", "-c", "write 100k 3M", "-c", "write 40M 65k", img]).status, 0)
+        XCTAssertEqual(try runTool("qemu-img", ["bitmap", "--disable", img, "b1"]).status, 0)
+        XCTAssertEqual(try runTool("qemu-io", ["-f", "qcow2", "-c", "write 20M 1M", img]).status, 0)
+        let pair = try ServerPair(dir: dir, args: ["-t", "-e", "0", "-r", "-B", "b0", "-B", "b1"], image: img)
+        for ctx in ["qemu:dirty-bitmap:b0", "qemu:dirty-bitmap:b1"] {
+            let a = try runTool("nbdinfo", ["--map=\(ctx)", pair.ours.uri])
+            XCTAssertEqual(a.status, 0, a.stderr)
+            XCTAssertEqual(a.stdout, try runTool("nbdinfo", ["--map=\(ctx)", pair.qemu.uri]).stdout, ctx)
+            XCTAssertTrue(a.stdout.contains("dirty"))
+        }
+        XCTAssertEqual(normalize(try runTool("nbdinfo", ["--json", pair.ours.uri]).stdout, pair),
+                       normalize(try runTool("nbdinfo", ["--json", pair.qemu.uri]).stdout, pair))
+        pair.ours.stop()
+        pair.qemu.stop()
+        let a = try runTool(nbdserverPath, ["-r", "-B", "nope", img])
+        let b = try runTool("qemu-nbd", ["-r", "-B", "nope", img])
+        XCTAssertEqual(a.status, b.status)
+        XCTAssertEqual(a.stderr.replacingOccurrences(of: "nbdserver", with: "qemu-nbd"), b.stderr)
+    }
 }

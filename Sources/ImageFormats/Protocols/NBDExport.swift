@@ -28,6 +28,8 @@ public struct NBDExportSettings: Sendable {
     public var maxConnections = 1
     /// --cache=writethrough/directsync: every write is made durable before it is acknowledged.
     public var writeThrough = false
+    /// -B: persistent dirty bitmaps to offer as qemu:dirty-bitmap:NAME.
+    public var bitmaps: [String] = []
 
     public init() {}
 }
@@ -38,11 +40,24 @@ public final class BlockNodeNBDBackend: NBDBackend, @unchecked Sendable {
     /// The size clients see (whole 512-byte sectors).
     public let exportSize: UInt64
 
-    public init(node: any BlockNode, settings: NBDExportSettings) {
+    private let bitmaps: [String: PersistentBitmap]
+
+    /// Throws QEMU's errors for -B: "Bitmap 'X' is not found", an inconsistent bitmap, or an enabled
+    /// bitmap on a writable export (which this library cannot keep up to date yet).
+    public init(node: any BlockNode, settings: NBDExportSettings) throws {
         self.node = node
         self.settings = settings
         let s = node.size
         self.exportSize = s % 512 == 0 ? s : (s / 512 + 1) * 512
+        var found: [String: PersistentBitmap] = [:]
+        for name in settings.bitmaps {
+            let b = try PersistentBitmap.find(name, in: node)
+            if b.enabled && !(settings.readOnly || node.isReadOnly) {
+                throw BlockError(.unsupported, "Bitmap '\(name)' is enabled: tracking writes in it on a writable export is not supported yet (export read-only with -r)", errno: ENOTSUP)
+            }
+            found[name] = b
+        }
+        bitmaps = found
     }
 
     /// The NBD export for this node, with the flags and limits qemu-nbd advertises.
@@ -58,6 +73,8 @@ public final class BlockNodeNBDBackend: NBDBackend, @unchecked Sendable {
         if let raw = node as? RawNode, raw.probed { minimum = max(minimum, 512) }
         var extra: [NBDMetaContext] = []
         if settings.allocationDepth { extra.append(.allocationDepth) }
+        // qemu-nbd prepends each -B to its list, so the contexts come in reverse order.
+        for name in settings.bitmaps.reversed() { extra.append(.dirtyBitmap(name)) }
         return NBDExport(name: settings.name, description: settings.description, backend: self, size: exportSize,
                          flags: flags, minimumBlock: minimum, preferredBlock: max(4096, minimum),
                          maximumBlock: UInt32(NBDLimits.maxBuffer), extraContexts: extra)
@@ -161,6 +178,13 @@ public final class BlockNodeNBDBackend: NBDBackend, @unchecked Sendable {
             var pos = offset
             let end = offset + length
             while pos < end && out.count < limit {
+                if case .dirtyBitmap(let name) = context {
+                    guard let b = bitmaps[name] else { throw BlockError(.notFound, "Bitmap '\(name)' is not found", errno: ENOENT) }
+                    let r = b.run(at: pos, maxLength: end - pos)
+                    out.append(NBDExtent(length: r.length, flags: r.dirty ? UInt64(NBDState.dirty) : 0))
+                    pos += r.length
+                    continue
+                }
                 if pos >= size {
                     // The zero tail up to the next 512-byte boundary.
                     let flags: UInt64 = context == .baseAllocation ? UInt64(NBDState.hole | NBDState.zero) : 1
@@ -176,7 +200,7 @@ public final class BlockNodeNBDBackend: NBDBackend, @unchecked Sendable {
                 case .allocationDepth:
                     flags = e.flags.contains(.allocated) ? UInt64(depth + 1) : 0
                 case .dirtyBitmap:
-                    throw BlockError(.unsupported, "dirty bitmaps are not available", errno: ENOTSUP)
+                    flags = 0   // answered above
                 }
                 out.append(NBDExtent(length: len, flags: flags))
                 pos += len
