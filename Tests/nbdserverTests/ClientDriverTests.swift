@@ -196,4 +196,31 @@ final class ClientDriverTests: XCTestCase {
         XCTAssertThrowsError(try NBDProtocol.parseFilename("nbd+unix:///e"))
         XCTAssertThrowsError(try NBDProtocol.parseFilename("nbd://h/e?socket=/x"))
     }
+
+    /// The library's convert engine reading from NBD keeps the copy sparse (block status works).
+    func testConvertFromNBDStaysSparse() throws {
+        try require("qemu-nbd")
+        let dir = TempDir()
+        let image = dir.file("big.raw")
+        try makeRawImage(image, size: 256 * mib, data: [(0, 65536, 1), (100 * mib, 3 << 20, 2)])
+        for program in [nbdserverPath, "qemu-nbd"] {
+            let sock = dir.file("c.sock")
+            let server = try ServerProcess(program, ["-t", "-r", "-f", "raw", "-k", sock, image], socket: sock)
+            let source = try BlockGraph.open(filename: "nbd+unix:///?socket=\(sock)", format: "raw", context: OpenContext())
+            let out = dir.file("out.raw")
+            try FileProtocol.create(filename: out, size: source.size, preallocation: .off)
+            let target = try BlockGraph.open(filename: out, format: "raw", context: OpenContext(flags: [.readWrite]))
+            var o = ConvertOptions()
+            o.targetIsZero = true
+            try Converter(sources: [source], target: target, options: o).run()
+            try target.close()
+            try source.close()
+            server.stop()
+            XCTAssertTrue(FileManager.default.contentsEqual(atPath: image, andPath: out), program)
+            var st = stat()
+            stat(out, &st)
+            XCTAssertLessThan(Int(st.st_blocks) * 512, 16 << 20, "copy from \(program) is not sparse")
+            unlink(out)
+        }
+    }
 }
