@@ -281,4 +281,46 @@ final class InteropTests: XCTestCase {
         XCTAssertEqual(a.status, b.status)
         XCTAssertEqual(a.stderr.replacingOccurrences(of: "nbdserver", with: "qemu-nbd"), b.stderr)
     }
+
+    /// --discard and --detect-zeroes change what trims and zero writes do to the file; the
+    /// allocation afterwards must be qemu-nbd's.
+    func testDiscardAndDetectZeroesMatchQemuNbd() throws {
+        try require("qemu-nbd", "nbdinfo")
+        let py = try pythonWithLibnbd()
+        let script = """
+        import nbd, sys
+        h = nbd.NBD(); h.connect_uri(sys.argv[1])
+        h.pwrite(bytes(1 << 20), 0)
+        h.pwrite(bytes(65536), 40 << 20)
+        h.trim(1 << 20, 1 << 20)
+        h.zero(65536, (40 << 20) + 512 * 1024)
+        h.flush()
+        """
+        for flags in [[], ["--discard=unmap"], ["--discard=unmap", "--detect-zeroes=unmap"], ["--detect-zeroes=on"]] {
+            let dir = TempDir()
+            let a = try makeImage(dir, "a.raw"), b = try makeImage(dir, "b.raw")
+            let ours = try ServerProcess(nbdserverPath, ["-t", "-f", "raw", "-k", dir.file("o.sock")] + flags + [a], socket: dir.file("o.sock"))
+            let qemu = try ServerProcess("qemu-nbd", ["-t", "-f", "raw", "-k", dir.file("q.sock")] + flags + [b], socket: dir.file("q.sock"))
+            XCTAssertEqual(try runTool(py, ["-c", script, ours.uri]).status, 0)
+            XCTAssertEqual(try runTool(py, ["-c", script, qemu.uri]).status, 0)
+            let ma = try runTool("nbdinfo", ["--map", ours.uri]).stdout
+            let mb = try runTool("nbdinfo", ["--map", qemu.uri]).stdout
+            XCTAssertEqual(ma, mb, "allocation differs with \(flags)")
+            ours.stop()
+            qemu.stop()
+            XCTAssertTrue(FileManager.default.contentsEqual(atPath: a, andPath: b))
+        }
+    }
+
+    func testImageOptsMatchesQemuNbd() throws {
+        try require("qemu-nbd", "nbdinfo")
+        let dir = TempDir()
+        let image = try makeImage(dir)
+        let opts = "driver=raw,offset=1048576,size=16777216,file.driver=file,file.filename=\(image)"
+        let pair = try ServerPair(dir: dir, args: ["-t", "--image-opts"], image: opts)
+        let a = try runTool("nbdinfo", ["--json", pair.ours.uri]), b = try runTool("nbdinfo", ["--json", pair.qemu.uri])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        XCTAssertEqual(normalize(a.stdout, pair), normalize(b.stdout, pair))
+        XCTAssertEqual(try runTool("nbdinfo", ["--map", pair.ours.uri]).stdout, try runTool("nbdinfo", ["--map", pair.qemu.uri]).stdout)
+    }
 }

@@ -7,7 +7,8 @@
 //
 // QEMU behaviours kept here: the export size is the node size rounded up to 512 bytes (QEMU's block
 // layer counts whole sectors; the tail reads as zeroes); discard requests are ignored unless
-// --discard=unmap; --detect-zeroes turns all-zero writes into write-zeroes; block status is the
+// --discard=unmap (write-zeroes may still punch holes, as in qemu-nbd); --detect-zeroes turns
+// all-zero writes into write-zeroes; block status is the
 // status through the whole backing chain; qemu:allocation-depth is 0 for unallocated, else the
 // layer (1 = top); a raw image whose format was guessed by probing wants 512-byte requests.
 import Glibc
@@ -126,7 +127,9 @@ public final class BlockNodeNBDBackend: NBDBackend, @unchecked Sendable {
     public func writeZeroes(at offset: UInt64, length: UInt64, fua: Bool, mayTrim: Bool, fast: Bool) throws {
         try run {
             var f = writeFlags(fua: fua)
-            if mayTrim && settings.discard == .unmap { f.insert(.mayUnmap) }
+            // qemu-nbd honours "may punch a hole" on write-zeroes whatever --discard says (only
+            // NBD_CMD_TRIM depends on it).
+            if mayTrim { f.insert(.mayUnmap) }
             if fast { f.insert(.noFallback) }
             try node.writeZeroes(at: offset, length: length, flags: f)
         }
