@@ -42,6 +42,8 @@ enum Program {
         } catch {
             fail("\(error)")
         }
+        // -T is applied while parsing in qemu-nbd: "-T x -V" warns about x before the version.
+        Trace.configure(args.traces, report: report)
         switch args.action {
         case .help:
             print(Usage.text(path))
@@ -52,7 +54,6 @@ enum Program {
         default:
             break
         }
-        Trace.configure(args.traces, report: report)
         let objects: [UserObject]
         do {
             objects = try ObjectRegistry.create(args.objects)

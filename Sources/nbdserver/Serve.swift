@@ -63,6 +63,7 @@ enum Serve {
         let export = backend.makeExport()
 
         var policy = NBDServerPolicy(exports: [export])
+        policy.trace = Trace.hook
         if let t = tls {
             do {
                 policy.tls = try t.serverUpgrade()

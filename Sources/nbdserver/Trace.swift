@@ -6,8 +6,8 @@ import Glibc
 import NBD
 
 enum Trace {
-    static let events = ["nbd_negotiate_option", "nbd_negotiate_success", "nbd_receive_request", "nbd_send_reply",
-                         "nbd_client_connect", "nbd_client_disconnect"]
+    static let events = ["nbd_negotiate_options_check_option", "nbd_negotiate_success",
+                         "nbd_co_receive_request_decode_type", "nbd_co_send_chunk_error"]
     nonisolated(unsafe) private(set) static var enabled: Set<String> = []
     nonisolated(unsafe) private(set) static var output: Int32 = 2
 
@@ -48,6 +48,11 @@ enum Trace {
                 if negate { enabled.subtract(hits) } else { enabled.formUnion(hits) }
             }
         }
+    }
+
+    /// The hook handed to the server (nil when nothing is enabled, so untraced runs pay nothing).
+    static var hook: (@Sendable (String, String) -> Void)? {
+        enabled.isEmpty ? nil : { @Sendable in emit($0, $1) }
     }
 
     static func emit(_ event: String, _ details: String) {

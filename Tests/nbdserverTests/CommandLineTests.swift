@@ -160,4 +160,19 @@ final class CommandLineTests: XCTestCase {
         XCTAssertEqual(r.status, 1)
         XCTAssertEqual(r.stderr, "nbdserver: Failed to open /dev/nbd0: No such file or directory\n")
     }
+
+    func testTraceEvents() throws {
+        try require("nbdinfo")
+        let dir = TempDir()
+        try makeRawImage(dir.file("a.raw"), size: 1 << 20, data: [])
+        let s = try ServerProcess(nbdserverPath, ["-T", "nbd_negotiate_*", "-T", "nbd_co_receive_request_decode_type", "-f", "raw",
+                                                  "-k", dir.file("t.sock"), dir.file("a.raw")], socket: dir.file("t.sock"))
+        XCTAssertEqual(try runTool("nbdinfo", ["--size", s.uri]).status, 0)
+        XCTAssertTrue(s.waitForExit())
+        XCTAssertTrue(s.stderr.contains("nbd_negotiate_options_check_option Checking option 7 (go)"), s.stderr)
+        XCTAssertTrue(s.stderr.contains("nbd_negotiate_success Negotiation succeeded"), s.stderr)
+        XCTAssertTrue(s.stderr.contains("type = 2 (disconnect)"), s.stderr)
+        let w = try runTool(nbdserverPath, ["-T", "no_such_event", "-V"])
+        XCTAssertEqual(w.stderr, "nbdserver: warning: trace event 'no_such_event' does not exist\n")
+    }
 }

@@ -119,10 +119,11 @@ public final class NBDServer: @unchecked Sendable {
         do {
             let result = try NBDServerHandshake(stream: stream, policy: config.policy).run()
             if case .transmission(let session) = result {
+                config.policy.trace?("nbd_negotiate_success", "Negotiation succeeded")
                 negotiated = true
                 stream.deadline = nil
                 if config.verbose { config.log("client connected to export '\(session.export.name)'") }
-                try NBDTransmission(stream: stream, session: session, log: config.log).run()
+                try NBDTransmission(stream: stream, session: session, log: config.log, trace: config.policy.trace).run()
             }
         } catch let e as NBDError {
             if negotiated {

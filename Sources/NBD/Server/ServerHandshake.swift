@@ -14,6 +14,8 @@ public struct NBDServerPolicy: Sendable {
     public var tls: (@Sendable (NBDTransport) throws -> NBDTransport)?
     /// Whether to offer NBD_OPT_EXTENDED_HEADERS (on by default; tests turn it off to compare).
     public var allowExtendedHeaders: Bool
+    /// -T: receives (event, text) for QEMU's trace points we have; nil costs nothing.
+    public var trace: (@Sendable (String, String) -> Void)?
 
     public init(exports: [NBDExport], tls: (@Sendable (NBDTransport) throws -> NBDTransport)? = nil,
                 allowExtendedHeaders: Bool = true) {
@@ -92,6 +94,7 @@ public final class NBDServerHandshake {
         if length > UInt32(NBDLimits.maxBuffer) {
             throw NBDError.violation("len (\(length) ) is larger than max len (\(NBDLimits.maxBuffer))")
         }
+        policy.trace?("nbd_negotiate_options_check_option", "Checking option \(option.rawValue) (\(option))")
         let opt = OptionReader(stream: stream, option: option, length: length)
         do {
             if policy.tls != nil && !tlsActive {

@@ -15,6 +15,7 @@ public final class NBDTransmission {
     let session: NBDSession
     let backend: any NBDBackend
     let log: (String) -> Void
+    let trace: (@Sendable (String, String) -> Void)?
     private let mode: NBDMode
     private var data: UnsafeMutableRawPointer?
     private var dataCapacity = 0
@@ -23,7 +24,9 @@ public final class NBDTransmission {
     /// Keep buffers up to this size between requests; larger ones are freed when the client idles.
     private static let retainedBuffer = 4 * 1024 * 1024
 
-    public init(stream: NBDStream, session: NBDSession, log: @escaping (String) -> Void) {
+    public init(stream: NBDStream, session: NBDSession, log: @escaping (String) -> Void,
+                trace: (@Sendable (String, String) -> Void)? = nil) {
+        self.trace = trace
         self.stream = stream
         self.session = session
         self.backend = session.export.backend
@@ -76,6 +79,8 @@ public final class NBDTransmission {
 
     /// One request; false when the connection must end (after NBD_CMD_DISC, or an unreadable payload).
     private func serve(_ r: NBDRequest) throws -> Bool {
+        trace?("nbd_co_receive_request_decode_type",
+               "Decoding type: cookie = \(r.cookie), type = \(r.command.rawValue) (\(r.command))")
         let check = RequestCheck.check(r, mode: mode, exportSize: session.export.size, readOnly: session.export.isReadOnly)
         var request = r
         request.length = check.effectLength
@@ -155,6 +160,9 @@ public final class NBDTransmission {
 
     /// The status reply of a request: simple, or a NONE/ERROR chunk (QEMU's nbd_send_generic_reply).
     private func finish(_ r: NBDRequest, _ outcome: Outcome) throws {
+        if let t = trace, case .failure(let e, let msg) = outcome {
+            t("nbd_co_send_chunk_error", "Send error reply: cookie = \(r.cookie), error = \(NBDErrno.from(errno: e)), msg = '\(msg)'")
+        }
         switch outcome {
         case .sent:
             return

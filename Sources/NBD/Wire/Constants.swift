@@ -161,7 +161,7 @@ public struct NBDCommand: RawRepresentable, Hashable, Sendable, CustomStringConv
         switch rawValue {
         case 0: return "read"
         case 1: return "write"
-        case 2: return "discard"
+        case 2: return "disconnect"
         case 3: return "flush"
         case 4: return "trim"
         case 5: return "cache"
