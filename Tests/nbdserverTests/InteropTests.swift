@@ -323,4 +323,19 @@ final class InteropTests: XCTestCase {
         XCTAssertEqual(normalize(a.stdout, pair), normalize(b.stdout, pair))
         XCTAssertEqual(try runTool("nbdinfo", ["--map", pair.ours.uri]).stdout, try runTool("nbdinfo", ["--map", pair.qemu.uri]).stdout)
     }
+
+    /// An image whose size is not a multiple of 512: exported rounded up, the tail reads as zeroes.
+    func testOddSizedImageMatchesQemuNbd() throws {
+        try require("qemu-nbd", "nbdinfo", "nbdcopy")
+        let dir = TempDir()
+        let image = dir.file("odd.raw")
+        try makeRawImage(image, size: 1000, data: [(0, 1000, 7)])
+        let pair = try ServerPair(dir: dir, args: ["-t", "-f", "raw", "-r"], image: image)
+        XCTAssertEqual(normalize(try runTool("nbdinfo", ["--json", pair.ours.uri]).stdout, pair),
+                       normalize(try runTool("nbdinfo", ["--json", pair.qemu.uri]).stdout, pair))
+        XCTAssertEqual(try runTool("nbdcopy", [pair.ours.uri, dir.file("a.out")]).status, 0)
+        XCTAssertEqual(try runTool("nbdcopy", [pair.qemu.uri, dir.file("b.out")]).status, 0)
+        XCTAssertTrue(FileManager.default.contentsEqual(atPath: dir.file("a.out"), andPath: dir.file("b.out")))
+        XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: dir.file("a.out"))[.size] as? Int, 1024)
+    }
 }
