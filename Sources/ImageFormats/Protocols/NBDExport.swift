@@ -42,6 +42,8 @@ public final class BlockNodeNBDBackend: NBDBackend, @unchecked Sendable {
     public let exportSize: UInt64
 
     private let bitmaps: [String: PersistentBitmap]
+    /// Zero-copy reads only where every layer stores guest bytes unchanged in its file.
+    private let plainLayers: Bool
 
     /// Throws QEMU's errors for -B: "Bitmap 'X' is not found", an inconsistent bitmap, or an enabled
     /// bitmap on a writable export (which this library cannot keep up to date yet).
@@ -59,6 +61,13 @@ public final class BlockNodeNBDBackend: NBDBackend, @unchecked Sendable {
             found[name] = b
         }
         bitmaps = found
+        var plain = true
+        var stack: [any BlockNode] = [node]
+        while let n = stack.popLast() {
+            if !["raw", "qcow2", "file"].contains(n.driverName) { plain = false }
+            stack.append(contentsOf: n.children.map(\.node))
+        }
+        plainLayers = plain
     }
 
     /// The NBD export for this node, with the flags and limits qemu-nbd advertises.
@@ -171,6 +180,23 @@ public final class BlockNodeNBDBackend: NBDBackend, @unchecked Sendable {
             if offset >= size { return (true, length) }
             let (e, _) = try node.blockStatusAbove(base: nil, at: offset, length: min(length, size - offset))
             return (e.flags.contains(.zero), max(1, e.length))
+        }
+    }
+
+    /// zeroStatus, plus the host file range for data stored as is (raw, or qcow2 data clusters), so
+    /// the server can send it with sendfile. Not for O_DIRECT files, nor for compressed clusters.
+    public func readStatus(at offset: UInt64, length: UInt64) throws -> NBDReadStatus {
+        try run {
+            let size = node.size
+            if offset >= size { return NBDReadStatus(zero: true, length: length) }
+            let (e, _) = try node.blockStatusAbove(base: nil, at: offset, length: min(length, size - offset))
+            let len = max(1, e.length)
+            var source: (fd: Int32, offset: UInt64)? = nil
+            if plainLayers, e.flags.contains(.data) && e.flags.contains(.offsetValid) && !e.flags.contains(.compressed),
+               let f = e.file as? FileNode, f.requestAlignment == 1, e.hostOffset + len <= f.size {
+                source = (f.file.fd, e.hostOffset)
+            }
+            return NBDReadStatus(zero: e.flags.contains(.zero), length: len, source: source)
         }
     }
 

@@ -199,6 +199,22 @@ public final class NBDStream: @unchecked Sendable {
         }
     }
 
+    /// Whether payloads can go straight from a file to the socket (plain sockets, not TLS).
+    public var canSendFile: Bool { transport is SocketTransport }
+
+    /// Sends what is corked and `header`, then file bytes with sendfile; returns the file bytes sent.
+    public func sendFile(header: UnsafeRawBufferPointer, source: Int32, offset: UInt64, length: Int) throws -> Int {
+        guard let sock = transport as? SocketTransport else { return 0 }
+        var prefix = [UInt8]()
+        if outCount > 0 {
+            prefix.reserveCapacity(outCount + header.count)
+            prefix.append(contentsOf: UnsafeRawBufferPointer(start: output!, count: outCount))
+            outCount = 0
+        }
+        prefix.append(contentsOf: header)
+        return try prefix.withUnsafeBytes { try sock.sendFile(prefix: $0, source: source, offset: offset, length: length) }
+    }
+
     public func flush() throws {
         guard outCount > 0 else { return }
         let pending = UnsafeRawBufferPointer(start: output!, count: outCount)

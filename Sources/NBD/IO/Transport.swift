@@ -121,6 +121,35 @@ public final class SocketTransport: NBDTransport, @unchecked Sendable {
         }
     }
 
+    /// Sends `prefix` (with MSG_MORE) then `length` bytes of file `source` from `offset` with
+    /// sendfile(2), copying nothing through user space. Returns how many file bytes went out: fewer
+    /// than `length` when the file ended or sendfile cannot handle it (the caller sends the rest).
+    public func sendFile(prefix: UnsafeRawBufferPointer, source: Int32, offset: UInt64, length: Int) throws -> Int {
+        var p = 0
+        while p < prefix.count {
+            let n = Glibc.send(fd, prefix.baseAddress! + p, prefix.count - p, Int32(MSG_NOSIGNAL) | Int32(MSG_MORE))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw NBDError.system("Unable to write to socket", errno)
+            }
+            p += n
+        }
+        var off = off_t(offset)
+        var done = 0
+        while done < length {
+            let n = sendfile(fd, source, &off, length - done)
+            if n < 0 {
+                let e = errno
+                if e == EINTR || e == EAGAIN { continue }
+                if e == EINVAL || e == ENOSYS || e == EOVERFLOW { return done }
+                throw NBDError.system("Unable to write to socket", e)
+            }
+            if n == 0 { return done }
+            done += n
+        }
+        return done
+    }
+
     public func shutdown() {
         _ = Glibc.shutdown(fd, Int32(SHUT_RDWR))
     }

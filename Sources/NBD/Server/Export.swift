@@ -47,6 +47,19 @@ public struct NBDBackendError: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
+/// What a sparse read needs to know about a run: zero or data, how long, and where the bytes live
+/// when they sit unchanged in a host file (so they can go to the socket with sendfile, no copy).
+public struct NBDReadStatus: Sendable {
+    public var zero: Bool
+    public var length: UInt64
+    public var source: (fd: Int32, offset: UInt64)?
+    public init(zero: Bool, length: UInt64, source: (fd: Int32, offset: UInt64)? = nil) {
+        self.zero = zero
+        self.length = length
+        self.source = source
+    }
+}
+
 public protocol NBDBackend: AnyObject, Sendable {
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws
     func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer, fua: Bool) throws
@@ -59,10 +72,19 @@ public protocol NBDBackend: AnyObject, Sendable {
     func cache(at offset: UInt64, length: UInt64) throws
     /// For sparse reads: whether the run at `offset` reads as zeroes, and how long it is (>= 1).
     func zeroStatus(at offset: UInt64, length: UInt64) throws -> (zero: Bool, length: UInt64)
+    /// zeroStatus plus, optionally, the host file range holding the data as is (default: none).
+    func readStatus(at offset: UInt64, length: UInt64) throws -> NBDReadStatus
     /// Appends descriptors for `context` covering a prefix of [offset, offset+length), at most
     /// `limit` of them (the server merges neighbours with equal flags).
     func extents(_ context: NBDMetaContext, at offset: UInt64, length: UInt64, limit: Int,
                  into out: inout [NBDExtent]) throws
+}
+
+extension NBDBackend {
+    public func readStatus(at offset: UInt64, length: UInt64) throws -> NBDReadStatus {
+        let s = try zeroStatus(at: offset, length: length)
+        return NBDReadStatus(zero: s.zero, length: s.length)
+    }
 }
 
 /// One export and what it advertises.

@@ -260,18 +260,23 @@ public final class NBDTransmission {
         return .sent
     }
 
-    /// Holes become OFFSET_HOLE chunks; runs of data are read and sent as one OFFSET_DATA chunk each.
+    /// Holes become OFFSET_HOLE chunks; runs of data become one OFFSET_DATA chunk each, sent
+    /// straight from the host file with sendfile when the backend says where the bytes are, else
+    /// read into the buffer first.
     private func sparseRead(_ r: NBDRequest, _ buf: UnsafeMutableRawPointer) throws -> Outcome {
         let total = r.length
+        let zeroCopy = stream.canSendFile
         var done: UInt64 = 0
+        var next: NBDReadStatus? = nil
         while done < total {
-            let status: (zero: Bool, length: UInt64)
+            let status: NBDReadStatus
             do {
-                status = try backend.zeroStatus(at: r.offset + done, length: total - done)
+                status = try next ?? backend.readStatus(at: r.offset + done, length: total - done)
             } catch {
                 let e = wireError(error)
                 return .failure(e, "unable to check for holes: \(String(cString: strerror(e)))")
             }
+            next = nil
             let n = max(1, min(status.length, total - done))
             if status.zero {
                 var w = WireWriter(capacity: 12)
@@ -281,22 +286,62 @@ public final class NBDTransmission {
                 done += n
                 continue
             }
-            // Extend the data run over following data extents, then read it in one call.
+            // Extend the data run over following data extents (contiguous in the file for sendfile).
             var run = n
+            var source = zeroCopy ? status.source : nil
             while done + run < total {
-                guard let next = try? backend.zeroStatus(at: r.offset + done + run, length: total - done - run),
-                      !next.zero else { break }
-                run += max(1, min(next.length, total - done - run))
+                guard let s = try? backend.readStatus(at: r.offset + done + run, length: total - done - run) else { break }
+                if s.zero {
+                    next = s
+                    break
+                }
+                if let src = source, s.source?.fd != src.fd || s.source?.offset != src.offset + run {
+                    next = s
+                    break
+                }
+                run += max(1, min(s.length, total - done - run))
+            }
+            let last = done + run == total
+            if let src = source {
+                let sent = try sendFileData(r, offset: r.offset + done, source: src, count: Int(run), last: last)
+                if sent == Int(run) {
+                    done += run
+                    continue
+                }
+                // The header is out: the rest of this chunk's payload comes from a plain read.
+                do {
+                    let rest = UnsafeMutableRawBufferPointer(start: buf, count: Int(run) - sent)
+                    try backend.read(at: r.offset + done + UInt64(sent), into: rest)
+                } catch {
+                    throw NBDError.violation("read failed in the middle of a reply: \(error)")
+                }
+                try stream.sendDirect(.empty, UnsafeRawBufferPointer(start: buf, count: Int(run) - sent))
+                done += run
+                continue
             }
             do {
                 try backend.read(at: r.offset + done, into: UnsafeMutableRawBufferPointer(start: buf + Int(done), count: Int(run)))
             } catch {
                 return .failure(wireError(error), "reading from file failed")
             }
-            try sendData(r, offset: r.offset + done, from: Int(done), count: Int(run), last: done + run == total)
+            try sendData(r, offset: r.offset + done, from: Int(done), count: Int(run), last: last)
             done += run
         }
         return .sent
+    }
+
+    /// An OFFSET_DATA chunk whose payload goes from the file to the socket; returns payload bytes sent.
+    private func sendFileData(_ r: NBDRequest, offset: UInt64, source: (fd: Int32, offset: UInt64), count: Int, last: Bool) throws -> Int {
+        var h = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
+        return try withUnsafeMutableBytes(of: &h) { raw in
+            let p = raw.baseAddress!
+            var n = NBDReplyEncoder.chunk(into: p, mode: mode, flags: last ? NBDReplyFlag.done : 0, type: .offsetData,
+                                          cookie: r.cookie, offset: r.offset, payloadLength: UInt64(count) + 8)
+            storeBE64(p, n, offset)
+            n += 8
+            return try stream.sendFile(header: UnsafeRawBufferPointer(rebasing: raw[0..<n]), source: source.fd,
+                                       offset: source.offset, length: count)
+        }
     }
 
     // MARK: block status
