@@ -15,14 +15,20 @@ func handler(for name: String) -> (([String]) throws -> Int32)? {
     case "measure": return runMeasure
     case "snapshot": return runSnapshot
     case "resize": return runResize
+    case "commit": return runCommit
+    case "rebase": return runRebase
+    case "amend": return runAmend
+    case "dd": return runDD
+    case "bench": return runBench
     default: return nil
     }
 }
 
 /// qemu-img subcommands that exist but are not implemented here yet: a clear message, status 1.
-let notYet = ["amend", "bench", "bitmap", "commit", "dd", "rebase"]
+let notYet = ["bitmap"]
 
 func runMain() -> Int32 {
+    toolName = programName
     let args = CommandLine.arguments
     let (events, operands) = getopt(args, "+hVT:", [
         LongOption(name: "help", hasArgument: false, code: Character("h").code),

@@ -67,9 +67,17 @@ extension Qcow2Meta {
                 l1Changed = true
             }
         }
-        if active && l1Changed {
-            l1Table = l1
-            try writeL1Table()
+        // QEMU writes the table back (active or not) unless it is being deleted.
+        if addend >= 0 && l1Changed {
+            if active {
+                l1Table = l1
+                try writeL1Table()
+            } else {
+                var b = [UInt8](repeating: 0, count: l1Size * 8)
+                for i in 0..<l1Size { b.setBE64(i * 8, l1[i]) }
+                try b.withUnsafeBytes { try file.write(at: l1Offset, from: $0, flags: []) }
+                try file.flush()
+            }
         }
     }
 
@@ -106,7 +114,6 @@ extension Qcow2Node: SnapshotCapableNode {
             h.setBE32(36, UInt32(extra.count))
             bytes += h + extra + Array(sn.id.utf8) + Array(sn.name.utf8)
         }
-        while bytes.count % 8 != 0 { bytes.append(0) }
         guard UInt64(bytes.count) <= Qcow2Snapshots.maxTableSize else {
             throw BlockError(.invalidArgument, "Snapshot table too large", errno: EFBIG)
         }
