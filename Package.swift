@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .library(name: "ImageFormats", targets: ["ImageFormats"]),
         .executable(name: "imgtool", targets: ["imgtool"]),
+        .executable(name: "nbdserver", targets: ["nbdserver"]),
         .library(name: "X86", targets: ["X86"]),
     ],
     targets: [
@@ -18,7 +19,7 @@ let package = Package(
         // A faster raw-deflate compressor than zlib for convert -c (the output is ordinary deflate).
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
 
-        .target(name: "ImageFormats", dependencies: ["CLinux", "CZlib", "CZstd", "CDeflate"]),
+        .target(name: "ImageFormats", dependencies: ["CLinux", "CZlib", "CZstd", "CDeflate", "NBD"]),
         .executableTarget(name: "imgtool", dependencies: ["ImageFormats", "CLinux"]),
 
         // The x86 interpreter CPU (vmrun's accelerator when KVM is not usable).
@@ -27,5 +28,12 @@ let package = Package(
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
         // Runs the built imgtool binary side by side with qemu-img.
         .testTarget(name: "imgtoolTests", dependencies: ["imgtool"]),
+
+        // NBD: the wire protocol (both peers), used by nbdserver and ImageFormats' nbd driver.
+        .systemLibrary(name: "CGnuTLS", pkgConfig: "gnutls", providers: [.apt(["libgnutls28-dev"])]),
+        .target(name: "NBD", dependencies: ["CGnuTLS"]),
+        .executableTarget(name: "nbdserver", dependencies: ["ImageFormats", "NBD", "CLinux"]),
+        .testTarget(name: "NBDTests", dependencies: ["NBD"]),
+        .testTarget(name: "nbdserverTests", dependencies: ["nbdserver", "NBD", "ImageFormats"]),
     ]
 )

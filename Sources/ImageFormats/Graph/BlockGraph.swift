@@ -55,7 +55,7 @@ public protocol ProtocolDriver {
 }
 
 public enum ProtocolRegistry {
-    nonisolated(unsafe) private static var drivers: [any ProtocolDriver.Type] = [FileProtocol.self, NullProtocol.self]
+    nonisolated(unsafe) private static var drivers: [any ProtocolDriver.Type] = [FileProtocol.self, NullProtocol.self, NBDProtocol.self]
     private static let lock = NSLockLite()
 
     public static var all: [any ProtocolDriver.Type] { lock.withLock { drivers } }
