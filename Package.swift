@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "ImageFormats", targets: ["ImageFormats"]),
         .executable(name: "imgtool", targets: ["imgtool"]),
         .library(name: "X86", targets: ["X86"]),
+        .library(name: "Machine", targets: ["Machine"]),
+        .executable(name: "vmrun", targets: ["vmrun"]),
     ],
     targets: [
         // C shim for the Linux calls Swift's Glibc module hides (_GNU_SOURCE names, ioctl macros).
@@ -23,5 +25,11 @@ let package = Package(
         .target(name: "X86"),
 
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
+
+        // The virtual machine (boards, devices, firmware, accelerators, monitor) and its thin front end.
+        .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"]),
+        .executableTarget(name: "vmrun", dependencies: ["Machine", "ImageFormats"]),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "ImageFormats", "X86"]),
+        .testTarget(name: "vmrunTests", dependencies: ["Machine"]),
     ]
 )
