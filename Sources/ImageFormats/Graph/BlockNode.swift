@@ -103,6 +103,8 @@ public protocol BlockNode: AnyObject, Sendable {
 
     /// Whether the node reads as all zeroes right after creation/truncation (QEMU's has_zero_init).
     var hasZeroInit: Bool { get }
+    /// Whether the format can have a backing file (unallocated ranges fall through to it).
+    var supportsBacking: Bool { get }
     /// Bytes the node takes on the host (qemu-img's "disk size"), nil when unknown.
     func allocatedHostBytes() -> UInt64?
     /// `format-specific` data for `qemu-img info`, nil when the driver has none.
@@ -114,6 +116,7 @@ public protocol BlockNode: AnyObject, Sendable {
 extension BlockNode {
     public var requestAlignment: UInt64 { 1 }
     public var hasZeroInit: Bool { false }
+    public var supportsBacking: Bool { false }
     public func allocatedHostBytes() -> UInt64? { nil }
     public func formatSpecificInfo() -> JSONValue? { nil }
 
