@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 const unsigned long clinux_KVM_GET_API_VERSION = KVM_GET_API_VERSION;
 const unsigned long clinux_KVM_CREATE_VM = KVM_CREATE_VM;
@@ -116,3 +117,5 @@ int clinux_kvm_set_pc_gsi_routing(int vmfd) {
     free(r);
     return ret;
 }
+
+int clinux_gettid(void) { return (int)gettid(); }

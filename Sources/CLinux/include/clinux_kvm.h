@@ -62,6 +62,8 @@ int clinux_install_kick_handler(int signo);
 int clinux_thread_kick(pthread_t thread, int signo);
 /// The calling thread's id, for clinux_thread_kick.
 pthread_t clinux_thread_self(void);
+/// The calling thread's kernel thread id (gettid).
+int clinux_gettid(void);
 /// Unblocks `signo` in the calling thread.
 int clinux_unblock_signal(int signo);
 

@@ -57,7 +57,7 @@ public final class KVMSystem: @unchecked Sendable {
             let r = clinux_kvm_ioctl(fd, clinux_KVM_GET_SUPPORTED_CPUID, c, 1)
             if r == -E2BIG { n *= 2; continue }
             _ = try kvmCheck(r, "KVM_GET_SUPPORTED_CPUID")
-            return (0..<c.pointee.nent).map { clinux_kvm_cpuid_entry(c, $0).pointee }
+            return (0..<c.pointee.nent).map { clinux_kvm_cpuid_entry(c, $0)!.pointee }
         }
         throw KVMError(operation: "KVM_GET_SUPPORTED_CPUID", errno: E2BIG)
     }
@@ -207,7 +207,7 @@ public final class KVMVCPUFd: @unchecked Sendable {
     public func setCPUID(_ entries: [kvm_cpuid_entry2]) throws {
         guard let c = clinux_kvm_cpuid_alloc(UInt32(entries.count)) else { throw KVMError(operation: "cpuid", errno: ENOMEM) }
         defer { free(c) }
-        for (i, e) in entries.enumerated() { clinux_kvm_cpuid_entry(c, UInt32(i)).pointee = e }
+        for (i, e) in entries.enumerated() { clinux_kvm_cpuid_entry(c, UInt32(i))!.pointee = e }
         _ = try kvmCheck(clinux_kvm_ioctl(fd, clinux_KVM_SET_CPUID2, c, 1), "KVM_SET_CPUID2")
     }
 
@@ -215,7 +215,7 @@ public final class KVMVCPUFd: @unchecked Sendable {
         guard let m = clinux_kvm_msrs_alloc(UInt32(msrs.count)) else { throw KVMError(operation: "msrs", errno: ENOMEM) }
         defer { free(m) }
         for (i, (index, value)) in msrs.enumerated() {
-            let e = clinux_kvm_msrs_entry(m, UInt32(i))
+            let e = clinux_kvm_msrs_entry(m, UInt32(i))!
             e.pointee.index = index
             e.pointee.data = value
         }

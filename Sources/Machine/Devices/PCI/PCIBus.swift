@@ -96,14 +96,20 @@ public final class PCIBus: @unchecked Sendable {
 }
 
 /// The 0xCF8/0xCFC configuration mechanism #1, registered at 0xCF8 for 8 ports.
+/// Byte accesses to 0xCF9 go to the PIIX reset control register, as on the real chipset.
 public final class PCIConfigPorts: BusDevice {
     private let bus: PCIBus
     private let address = Mutex<UInt32>(0)
+    private let resetControl: (any BusDevice)?
 
-    public init(bus: PCIBus) { self.bus = bus }
+    public init(bus: PCIBus, resetControl: (any BusDevice)? = nil) {
+        self.bus = bus
+        self.resetControl = resetControl
+    }
 
     public func busRead(offset: UInt64, size: Int) -> UInt64 {
         if offset == 0 && size == 4 { return UInt64(address.withLock { $0 }) }
+        if offset == 1 && size == 1, let resetControl { return resetControl.busRead(offset: 0, size: 1) }
         guard offset >= 4, let (a, reg) = target(byteOffset: Int(offset) - 4) else { return IOBus.allOnes(size) }
         return UInt64(bus.configRead(a, offset: reg, size: size))
     }
@@ -113,6 +119,7 @@ public final class PCIConfigPorts: BusDevice {
             address.withLock { $0 = UInt32(truncatingIfNeeded: value) & 0x80FF_FFFC }
             return
         }
+        if offset == 1 && size == 1, let resetControl { resetControl.busWrite(offset: 0, size: 1, value: value); return }
         guard offset >= 4, let (a, reg) = target(byteOffset: Int(offset) - 4) else { return }
         bus.configWrite(a, offset: reg, size: size, value: UInt32(truncatingIfNeeded: value))
     }

@@ -6,7 +6,7 @@
 // shared (wired-OR) ISA IRQ levels; a guest that re-steers a link moves the asserted level with it.
 import Synchronization
 
-public final class PIIX3: PCIDevice {
+public final class PIIX3: PCIDevice, @unchecked Sendable {
     public let pciName = "PIIX3"
     public let config: Mutex<PCIConfigSpace>
     public static let defaultPIRQ: [UInt8] = [10, 10, 11, 11]
