@@ -215,7 +215,9 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         }
         if config.startPaused { accelerator.pause() }
         while true {
-            switch control.next() {
+            let (request, done) = control.next()
+            defer { done?() }
+            switch request {
             case .exit(let code):
                 return finish(code)
             case .fatal(let message):
@@ -282,6 +284,8 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     }
 
     private func finish(_ code: Int32) -> Int32 {
+        control.setState(.shutdown)
+        control.drainCompletions()
         accelerator.shutdown()
         for t in iothreads { t.drain(); t.stop() }
         for d in disks {

@@ -42,7 +42,7 @@ public struct MachineEvent: Sendable {
 
 public final class MachineControl: @unchecked Sendable {
     private let cond = NSCondition()
-    private var queue: [MachineRequest] = []
+    private var queue: [(MachineRequest, (@Sendable () -> Void)?)] = []
     private var state: RunState
     private var listeners: [UUID: @Sendable (MachineEvent) -> Void] = [:]
 
@@ -57,18 +57,36 @@ public final class MachineControl: @unchecked Sendable {
         cond.lock(); state = s; cond.unlock()
     }
 
-    public func request(_ r: MachineRequest) {
+    /// Queues a request. `done` runs on the control thread once the request has been carried out
+    /// (after its events were emitted, before the process exits), so a monitor can answer then.
+    public func request(_ r: MachineRequest, done: (@Sendable () -> Void)? = nil) {
         cond.lock()
-        queue.append(r)
+        queue.append((r, done))
         cond.broadcast()
         cond.unlock()
     }
 
+    /// Queues a request and waits until it has been carried out.
+    public func requestAndWait(_ r: MachineRequest) {
+        let sem = DispatchSemaphore(value: 0)
+        request(r) { sem.signal() }
+        sem.wait()
+    }
+
     /// The next request; blocks until one arrives.
-    func next() -> MachineRequest {
+    func next() -> (MachineRequest, (@Sendable () -> Void)?) {
         cond.lock(); defer { cond.unlock() }
         while queue.isEmpty { cond.wait() }
         return queue.removeFirst()
+    }
+
+    /// Runs the completion callbacks of requests still queued (the machine is ending).
+    func drainCompletions() {
+        cond.lock()
+        let q = queue
+        queue.removeAll()
+        cond.unlock()
+        for (_, d) in q { d?() }
     }
 
     // MARK: events

@@ -1,0 +1,71 @@
+// The human monitor commands vmrun understands (for -monitor and QMP's human-monitor-command),
+// with QEMU's output text and "\r\n" line ends.
+import Foundation
+
+struct HMP {
+    let machine: PCMachine
+
+    /// Commands that change the run state: carried out by the control thread.
+    func lifecycleRequest(_ line: String) -> MachineRequest? {
+        switch line.trimmingCharacters(in: .whitespaces) {
+        case "quit", "q": return .shutdown(.hostQMPQuit)
+        case "stop": return .stop
+        case "cont", "c": return .cont
+        case "system_reset": return .reset(.hostQMPSystemReset)
+        case "system_powerdown": return .powerdown
+        default: return nil
+        }
+    }
+
+    func execute(_ line: String) -> String {
+        let words = line.split(separator: " ").map(String.init)
+        guard let cmd = words.first else { return "" }
+        if let r = lifecycleRequest(line) {
+            machine.control.requestAndWait(r)
+            return ""
+        }
+        switch (cmd, words.dropFirst().first) {
+        case ("info", "status"):
+            let st = machine.control.runState
+            switch st {
+            case .running: return "VM status: running\r\n"
+            case .prelaunch: return "VM status: paused (prelaunch)\r\n"
+            case .paused: return "VM status: paused\r\n"
+            default: return "VM status: paused (\(st.rawValue))\r\n"
+            }
+        case ("info", "block"):
+            var out: [String] = []
+            for (i, d) in machine.disks.enumerated() {
+                let n = d.config.drive.node
+                let ro = d.config.drive.readOnly || n.isReadOnly ? ", read-only" : ""
+                var s = "\(d.config.drive.id) (\(BlockInfo.nodeName(n))): \(n.filename) (\(n.driverName)\(ro))\r\n"
+                s += "    Attached to:      \(BlockInfo.qdevPath(index: i, d))\r\n"
+                let c = d.config.drive.cache
+                let mode = c.noFlush ? "writeback, ignore flushes" : (c.writeback ? (c.direct ? "writeback, direct" : "writeback") : (c.direct ? "writethrough, direct" : "writethrough"))
+                s += "    Cache mode:       \(mode)\r\n"
+                if let b = n.backing { s += "    Backing file:     \(b.filename) (chain depth: \(BlockInfo.depth(n)))\r\n" }
+                out.append(s)
+            }
+            return out.joined(separator: "\r\n")
+        case ("info", "blockstats"):
+            return machine.disks.map { d in
+                let s = d.device.stats.snapshot
+                return "\(d.config.drive.id): rd_bytes=\(s.readBytes) wr_bytes=\(s.writeBytes) rd_operations=\(s.readOps) wr_operations=\(s.writeOps) flush_operations=\(s.flushOps) wr_total_time_ns=\(s.writeTimeNs) rd_total_time_ns=\(s.readTimeNs) flush_total_time_ns=\(s.flushTimeNs) rd_merged=0 wr_merged=0 idle_time_ns=0\r\n"
+            }.joined()
+        case ("info", "iothreads"):
+            return machine.iothreads.map { t in
+                "\(t.id):\r\n  thread_id=\(t.threadID)\r\n  poll-max-ns=0\r\n  poll-grow=0\r\n  poll-shrink=0\r\n  aio-max-batch=0\r\n"
+            }.joined()
+        case ("info", "name"):
+            return machine.config.name.map { "\($0)\r\n" } ?? ""
+        case ("info", "kvm"):
+            return machine.accelerator.name == "kvm" ? "kvm support: enabled\r\n" : "kvm support: disabled\r\n"
+        case ("info", let sub?):
+            return "info: unknown command: '\(sub)'\r\n"   // not QEMU's exact wording for every case
+        case ("help", _), ("?", _):
+            return "cont|c  -- resume emulation\r\ninfo [subcommand] -- show various information about the system state\r\nquit|q  -- quit the emulator\r\nstop  -- stop emulation\r\nsystem_powerdown  -- send system power down event\r\nsystem_reset  -- reset the system\r\n"
+        default:
+            return "unknown command: '\(cmd)'\r\n"
+        }
+    }
+}
