@@ -1,0 +1,232 @@
+// The executor: one switch over the decoded operation. Simple operations are written inline;
+// families live in their own files (Integer, ControlFlow, StringOps, System, Segmentation, FPU, SSE).
+// Every case either falls through to `rip = next` or sets RIP itself and returns.
+
+extension CPUCore {
+    @inline(__always) mutating func exec(_ i: DInst) throws(Fault) {
+        let size = i.size
+        let next = rip &+ UInt64(i.len)
+        switch i.op {
+        // MARK: data movement
+        case .movRmR:
+            try writeRm(i, size, getReg(i.reg, size))
+        case .movRRm:
+            setReg(i.reg, size, try readRm(i, size))
+        case .movRmI, .movRI:
+            if i.op == .movRI { setReg(i.reg, size, i.imm) } else { try writeRm(i, size, i.imm) }
+        case .movzx8:
+            setReg(i.reg, Int(i.imm), try readRm(i, 1))
+        case .movsx8:
+            setReg(i.reg, Int(i.imm), UInt64(bitPattern: Int64(Int8(truncatingIfNeeded: try readRm(i, 1)))))
+        case .movzx16:
+            setReg(i.reg, size, try readRm(i, 2))
+        case .movsx16:
+            setReg(i.reg, size, UInt64(bitPattern: Int64(Int16(truncatingIfNeeded: try readRm(i, 2)))))
+        case .movsxd:
+            let v = try readRm(i, 4)
+            setReg(i.reg, size, size == 8 ? UInt64(bitPattern: Int64(Int32(truncatingIfNeeded: v))) : v)
+        case .lea:
+            setReg(i.reg, size, ea(i))
+        case .xchgRmR:
+            if i.isMem {
+                let lin = try opLinear(i, size, write: true)
+                let old = try loadRMW(lin, size)
+                let v = getReg(i.reg, size)
+                if let p = atomicPointer(lin, size) {
+                    var cur = old
+                    while true { let (ok, c) = atomicCAS(p, size, expected: cur, desired: v); if ok { break }; cur = c }
+                    setReg(i.reg, size, cur)
+                } else {
+                    try storeN(lin, v, size)
+                    setReg(i.reg, size, old)
+                }
+            } else {
+                let a = getReg(i.rm, size), b = getReg(i.reg, size)
+                setReg(i.rm, size, b); setReg(i.reg, size, a)
+            }
+        case .cbw:
+            switch size {
+            case 2: setReg(0, 2, UInt64(bitPattern: Int64(Int8(truncatingIfNeeded: r[0]))))
+            case 4: setReg(0, 4, UInt64(bitPattern: Int64(Int16(truncatingIfNeeded: r[0]))))
+            default: r[0] = UInt64(bitPattern: Int64(Int32(truncatingIfNeeded: r[0])))
+            }
+        case .cwd:
+            let neg = getReg(0, size) & signBit(size) != 0
+            setReg(2, size, neg ? UInt64.max : 0)
+        case .bswap:
+            if size == 8 { r[Int(i.reg)] = r[Int(i.reg)].byteSwapped }
+            else if size == 4 { setReg(i.reg, 4, UInt64(UInt32(truncatingIfNeeded: r[Int(i.reg)]).byteSwapped)) }
+            else { setReg(i.reg, 2, 0) }
+        case .movbeLoad:
+            let v = try readRm(i, size)
+            switch size {
+            case 2: setReg(i.reg, 2, UInt64(UInt16(truncatingIfNeeded: v).byteSwapped))
+            case 4: setReg(i.reg, 4, UInt64(UInt32(truncatingIfNeeded: v).byteSwapped))
+            default: setReg(i.reg, 8, v.byteSwapped)
+            }
+        case .movbeStore:
+            let v = getReg(i.reg, size)
+            switch size {
+            case 2: try writeRm(i, 2, UInt64(UInt16(truncatingIfNeeded: v).byteSwapped))
+            case 4: try writeRm(i, 4, UInt64(UInt32(truncatingIfNeeded: v).byteSwapped))
+            default: try writeRm(i, 8, v.byteSwapped)
+            }
+        case .xlat:
+            let base = i.asz == 8 ? r[3] : (i.asz == 4 ? r[3] & 0xFFFF_FFFF : r[3] & 0xFFFF)
+            let a = (base &+ (r[0] & 0xFF)) & (i.asz == 8 ? UInt64.max : (i.asz == 4 ? 0xFFFF_FFFF : 0xFFFF))
+            setReg(0, 1, try loadN(try linear(Int(i.seg), a, 1), 1))
+
+        // MARK: ALU
+        case .addRmR: try aluRm(i, 0, getReg(i.reg, size))
+        case .orRmR: try aluRm(i, 1, getReg(i.reg, size))
+        case .adcRmR: try aluRm(i, 2, getReg(i.reg, size))
+        case .sbbRmR: try aluRm(i, 3, getReg(i.reg, size))
+        case .andRmR: try aluRm(i, 4, getReg(i.reg, size))
+        case .subRmR: try aluRm(i, 5, getReg(i.reg, size))
+        case .xorRmR: try aluRm(i, 6, getReg(i.reg, size))
+        case .cmpRmR: try aluRm(i, 7, getReg(i.reg, size))
+        case .addRRm: setReg(i.reg, size, alu(0, getReg(i.reg, size), try readRm(i, size), size))
+        case .orRRm: setReg(i.reg, size, alu(1, getReg(i.reg, size), try readRm(i, size), size))
+        case .adcRRm: setReg(i.reg, size, alu(2, getReg(i.reg, size), try readRm(i, size), size))
+        case .sbbRRm: setReg(i.reg, size, alu(3, getReg(i.reg, size), try readRm(i, size), size))
+        case .andRRm: setReg(i.reg, size, alu(4, getReg(i.reg, size), try readRm(i, size), size))
+        case .subRRm: setReg(i.reg, size, alu(5, getReg(i.reg, size), try readRm(i, size), size))
+        case .xorRRm: setReg(i.reg, size, alu(6, getReg(i.reg, size), try readRm(i, size), size))
+        case .cmpRRm: _ = alu(7, getReg(i.reg, size), try readRm(i, size), size)
+        case .addRmI: try aluRm(i, 0, i.imm)
+        case .orRmI: try aluRm(i, 1, i.imm)
+        case .adcRmI: try aluRm(i, 2, i.imm)
+        case .sbbRmI: try aluRm(i, 3, i.imm)
+        case .andRmI: try aluRm(i, 4, i.imm)
+        case .subRmI: try aluRm(i, 5, i.imm)
+        case .xorRmI: try aluRm(i, 6, i.imm)
+        case .cmpRmI: try aluRm(i, 7, i.imm)
+        case .testRmR: setLogicFlags(size, try readRm(i, size) & getReg(i.reg, size))
+        case .testRmI: setLogicFlags(size, try readRm(i, size) & i.imm & sizeMask(size))
+        case .incRm: try incDec(i, inc: true)
+        case .decRm: try incDec(i, inc: false)
+        case .notRm: try notNeg(i, neg: false)
+        case .negRm: try notNeg(i, neg: true)
+        case .shift: try shiftGroup(i)
+        case .shld: try doubleShift(i, left: true)
+        case .shrd: try doubleShift(i, left: false)
+        case .mulRm: try mul(i, signed: false)
+        case .imulRm: try mul(i, signed: true)
+        case .divRm: try div(i, signed: false)
+        case .idivRm: try div(i, signed: true)
+        case .imulRRm: imul2(i, getReg(i.reg, size), try readRm(i, size))
+        case .imulRRmI: imul2(i, try readRm(i, size), i.imm)
+        case .btR: try bitTest(i, 0, immediate: false)
+        case .btsR: try bitTest(i, 1, immediate: false)
+        case .btrR: try bitTest(i, 2, immediate: false)
+        case .btcR: try bitTest(i, 3, immediate: false)
+        case .btI: try bitTest(i, 0, immediate: true)
+        case .btsI: try bitTest(i, 1, immediate: true)
+        case .btrI: try bitTest(i, 2, immediate: true)
+        case .btcI: try bitTest(i, 3, immediate: true)
+        case .bsf, .bsr, .tzcnt, .lzcnt, .popcnt: try bitScan(i, i.op)
+        case .setcc: try writeRm(i, 1, cond(UInt8(i.aux)) ? 1 : 0)
+        case .cmovcc:
+            let v = try readRm(i, size)
+            if cond(UInt8(i.aux)) { setReg(i.reg, size, v) } else if size == 4 { setReg(i.reg, 4, getReg(i.reg, 4)) }
+        case .cmpxchg: try cmpxchg(i)
+        case .cmpxchg8b: try cmpxchg8b(i)
+        case .xadd: try xadd(i)
+
+        // MARK: stack
+        case .pushR: try push(getReg(i.reg, size), size)
+        case .popR:
+            let v = try pop(size)
+            setReg(i.reg, size, v)
+        case .pushI: try push(i.imm, size)
+        case .pushRm: try push(try readRm(i, size), size)
+        case .popRm:
+            // The address is computed after RSP is incremented.
+            let v = try peek(0, size)
+            let sp = r[4]
+            setSP(sp &+ UInt64(size))
+            do { try writeRm(i, size, v) } catch { r[4] = sp; throw error }
+        case .leave:
+            let bp = getReg(5, stackMask == .max ? 8 : (stackMask == 0xFFFF ? 2 : 4))
+            let v = try loadN(try linear(SegReg.ss, bp, size), size)
+            setSP(bp &+ UInt64(size))
+            setReg(5, size, v)
+        case .enter: try enter(i)
+        case .pusha: try pusha(size)
+        case .popa: try popa(size)
+        case .pushf: try pushf(size)
+        case .popf:
+            try popf(size)
+            rip = next
+            throw Fault.exitBlock
+        case .pushSeg: try push(UInt64(segs[Int(i.reg)].selector), size)
+        case .popSeg:
+            let v = try peek(0, size)
+            try loadSegment(Int(i.reg), UInt16(truncatingIfNeeded: v))
+            setSP(r[4] &+ UInt64(size))
+            if i.reg == 2 { interruptShadow = true; rip = next; throw Fault.exitBlock }
+
+        // MARK: flags
+        case .clc: setArith(arithFlags() & ~RFlag.cf)
+        case .stc: setArith(arithFlags() | RFlag.cf)
+        case .cmc: setArith(arithFlags() ^ RFlag.cf)
+        case .cld: flags &= ~RFlag.df
+        case .std: flags |= RFlag.df
+        case .cli:
+            try checkIOPL()
+            flags &= ~RFlag.ifl
+        case .sti:
+            try checkIOPL()
+            if flags & RFlag.ifl == 0 { interruptShadow = true }
+            flags |= RFlag.ifl
+            rip = next
+            pollNow = true
+            throw Fault.exitBlock
+        case .sahf:
+            let ah = (r[0] >> 8) & 0xFF
+            setArith((arithFlags() & RFlag.of) | (ah & (RFlag.cf | RFlag.pf | RFlag.af | RFlag.zf | RFlag.sf)))
+        case .lahf:
+            setReg(1, 1, (rflags & 0xD5) | 2)
+        case .salc:
+            setReg(0, 1, cf ? 0xFF : 0)
+
+        // MARK: control flow
+        case .jcc:
+            rip = cond(UInt8(i.aux)) ? i.imm : next
+            return
+        case .jmp:
+            rip = i.imm
+            return
+        case .jmpRm:
+            rip = try readRm(i, size)
+            return
+        case .call:
+            try push(next, size)
+            rip = i.imm
+            return
+        case .callRm:
+            let t = try readRm(i, size)
+            try push(next, size)
+            rip = t
+            return
+        case .ret:
+            let t = try pop(size)
+            setSP(r[4] &+ i.imm)
+            rip = t
+            return
+        case .jcxz, .loop, .loope, .loopne:
+            rip = try loopOp(i) ? i.imm : next
+            return
+
+        // MARK: strings
+        case .movs, .cmps, .stos, .lods, .scas, .ins, .outs:
+            try stringOp(i)
+            return
+
+        default:
+            try execSlow(i)
+            return
+        }
+        rip = next
+    }
+}

@@ -1,0 +1,89 @@
+// The vCPU loop: poll events and interrupts every few blocks (or at once after anything that can
+// change them), find or decode the block at RIP, run its instructions, deliver faults.
+
+extension CPUCore {
+    mutating func run() -> X86ExitReason {
+        while true {
+            if shutdownRequested { shutdownRequested = false; return .shutdown }
+            pollCountdown &-= 1
+            if pollNow || pollCountdown <= 0 || activity != .running {
+                pollCountdown = 32
+                pollNow = false
+                if platformRef.shouldStop(cpu: index) { return .stopRequested }
+                if !pollEvents() { continue }
+            }
+            runOneBlock()
+        }
+    }
+
+    /// Handles NMI/INIT/SIPI and maskable interrupts; waits while halted. Returns false when the CPU
+    /// is not running (the loop polls again).
+    mutating func pollEvents() -> Bool {
+        let ev = platformRef.takePendingEvents(cpu: index)
+        if !ev.isEmpty {
+            if ev.initSignal {
+                resetArchitectural()
+                activity = index == 0 ? .running : .waitForSIPI
+                if index == 0 { return true }
+            }
+            if let v = ev.startupVector, activity == .waitForSIPI {
+                loadCS(UInt16(v) << 8, descriptor: nil, cpl: 0)
+                rip = 0
+                activity = .running
+            }
+            if ev.nmi && !nmiBlocked && activity != .waitForSIPI {
+                nmiBlocked = true
+                let resume = rip
+                do { try deliver(vector: 2, code: nil, kind: .nmi, next: resume) } catch { raise(error) }
+            }
+        }
+        if activity == .waitForSIPI {
+            platformRef.waitForInterrupt(cpu: index, deadlineNanos: nil)
+            pollNow = true
+            return false
+        }
+        if flags & RFlag.ifl != 0 && !interruptShadow && platformRef.hasPendingInterrupt(cpu: index) {
+            if let v = platformRef.acknowledgeInterrupt(cpu: index) {
+                let resume = rip
+                do { try deliver(vector: v, code: nil, kind: .hardware, next: resume) } catch { raise(error) }
+                return !shutdownRequested
+            }
+        }
+        if activity == .halted {
+            platformRef.waitForInterrupt(cpu: index, deadlineNanos: nil)
+            pollNow = true
+            return false
+        }
+        return true
+    }
+
+    mutating func runOneBlock() {
+        let b: UnsafeMutablePointer<BlockInfo>
+        do {
+            b = try currentBlock()
+        } catch {
+            raise(error)
+            return
+        }
+        let start = blocks.insts + Int(b.pointee.first)
+        var p = start
+        let end = interruptShadow ? start + 1 : start + Int(b.pointee.count)
+        interruptShadow = false
+        do {
+            while p < end {
+                try exec(p.pointee)
+                p += 1
+                if stopBlock { stopBlock = false; break }
+            }
+        } catch {
+            if error.vector == 0xFF {
+                p += 1
+                stopBlock = false
+            } else {
+                stopBlock = false
+                raise(error)
+            }
+        }
+        instructions &+= UInt64(p - start)
+    }
+}
