@@ -19,6 +19,7 @@ struct VMOptions {
     var deviceSpecs: [(text: String, opts: [(String, String)])] = []
     var showVersion = false
     var showHelp = false
+    var cpuModel = "qemu64"
 }
 
 enum OptionsParser {
@@ -83,6 +84,7 @@ enum OptionsParser {
                 guard ["host", "max", "qemu64", "kvm64", "qemu32", "kvm32", "base", "help"].contains(model) else {
                     throw ArgvError(message: "unable to find CPU model '\(model)'")
                 }
+                o.cpuModel = v
             case "kernel": o.config.kernel = v
             case "initrd": o.config.initrd = v
             case "append": o.config.append = v

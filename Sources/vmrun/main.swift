@@ -29,7 +29,7 @@ func run() -> Int32 {
     }
     do {
         try Frontend.assemble(&o)
-        let accel = try AcceleratorChoice.make(requested: o.accel)
+        let accel = try AcceleratorChoice.make(requested: o.accel, cpus: o.config.cpus, cpuModel: o.cpuModel)
         let machine = try PCMachine(config: o.config, accelerator: accel)
         let monitors = try Frontend.startMonitors(o, machine: machine)
         if let p = o.pidfile {

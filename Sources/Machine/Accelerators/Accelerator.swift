@@ -34,6 +34,9 @@ public protocol Accelerator: AnyObject, Sendable {
     var name: String { get }
     /// Where devices send interrupts.
     var interruptSink: any InterruptSink { get }
+    /// Registers the interrupt controllers the accelerator emulates itself (the interpreter's PIC,
+    /// PIT and I/O APIC); KVM keeps them in the kernel. Called once, before devices are added.
+    func attach(ports: IOBus, mmio: IOBus) throws
     /// Creates the vCPUs and maps guest memory. Called once, before `start`.
     func setUp(ram: GuestRAM, cpuCount: Int, host: any VCPUHost) throws
     /// Puts every vCPU in its initial state: the boot CPU at `entry`, the others waiting for SIPI.
@@ -46,4 +49,8 @@ public protocol Accelerator: AnyObject, Sendable {
     func resume()
     /// Stops and joins the vCPU threads. Idempotent.
     func shutdown()
+}
+
+extension Accelerator {
+    public func attach(ports: IOBus, mmio: IOBus) throws {}
 }

@@ -14,7 +14,8 @@ public enum AcceleratorChoice {
     public static let known = ["kvm", "tcg"]
 
     /// `requested` is nil when the user named none.
-    public static func make(requested: [String]?) throws -> any Accelerator {
+    public static func make(requested: [String]?, cpus: Int, cpuModel: String) throws -> any Accelerator {
+        let makeInterpreter: () throws -> any Accelerator = { try Self.makeInterpreter(cpus: cpus, cpuModel: cpuModel) }
         guard let requested, !requested.isEmpty else {
             if KVMHost.isPVM {
                 Diagnostics.info("info: /dev/kvm is a paravirtual nested KVM (kvm_pvm) that cannot run unmodified guests; using the interpreter (-accel tcg)")
@@ -49,11 +50,17 @@ public enum AcceleratorChoice {
         throw lastError ?? ChoiceError(message: "no accelerator found")
     }
 
-    static func makeInterpreter() throws -> any Accelerator {
-        try InterpreterAccelerator()
+    static func makeInterpreter(cpus: Int, cpuModel: String) throws -> any Accelerator {
+        let model: CPUModel
+        do { model = try CPUModel(parsing: cpuModel == "host" ? "max" : cpuModel) } catch {
+            throw ChoiceError(message: "\(error)")
+        }
+        for w in model.warnings { Diagnostics.warn(w) }
+        return InterpreterAccelerator(cpuCount: cpus, model: model)
     }
 
     static func strerrorText(_ e: Int32) -> UnsafeMutablePointer<CChar> { strerror(e) }
 }
 
 import Glibc
+import X86

@@ -45,6 +45,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         if map.above4G > 0 { ram.mapRAM(at: PCMemoryMap.fourGiB, size: map.above4G, hostOffset: map.below4G) }
         control = MachineControl(initial: config.startPaused ? .prelaunch : .running)
         let sink = accelerator.interruptSink
+        try accelerator.attach(ports: ports, mmio: mmio)
 
         // Firmware images first: a BIOS is a ROM window, which KVM needs before its memory slots.
         let biosPath = config.bios ?? (config.kernel == nil ? MachineConfig.defaultBIOS : nil)

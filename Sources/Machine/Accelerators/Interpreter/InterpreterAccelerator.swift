@@ -1,26 +1,95 @@
-// The interpreter accelerator (QEMU's "tcg"): runs vCPUs with the X86 target's CPU and provides the
-// interrupt controllers KVM would have in the kernel (PIC, I/O APIC, local APICs, PIT), as devices
-// on the machine's buses. Until the X86 target publishes its CPU, creating it fails with a clear
-// message; the machine, devices and KVM path do not depend on it.
+// The interpreter accelerator (QEMU's "tcg"): one X86VCPU per vCPU thread, plus the interrupt
+// controllers KVM would keep in the kernel (local APICs, I/O APIC, 8259 pair, 8254 PIT), attached
+// to the machine's buses. The CPU talks to the machine through `InterpreterPlatform`.
 import X86
 
 public final class InterpreterAccelerator: Accelerator, @unchecked Sendable {
     public let name = "tcg"
-    public struct Unavailable: Error, CustomStringConvertible {
-        public var description: String {
-            "the x86 interpreter (-accel tcg) is not available in this build yet; use -accel kvm"
+    public let hub: InterruptHub
+    public let pit: PIT8254
+    let model: CPUModel
+    let gate = VCPUGate()
+    private(set) var cpus: [X86VCPU] = []
+    private var platform: InterpreterPlatform?
+    private var threads: [Thread] = []
+
+    public var interruptSink: any InterruptSink { hub }
+
+    public init(cpuCount: Int, model: CPUModel) {
+        hub = InterruptHub(cpuCount: cpuCount)
+        let h = hub
+        pit = PIT8254(irq0: { h.setIRQ(0, level: true); h.setIRQ(0, level: false) })
+        self.model = model
+        gate.kick = { h.kickAll() }
+    }
+
+    public func attach(ports: IOBus, mmio: IOBus) throws {
+        try ports.register(OffsetWindow(hub.pic, offset: 0), base: 0x20, length: 2, name: "pic master")
+        try ports.register(OffsetWindow(hub.pic, offset: 0x80), base: 0xA0, length: 2, name: "pic slave")
+        try ports.register(OffsetWindow(hub.pic, offset: 0x4B0), base: 0x4D0, length: 2, name: "elcr")
+        try ports.register(pit, base: 0x40, length: 4, name: "pit")
+        try ports.register(OffsetWindow(pit, offset: 0x21), base: 0x61, length: 1, name: "port61")
+        try mmio.register(hub.ioapic, base: PCMemoryMap.ioapicBase, length: 0x1000, name: "ioapic")
+    }
+
+    public func setUp(ram: GuestRAM, cpuCount: Int, host: any VCPUHost) throws {
+        let p = InterpreterPlatform(memory: ram.memory, host: host, hub: hub, pit: pit, gate: gate)
+        platform = p
+        cpus = (0..<cpuCount).map { X86VCPU(index: $0, platform: p, model: model) }
+    }
+
+    public func reset(entry: CPUEntry) throws {
+        hub.reset()
+        pit.reset()
+        for c in cpus { c.reset() }
+        guard let bsp = cpus.first else { return }
+        switch entry {
+        case .reset: break
+        case let .protected32(eip, esi, eax, ebx, gdtBase, gdtLimit):
+            var r = bsp.registers
+            r.cs = .flatCode32(selector: 0x10)
+            r.ds = .flatData(selector: 0x18)
+            r.es = r.ds; r.ss = r.ds; r.fs = r.ds; r.gs = r.ds
+            r.gdt = X86TableRegister(base: UInt64(gdtBase), limit: gdtLimit)
+            r.idt = X86TableRegister(base: 0, limit: 0)
+            r.cr0 = 0x11
+            r.rip = UInt64(eip)
+            r.rsi = UInt64(esi)
+            r.rax = UInt64(eax)
+            r.rbx = UInt64(ebx)
+            r.rflags = 2
+            bsp.registers = r
         }
     }
 
-    private let sink = RecordingInterruptSink()
-    public var interruptSink: any InterruptSink { sink }
+    public func start() throws {
+        gate.resume()
+        for cpu in cpus {
+            let g = gate
+            let host = platform!.host
+            let t = Thread {
+                defer { g.threadEnded() }
+                while true {
+                    if g.mustStop, g.checkpoint() == .quit { return }
+                    switch cpu.run() {
+                    case .stopRequested: continue
+                    case .shutdown:
+                        host.cpuRequestedReset(cpu: cpu.index, reason: "triple fault")
+                        while !g.mustStop { usleep(1000) }
+                    }
+                }
+            }
+            t.name = "CPU \(cpu.index)/TCG"
+            t.stackSize = 8 << 20
+            threads.append(t)
+            gate.threadStarted()
+            t.start()
+        }
+    }
 
-    public init() throws { throw Unavailable() }
-
-    public func setUp(ram: GuestRAM, cpuCount: Int, host: any VCPUHost) throws { throw Unavailable() }
-    public func reset(entry: CPUEntry) throws {}
-    public func start() throws { throw Unavailable() }
-    public func pause() {}
-    public func resume() {}
-    public func shutdown() {}
+    public func pause() { gate.pause() }
+    public func resume() { gate.resume() }
+    public func shutdown() { gate.quit() }
 }
+
+import Foundation
