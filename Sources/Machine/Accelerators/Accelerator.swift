@@ -47,10 +47,13 @@ public protocol Accelerator: AnyObject, Sendable {
     /// Parks every vCPU; returns when all are parked. Never call from a vCPU thread.
     func pause()
     func resume()
+    /// HMP `info registers` text for one vCPU; only while paused.
+    func registerDump(cpu: Int) -> String?
     /// Stops and joins the vCPU threads. Idempotent.
     func shutdown()
 }
 
 extension Accelerator {
     public func attach(ports: IOBus, mmio: IOBus) throws {}
+    public func registerDump(cpu: Int) -> String? { nil }
 }

@@ -60,7 +60,10 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
 
         // Devices.
         let control = self.control
-        let resetGuest: @Sendable () -> Void = { control.request(.reset(.guestReset)) }
+        let resetGuest: @Sendable () -> Void = {
+            if PCMachine.debug { Diagnostics.info("debug: reset requested by a device") }
+            control.request(.reset(.guestReset))
+        }
         cmos = CMOS()
         cmos.setMemoryInfo(below4G: map.below4G, above4G: map.above4G, cpus: config.cpus)
         try ports.register(cmos, base: 0x70, length: 2, name: "rtc")
@@ -191,7 +194,13 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     }
     public func mmioRead(cpu: Int, address: UInt64, size: Int) -> UInt64 { mmio.read(address, size: size) }
     public func mmioWrite(cpu: Int, address: UInt64, size: Int, value: UInt64) { mmio.write(address, size: size, value: value) }
-    public func cpuRequestedReset(cpu: Int, reason: String) { control.request(.reset(.guestReset)) }
+    public func cpuRequestedReset(cpu: Int, reason: String) {
+        if PCMachine.debug { Diagnostics.info("debug: CPU \(cpu) requested a reset: \(reason)\n\(accelerator.registerDump(cpu: cpu) ?? "")") }
+        control.request(.reset(.guestReset))
+    }
+
+    /// VMRUN_DEBUG=1 in the environment: say why the machine resets or stops.
+    static let debug = ProcessInfo.processInfo.environment["VMRUN_DEBUG"] != nil
     public func cpuFailed(cpu: Int, message: String) { control.request(.fatal(message)) }
 
     // MARK: lifecycle

@@ -17,6 +17,32 @@ struct HMP {
         }
     }
 
+    /// `xp /Nfu addr`: N units of size u (b, h, w, g) of guest-physical memory, in hex.
+    func examinePhysical(_ words: [String]) -> String {
+        var count = 1, unit = 4
+        var rest = words.dropFirst()
+        if let fmt = rest.first, fmt.hasPrefix("/") {
+            rest = rest.dropFirst()
+            let digits = fmt.dropFirst().prefix { $0.isNumber }
+            count = Int(digits) ?? 1
+            if fmt.contains("b") { unit = 1 } else if fmt.contains("h") { unit = 2 } else if fmt.contains("g") { unit = 8 }
+        }
+        guard let a = rest.first, let addr = UInt64(a.hasPrefix("0x") ? String(a.dropFirst(2)) : a, radix: a.hasPrefix("0x") ? 16 : 10) else {
+            return "xp: invalid address\r\n"
+        }
+        var out = ""
+        let perLine = unit == 1 ? 8 : 16 / unit
+        for i in 0..<min(count, 4096) {
+            let at = addr &+ UInt64(i * unit)
+            if i % perLine == 0 { out += (i > 0 ? "\r\n" : "") + String(format: "%016llx:", at) }
+            guard let bytes = machine.ram.readBytes(at, count: unit) else { out += " Cannot access memory"; break }
+            var v: UInt64 = 0
+            for (j, b) in bytes.enumerated() { v |= UInt64(b) << (8 * UInt64(j)) }
+            out += " 0x" + String(format: "%0\(unit * 2)llx", v)
+        }
+        return out + "\r\n"
+    }
+
     func execute(_ line: String) -> String {
         let words = line.split(separator: " ").map(String.init)
         guard let cmd = words.first else { return "" }
@@ -56,6 +82,13 @@ struct HMP {
             return machine.iothreads.map { t in
                 "\(t.id):\r\n  thread_id=\(t.threadID)\r\n  poll-max-ns=0\r\n  poll-grow=0\r\n  poll-shrink=0\r\n  aio-max-batch=0\r\n"
             }.joined()
+        case ("info", "registers"):
+            let running = machine.control.runState == .running
+            if running { machine.accelerator.pause() }
+            defer { if running { machine.accelerator.resume() } }
+            return (0..<machine.config.cpus).compactMap { machine.accelerator.registerDump(cpu: $0) }.joined()
+        case ("xp", _):
+            return examinePhysical(words)
         case ("info", "name"):
             return machine.config.name.map { "\($0)\r\n" } ?? ""
         case ("info", "kvm"):

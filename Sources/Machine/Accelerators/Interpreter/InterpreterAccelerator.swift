@@ -87,6 +87,16 @@ public final class InterpreterAccelerator: Accelerator, @unchecked Sendable {
         }
     }
 
+    public func registerDump(cpu: Int) -> String? {
+        guard cpu < cpus.count else { return nil }
+        let r = cpus[cpu].registers
+        func h(_ v: UInt64) -> String { let s = String(v, radix: 16); return String(repeating: "0", count: max(0, 16 - s.count)) + s }
+        return "RAX=\(h(r.rax)) RBX=\(h(r.rbx)) RCX=\(h(r.rcx)) RDX=\(h(r.rdx))\r\nRSI=\(h(r.rsi)) RDI=\(h(r.rdi)) RBP=\(h(r.rbp)) RSP=\(h(r.rsp))\r\n"
+            + "RIP=\(h(r.rip)) RFL=\(String(r.rflags, radix: 16)) CPL=\(r.cs.selector & 3) [instructions \(cpus[cpu].instructionsRetired)]\r\n"
+            + "CS =\(String(r.cs.selector, radix: 16)) \(h(r.cs.base)) SS=\(String(r.ss.selector, radix: 16))\r\n"
+            + "CR0=\(String(r.cr0, radix: 16)) CR2=\(h(r.cr2)) CR3=\(h(r.cr3)) CR4=\(String(r.cr4, radix: 16)) EFER=\(String(r.efer, radix: 16))\r\n"
+    }
+
     public func pause() { gate.pause() }
     public func resume() { gate.resume() }
     public func shutdown() { gate.quit() }
