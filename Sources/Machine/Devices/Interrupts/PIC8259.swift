@@ -114,8 +114,11 @@ public final class PIC8259Pair: BusDevice, @unchecked Sendable {
 
     public func reset() { chips.withLock { c in c.master = PIC8259(); c.slave = PIC8259() } }
 
+    /// The slave's INT output drives master IR2 as a level (a request that went away on the slave
+    /// is withdrawn on the master too, rather than becoming a spurious interrupt).
     private static func cascade(_ c: inout (master: PIC8259, slave: PIC8259)) {
-        c.master.setLine(2, c.slave.pending() != nil)
+        let high = c.slave.pending() != nil
+        if high { c.master.irr |= 0x04; c.master.lines |= 0x04 } else { c.master.irr &= ~0x04; c.master.lines &= ~0x04 }
     }
 
     public func setIRQ(_ irq: Int, level: Bool) {
