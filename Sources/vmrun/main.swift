@@ -5,7 +5,8 @@ import Foundation
 import Glibc
 import Machine
 
-Diagnostics.programName = "qemu-system-x86_64"
+// QEMU prefixes messages with its own program name (argv[0]); so do we.
+Diagnostics.programName = URL(fileURLWithPath: CommandLine.arguments.first ?? "vmrun").lastPathComponent
 
 
 func run() -> Int32 {
