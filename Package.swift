@@ -23,5 +23,6 @@ let package = Package(
         .target(name: "X86"),
 
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
+        .testTarget(name: "X86Tests", dependencies: ["X86"], exclude: ["guest"]),
     ]
 )
