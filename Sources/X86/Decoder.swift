@@ -67,12 +67,12 @@ struct Decoder {
     }
 
     /// Parses ModRM (and SIB/displacement) into `d`. Returns the ModRM byte.
-    mutating func modrm(_ d: inout DInst, byteOperand: Bool = false) -> UInt8 {
+    mutating func modrm(_ d: inout DInst, byteOperand: Bool = false, byteRegField: Bool? = nil) -> UInt8 {
         let m = byte()
         let mod = m >> 6
         let regf = ((m >> 3) & 7) | rexR
         let rmf = m & 7
-        d.reg = byteOperand ? byteReg(regf) : regf
+        d.reg = (byteRegField ?? byteOperand) ? byteReg(regf) : regf
         if mod == 3 {
             let r = rmf | rexB
             d.rm = byteOperand ? byteReg(r) : r

@@ -316,9 +316,9 @@ extension Decoder {
         case 0xB2: d.op = .loadFarPtr; d.aux = 2; _ = modrm(&d); if !d.isMem { d.op = .ud }
         case 0xB4: d.op = .loadFarPtr; d.aux = 4; _ = modrm(&d); if !d.isMem { d.op = .ud }
         case 0xB5: d.op = .loadFarPtr; d.aux = 5; _ = modrm(&d); if !d.isMem { d.op = .ud }
-        case 0xB6: d.op = .movzx8; let o = d.osz; d.osz = 1; _ = modrm(&d, byteOperand: true); d.imm = UInt64(o)
+        case 0xB6: d.op = .movzx8; let o = d.osz; d.osz = 1; _ = modrm(&d, byteOperand: true, byteRegField: false); d.imm = UInt64(o)
         case 0xB7: d.op = .movzx16; _ = modrm(&d)
-        case 0xBE: d.op = .movsx8; let o = d.osz; d.osz = 1; _ = modrm(&d, byteOperand: true); d.imm = UInt64(o)
+        case 0xBE: d.op = .movsx8; let o = d.osz; d.osz = 1; _ = modrm(&d, byteOperand: true, byteRegField: false); d.imm = UInt64(o)
         case 0xBF: d.op = .movsx16; _ = modrm(&d)
         case 0xB8: if rep { d.op = .popcnt; _ = modrm(&d) } else { d.op = .ud }
         case 0xBA:
