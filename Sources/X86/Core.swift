@@ -99,6 +99,7 @@ struct CPUCore {
     let index: Int
     var model: CPUModel
     var cpuidCache: CPUIDTable
+    let decoderFeatures: DecoderFeatures
 
     // Decoded-block cache.
     var blocks: BlockCache
@@ -124,6 +125,7 @@ struct CPUCore {
         xmm = .allocate(capacity: 16); xmm.initialize(repeating: .zero, count: 16)
         fpu = FPUState()
         cpuidCache = CPUIDTable(model: model, index: index)
+        decoderFeatures = DecoderFeatures(model: model)
         blocks = BlockCache()
     }
 

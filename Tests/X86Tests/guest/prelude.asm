@@ -197,6 +197,26 @@ dump64:
     popfq
     ret
 
+; prints "RAX RDX FLAGS" on one line; preserves everything
+pf64:
+    pushfq
+    push rax
+    call hex64
+    mov al, ' '
+    call putc64
+    mov rax, rdx
+    call hex64
+    mov al, ' '
+    call putc64
+    mov rax, [rsp+8]
+    and rax, [FLAGMASK]
+    call hex64
+    mov al, 10
+    call putc64
+    pop rax
+    popfq
+    ret
+
 regnames: db "RAX",0,"RCX",0,"RDX",0,"RBX",0,"RSP",0,"RBP",0,"RSI",0,"RDI",0
           db "R8 ",0,"R9 ",0,"R10",0,"R11",0,"R12",0,"R13",0,"R14",0,"R15",0,"FL ",0
 
