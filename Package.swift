@@ -25,6 +25,7 @@ let package = Package(
         .target(name: "X86"),
 
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
+        .testTarget(name: "X86Tests", dependencies: ["X86"], exclude: ["guest"]),
 
         // The virtual machine (boards, devices, firmware, accelerators, monitor) and its thin front end.
         .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"]),

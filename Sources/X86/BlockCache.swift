@@ -112,14 +112,14 @@ extension CPUCore {
             let room = Int(0x1000 - (l & 0xFFF))
             var d: DInst
             if room >= 15 {
-                var dec = Decoder(host.assumingMemoryBound(to: UInt8.self), avail: 15, mode: mode)
+                var dec = Decoder(host.assumingMemoryBound(to: UInt8.self), avail: 15, mode: mode, features: decoderFeatures)
                 d = dec.decode(rip: pc)
             } else {
                 // The instruction may cross into the next page: gather bytes from both.
                 d = try withUnsafeMutableBytes(of: &buf) { raw throws(Fault) -> DInst in
                     let b = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
                     for k in 0..<room { b[k] = host.load(fromByteOffset: k, as: UInt8.self) }
-                    var dec = Decoder(UnsafePointer(b), avail: room, mode: mode)
+                    var dec = Decoder(UnsafePointer(b), avail: room, mode: mode, features: decoderFeatures)
                     let first = dec.decode(rip: pc)
                     if first.len != 0 { return first }
                     // Needs the next page.
@@ -134,7 +134,7 @@ extension CPUCore {
                     }
                     guard let nextHost else { return DInst(op: .ud, len: 0) }
                     for k in room..<15 { b[k] = nextHost.load(fromByteOffset: k - room, as: UInt8.self) }
-                    var dec2 = Decoder(UnsafePointer(b), avail: 15, mode: mode)
+                    var dec2 = Decoder(UnsafePointer(b), avail: 15, mode: mode, features: decoderFeatures)
                     let d2 = dec2.decode(rip: pc)
                     if d2.len != 0 {
                         code.markCode(nextPhys >> 12)

@@ -1,3 +1,5 @@
+import Foundation
+
 // The interpreter's internal CPU state: one plain struct, allocated once per vCPU and reached through
 // an UnsafeMutablePointer, so the hot loop never pays class-field exclusivity checks or ARC.
 //
@@ -75,6 +77,9 @@ struct CPUCore {
     var miscEnable: UInt64 = 1, mtrrDefType: UInt64 = 0
     var mtrr: [UInt32: UInt64] = [:]
     var sysretWide = false
+    /// Debug tracing from the environment: X86_TRACE_FAULTS=1 logs every exception, X86_TRACE_BLOCKS=1 every block.
+    let traceFaults = ProcessInfo.processInfo.environment["X86_TRACE_FAULTS"] != nil
+    let traceBlocks = ProcessInfo.processInfo.environment["X86_TRACE_BLOCKS"] != nil
 
     // Events and activity.
     var activity: X86ActivityState = .running
@@ -94,6 +99,7 @@ struct CPUCore {
     let index: Int
     var model: CPUModel
     var cpuidCache: CPUIDTable
+    let decoderFeatures: DecoderFeatures
 
     // Decoded-block cache.
     var blocks: BlockCache
@@ -119,6 +125,7 @@ struct CPUCore {
         xmm = .allocate(capacity: 16); xmm.initialize(repeating: .zero, count: 16)
         fpu = FPUState()
         cpuidCache = CPUIDTable(model: model, index: index)
+        decoderFeatures = DecoderFeatures(model: model)
         blocks = BlockCache()
     }
 

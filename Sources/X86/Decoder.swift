@@ -18,11 +18,21 @@ struct Decoder {
     var segOverride: UInt8 = 0xFF
     var rex: UInt8 = 0
     var ripRelative = false
+    /// CPUID-dependent encodings: F3 0F BD is LZCNT only with ABM, F3 0F BC is TZCNT only with
+    /// BMI1; otherwise the F3 prefix is ignored and they are BSR/BSF, as on real hardware.
+    var hasLZCNT = false
+    var hasTZCNT = false
+    var hasPOPCNT = false
+    var hasMOVBE = false
 
-    init(_ p: UnsafePointer<UInt8>, avail: Int, mode: CodeMode) {
+    init(_ p: UnsafePointer<UInt8>, avail: Int, mode: CodeMode, features: DecoderFeatures = DecoderFeatures()) {
         self.p = p
         self.avail = avail
         self.mode = mode
+        hasLZCNT = features.lzcnt
+        hasTZCNT = features.tzcnt
+        hasPOPCNT = features.popcnt
+        hasMOVBE = features.movbe
     }
 
     @inline(__always) mutating func byte() -> UInt8 {
@@ -67,12 +77,12 @@ struct Decoder {
     }
 
     /// Parses ModRM (and SIB/displacement) into `d`. Returns the ModRM byte.
-    mutating func modrm(_ d: inout DInst, byteOperand: Bool = false) -> UInt8 {
+    mutating func modrm(_ d: inout DInst, byteOperand: Bool = false, byteRegField: Bool? = nil) -> UInt8 {
         let m = byte()
         let mod = m >> 6
         let regf = ((m >> 3) & 7) | rexR
         let rmf = m & 7
-        d.reg = byteOperand ? byteReg(regf) : regf
+        d.reg = (byteRegField ?? byteOperand) ? byteReg(regf) : regf
         if mod == 3 {
             let r = rmf | rexB
             d.rm = byteOperand ? byteReg(r) : r
@@ -209,5 +219,19 @@ struct Decoder {
         case 4: return t & 0xFFFF_FFFF
         default: return t
         }
+    }
+}
+
+struct DecoderFeatures {
+    var lzcnt = false
+    var tzcnt = false
+    var popcnt = false
+    var movbe = false
+    init() {}
+    init(model: CPUModel) {
+        lzcnt = model.has("abm")
+        tzcnt = model.has("bmi1")
+        popcnt = model.has("popcnt")
+        movbe = model.has("movbe")
     }
 }

@@ -316,11 +316,11 @@ extension Decoder {
         case 0xB2: d.op = .loadFarPtr; d.aux = 2; _ = modrm(&d); if !d.isMem { d.op = .ud }
         case 0xB4: d.op = .loadFarPtr; d.aux = 4; _ = modrm(&d); if !d.isMem { d.op = .ud }
         case 0xB5: d.op = .loadFarPtr; d.aux = 5; _ = modrm(&d); if !d.isMem { d.op = .ud }
-        case 0xB6: d.op = .movzx8; let o = d.osz; d.osz = 1; _ = modrm(&d, byteOperand: true); d.imm = UInt64(o)
+        case 0xB6: d.op = .movzx8; let o = d.osz; d.osz = 1; _ = modrm(&d, byteOperand: true, byteRegField: false); d.imm = UInt64(o)
         case 0xB7: d.op = .movzx16; _ = modrm(&d)
-        case 0xBE: d.op = .movsx8; let o = d.osz; d.osz = 1; _ = modrm(&d, byteOperand: true); d.imm = UInt64(o)
+        case 0xBE: d.op = .movsx8; let o = d.osz; d.osz = 1; _ = modrm(&d, byteOperand: true, byteRegField: false); d.imm = UInt64(o)
         case 0xBF: d.op = .movsx16; _ = modrm(&d)
-        case 0xB8: if rep { d.op = .popcnt; _ = modrm(&d) } else { d.op = .ud }
+        case 0xB8: if rep && hasPOPCNT { d.op = .popcnt; _ = modrm(&d) } else { d.op = .ud }
         case 0xBA:
             let m = modrm(&d)
             d.imm = UInt64(byte())
@@ -331,8 +331,8 @@ extension Decoder {
             case 7: d.op = .btcI
             default: d.op = .ud
             }
-        case 0xBC: d.op = rep ? .tzcnt : .bsf; _ = modrm(&d)
-        case 0xBD: d.op = rep ? .lzcnt : .bsr; _ = modrm(&d)
+        case 0xBC: d.op = rep && hasTZCNT ? .tzcnt : .bsf; _ = modrm(&d)
+        case 0xBD: d.op = rep && hasLZCNT ? .lzcnt : .bsr; _ = modrm(&d)
         case 0xC0: d.op = .xadd; d.osz = 1; _ = modrm(&d, byteOperand: true)
         case 0xC1: d.op = .xadd; _ = modrm(&d)
         case 0xC7:
@@ -355,7 +355,7 @@ extension Decoder {
             if repne { d.op = .unimpl; d.aux = 0x38F0; _ = modrm(&d); return } // CRC32
             d.op = b == 0xF0 ? .movbeLoad : .movbeStore
             _ = modrm(&d)
-            if !d.isMem { d.op = .ud }
+            if !d.isMem || !hasMOVBE { d.op = .ud }
             return
         }
         decodeSSE(&d, map: 2, b)

@@ -217,10 +217,10 @@ extension CPUCore {
             var v = left ? (d << 32 | s << 16 | d) : (d | s << 16 | d << 32)
             if left { v <<= count; r = (v >> 32) & m; cfb = (v >> 48) & 1 } else { cfb = (v >> (count - 1)) & 1; v >>= count; r = v & m }
         } else if left {
-            r = ((d << count) | (count >= bits ? 0 : s >> (bits - count))) & m
+            r = ((count >= 64 ? 0 : d << count) | (count > bits ? 0 : s >> (bits - count))) & m
             cfb = (d >> (bits - count)) & 1
         } else {
-            r = ((d >> count) | (count >= bits ? 0 : s << (bits - count))) & m
+            r = ((count >= 64 ? 0 : d >> count) | (count > bits ? 0 : s << (bits - count))) & m
             cfb = (d >> (count - 1)) & 1
         }
         let of = ((r ^ d) >> msb) & 1

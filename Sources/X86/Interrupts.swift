@@ -7,6 +7,7 @@ extension CPUCore {
 
     /// Delivers a fault raised by an instruction, escalating to #DF and shutdown per the SDM.
     mutating func raise(_ f0: Fault) {
+        if traceFaults { logFault(f0) }
         var f = f0
         var prev: UInt8? = nil
         while true {
@@ -15,6 +16,7 @@ extension CPUCore {
                 return
             } catch {
                 let second = error
+                if traceFaults { logFault(second) }
                 if f.vector == 8 || (prev == 8) { shutdownRequested = true; return }
                 let contributory: Set<UInt8> = [0, 10, 11, 12, 13]
                 let firstC = contributory.contains(f.vector), secondC = contributory.contains(second.vector)
@@ -198,5 +200,14 @@ extension CPUCore {
         }
         rip = mode == .m64 ? newIP : newIP & 0xFFFF_FFFF
         nmiBlocked = false
+    }
+}
+
+import Foundation
+
+extension CPUCore {
+    func logFault(_ f: Fault) {
+        let msg = "x86[\(index)]: exception \(f.vector) code \(String(f.code, radix: 16)) at \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) cr2 \(String(cr2, radix: 16)) rsp \(String(r[4], radix: 16))\n"
+        FileHandle.standardError.write(msg.data(using: .utf8)!)
     }
 }

@@ -65,6 +65,7 @@ extension CPUCore {
             raise(error)
             return
         }
+        if traceBlocks { traceBlock(b) }
         let start = blocks.insts + Int(b.pointee.first)
         var p = start
         let end = interruptShadow ? start + 1 : start + Int(b.pointee.count)
@@ -85,5 +86,14 @@ extension CPUCore {
             }
         }
         instructions &+= UInt64(p - start)
+    }
+}
+
+import Foundation
+
+extension CPUCore {
+    func traceBlock(_ b: UnsafeMutablePointer<BlockInfo>) {
+        let msg = "x86[\(index)]: block \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) n=\(b.pointee.count) rax=\(String(r[0], radix: 16)) rcx=\(String(r[1], radix: 16)) rsp=\(String(r[4], radix: 16))\n"
+        FileHandle.standardError.write(msg.data(using: .utf8)!)
     }
 }
