@@ -4,5 +4,6 @@
 #ifndef CLINUX_H
 #define CLINUX_H
 #include "clinux_fs.h"
+#include "clinux_getopt.h"
 #include "clinux_kvm.h"
 #endif

@@ -40,7 +40,9 @@ public final class FileNode: BlockNode, @unchecked Sendable {
 
     public enum Locking: String, Sendable { case on, off, auto }
 
-    public var size: UInt64 { currentSize.load(ordering: .acquiring) }
+    /// The length in bytes, rounded up to 512 as QEMU's block layer reports every node's length
+    /// (reads past the real end of the file return zeroes).
+    public var size: UInt64 { (currentSize.load(ordering: .acquiring) + 511) & ~511 }
     public var hasZeroInit: Bool { !isBlockDevice }
 
     public init(path: String, options: Options) throws {
@@ -190,6 +192,17 @@ public final class FileNode: BlockNode, @unchecked Sendable {
         currentSize.store(newSize, ordering: .releasing)
     }
 
+    /// Allocates host space for a range that already reads as zero: fallocate, or zero writes.
+    public func preallocate(offset: UInt64, length: UInt64, writeZeroes: Bool) throws {
+        if writeZeroes {
+            try ZeroBuffer.writeZeroes(to: self, at: offset, length: length, force: true)
+        } else {
+            let r = file.fallocate(mode: 0, offset: offset, length: length)
+            if r != 0 { throw BlockError.system("Could not preallocate data", errno: r) }
+        }
+        noteEnd(offset + length)
+    }
+
     public func driverBlockStatus(at offset: UInt64, length: UInt64, wantZero: Bool) throws -> BlockExtent {
         if !wantZero || isBlockDevice {
             return BlockExtent(flags: [.data, .offsetValid], length: length, hostOffset: offset, file: self)
@@ -219,7 +232,11 @@ public final class FileNode: BlockNode, @unchecked Sendable {
         return n < 0 ? nil : UInt64(n)
     }
 
-    public func formatSpecificInfo() -> JSONValue? { nil }
+    public func formatSpecificInfo() -> JSONValue? {
+        .object([("type", .string("file")), ("data", .object([]))])
+    }
+
+    public func driverInfo() -> DriverInfo? { DriverInfo() }
 
     public func close() throws {
         if closed.exchange(true, ordering: .acquiringAndReleasing) { return }

@@ -79,3 +79,14 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     }
     return out
 }
+
+/// Compares byte arrays without dumping them: reports the first differing offset.
+func assertSameBytes(_ a: [UInt8], _ b: [UInt8], _ message: String = "", file: StaticString = #filePath, line: UInt = #line) {
+    if a.count != b.count {
+        XCTFail("length \(a.count) != \(b.count) \(message)", file: file, line: line)
+        return
+    }
+    if let i = zip(a, b).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
+        XCTFail("bytes differ at offset \(i) (\(a[i]) != \(b[i])) \(message)", file: file, line: line)
+    }
+}

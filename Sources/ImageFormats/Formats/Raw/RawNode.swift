@@ -86,6 +86,7 @@ public final class RawNode: BlockNode, @unchecked Sendable {
     }
 
     public func allocatedHostBytes() -> UInt64? { file.allocatedHostBytes() }
+    public func driverInfo() -> DriverInfo? { file.driverInfo() }
 
     public func close() throws { try file.close() }
 }

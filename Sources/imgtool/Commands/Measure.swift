@@ -1,0 +1,6 @@
+import ImageFormats
+
+func runMeasure(_ args: [String]) throws -> Int32 {
+    printError("measure: not implemented yet")
+    return 1
+}
