@@ -2,6 +2,8 @@
 // here (if, id, index, media, cache, aio, discard, detect-zeroes, readonly, snapshot, werror, rerror),
 // everything else is the block graph's business and goes to BlockGraph.open as options, which
 // parses formats, protocols, backing chains and locking with QEMU's messages.
+import Foundation
+import Glibc
 import ImageFormats
 import Machine
 
@@ -15,6 +17,8 @@ struct DriveTable {
     var drives: [Pending] = []
     var blockdevs: [(name: String, node: any BlockNode, readOnly: Bool, discard: Bool)] = []
     var virtioIndex = 0
+    /// -snapshot: every -drive defaults to snapshot=on.
+    var globalSnapshot = false
 
     static func bool(_ v: String?, key: String, spelled: String, arg: String) throws -> Bool? {
         guard let v else { return nil }
@@ -44,7 +48,7 @@ struct DriveTable {
             throw ArgvError(message: "\(spelled) \(arg): Duplicate ID '\(id!)' for drive")
         }
         let readOnly = try DriveTable.bool(take("readonly"), key: "readonly", spelled: spelled, arg: arg) ?? false
-        let snapshot = try DriveTable.bool(take("snapshot"), key: "snapshot", spelled: spelled, arg: arg) ?? false
+        let snapshot = try DriveTable.bool(take("snapshot"), key: "snapshot", spelled: spelled, arg: arg) ?? globalSnapshot
         let cacheText = take("cache") ?? "writeback"
         let cache: CacheMode
         do { cache = try CacheMode.parse(cacheText) } catch { throw ArgvError(message: "\(spelled) \(arg): invalid cache option") }
@@ -67,24 +71,55 @@ struct DriveTable {
         guard file != nil || opts.hasSub("file") else {
             throw ArgvError(message: "\(spelled) \(arg): A block device must be specified for \"file\"")
         }
-        if snapshot {
-            throw ArgvError(message: "\(spelled) \(arg): snapshot=on needs a temporary qcow2 overlay, which the block library cannot create yet")
-        }
-        var flags: OpenFlags = readOnly ? [] : [.readWrite]
-        _ = flags.insert([])
-        let ctx = OpenContext(flags: flags, cache: cache)
+        let ctx = OpenContext(flags: readOnly ? [] : [.readWrite], cache: cache)
         let node: any BlockNode
         do {
-            node = try BlockGraph.open(filename: file, format: format, options: opts, context: ctx,
-                                       warn: { Diagnostics.warn($0) })
+            if snapshot && !readOnly {
+                node = try DriveTable.openTemporarySnapshot(file: file, format: format, options: opts, cache: cache)
+            } else {
+                node = try BlockGraph.open(filename: file, format: format, options: opts, context: ctx,
+                                           warn: { Diagnostics.warn($0) })
+            }
         } catch let e as BlockError {
             throw ArgvError(message: "\(spelled) \(arg): \(e.message)" + (e.hint.map { "\n" + $0 } ?? ""))
         }
-        flags = []
         var dc = DriveConfig(id: id!, node: node, readOnly: readOnly, discard: discardText == "unmap" || discardText == "on")
         dc.cache = (!cache.writeThrough, cache.direct, cache.noFlush)
         dc.detectZeroes = detectZeroes
         drives.append(Pending(config: dc, interface: interface, nodeName: nodeName))
+    }
+
+    /// snapshot=on, as QEMU's bdrv_append_temp_snapshot: the image is opened read-only as the
+    /// backing file of a temporary qcow2 overlay in $TMPDIR (default /var/tmp), which takes every
+    /// guest write and is deleted (unlinked right after opening) so nothing reaches the image.
+    static func openTemporarySnapshot(file: String?, format: String?, options: BlockOptions, cache: CacheMode) throws -> any BlockNode {
+        // The base, read-only, to learn its size and format.
+        let base = try BlockGraph.open(filename: file, format: format, options: options,
+                                       context: OpenContext(flags: [], cache: cache), warn: { Diagnostics.warn($0) })
+        let size = base.size
+        // The overlay lives elsewhere: its backing file name must not be relative.
+        var baseName = base.filename
+        if !baseName.hasPrefix("/") && !baseName.contains(":"), let real = realpath(baseName, nil) {
+            baseName = String(cString: real)
+            free(real)
+        }
+        let baseFormat = base.driverName
+        try base.close()
+        let dir = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/var/tmp"
+        var template = Array("\(dir)/vl.XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else {
+            throw BlockError(.io, "Could not get temporary filename: \(String(cString: strerror(errno)))", errno: errno)
+        }
+        close(fd)
+        let tmp = String(cString: template.withUnsafeBufferPointer { $0.baseAddress! })
+        defer { unlink(tmp) }
+        guard let qcow2 = FormatRegistry.driver(named: "qcow2") else {
+            throw BlockError(.unsupported, "snapshot=on needs the qcow2 driver", errno: ENOTSUP)
+        }
+        try ImageCreator.create(filename: tmp, format: "qcow2", size: size, options: CreateOptions(format: qcow2),
+                                backingFile: baseName, backingFormat: baseFormat, skipBackingCheck: true, announce: nil)
+        return try BlockGraph.open(filename: tmp, format: "qcow2", context: OpenContext(flags: [.readWrite], cache: .unsafe))
     }
 
     mutating func addBlockdev(_ arg: String, spelled: String) throws {

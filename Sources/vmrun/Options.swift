@@ -30,6 +30,7 @@ enum OptionsParser {
     static func parse(_ argv: [String]) throws -> VMOptions {
         var o = VMOptions()
         let items = try Argv.parse(argv)
+        o.drives.globalSnapshot = items.contains { $0.name == "snapshot" }
         for (name, value, spelled) in items {
             let v = value ?? ""
             switch name {

@@ -55,6 +55,48 @@ final class GuestTests: XCTestCase {
         try virtio32(accel: "tcg", executable: URL(fileURLWithPath: VMRun.qemu))
     }
 
+    /// snapshot=on: the guest's write goes to a temporary qcow2 overlay; the image is untouched.
+    func testSnapshotOnLeavesTheImageAlone() throws {
+        let kernel = try VMRun.assemble("virtio32", into: dir)
+        let disk = dir.appendingPathComponent("snap.raw")
+        var content = [UInt8](repeating: 0, count: 1 << 20)
+        for (i, b) in "VMRUN-DISK-TEST!".utf8.enumerated() { content[i] = b }
+        try Data(content).write(to: disk)
+        let r = try VMRun.run(["-accel", "tcg", "-m", "32", "-display", "none", "-nodefaults", "-serial", "stdio",
+                               "-kernel", kernel.path, "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+                               "-drive", "file=\(disk.path),format=raw,if=virtio,snapshot=on"], timeout: 30)
+        XCTAssertEqual(r.status, 33, r.stderr)
+        XCTAssertTrue(r.stdout.contains("virtio32: done"))
+        XCTAssertEqual(try Data(contentsOf: disk), Data(content))
+    }
+
+    /// A qcow2 overlay on a raw backing file: the guest reads through to the base and its write
+    /// lands in the overlay; qemu-img check is clean and sees the data.
+    func testQcow2WithBackingFile() throws {
+        let qemuImg = "/usr/bin/qemu-img"
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: qemuImg), "qemu-img is not installed")
+        let kernel = try VMRun.assemble("virtio32", into: dir)
+        let base = dir.appendingPathComponent("base.raw")
+        var content = [UInt8](repeating: 0, count: 1 << 20)
+        for (i, b) in "VMRUN-DISK-TEST!".utf8.enumerated() { content[i] = b }
+        try Data(content).write(to: base)
+        let top = dir.appendingPathComponent("top.qcow2")
+        let c = try VMRun.run(["create", "-q", "-f", "qcow2", "-b", base.path, "-F", "raw", top.path], executable: URL(fileURLWithPath: qemuImg))
+        XCTAssertEqual(c.status, 0, c.stderr)
+        let r = try VMRun.run(["-accel", "tcg", "-m", "32", "-display", "none", "-nodefaults", "-serial", "stdio",
+                               "-kernel", kernel.path, "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+                               "-drive", "file=\(top.path),if=virtio"], timeout: 30)
+        XCTAssertEqual(r.status, 33, r.stderr)
+        XCTAssertTrue(r.stdout.contains("VMRUN-DISK-TEST!"), r.stdout)
+        let check = try VMRun.run(["check", top.path], executable: URL(fileURLWithPath: qemuImg))
+        XCTAssertEqual(check.status, 0, check.stdout + check.stderr)
+        let raw = dir.appendingPathComponent("out.raw")
+        _ = try VMRun.run(["convert", "-O", "raw", top.path, raw.path], executable: URL(fileURLWithPath: qemuImg))
+        let out = try Data(contentsOf: raw)
+        XCTAssertEqual(String(decoding: out[512..<528], as: UTF8.self), "WRITTEN-BY-GUEST")
+        XCTAssertEqual(try Data(contentsOf: base), Data(content), "the backing file is never written")
+    }
+
     func testDiskLockedByAnotherVMIsRefused() throws {
         try XCTSkipUnless(VMRun.qemuInstalled, "qemu-system-x86_64 is not installed")
         let disk = dir.appendingPathComponent("locked.raw")
