@@ -31,6 +31,6 @@ let package = Package(
         .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"]),
         .executableTarget(name: "vmrun", dependencies: ["Machine", "ImageFormats"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "ImageFormats", "X86"]),
-        .testTarget(name: "vmrunTests", dependencies: ["Machine"]),
+        .testTarget(name: "vmrunTests", dependencies: ["Machine"], exclude: ["Guests", "Fixtures"]),
     ]
 )

@@ -115,8 +115,17 @@ enum OptionsParser {
                 } catch let e as ChardevSpec.ParseError {
                     throw ArgvError(message: "\(spelled) \(v): \(e.message)\n\(Diagnostics.programName): \(spelled) \(v): could not connect serial device to character backend '\(v)'")
                 }
-            case "monitor", "mon":
+            case "monitor":
                 do { o.monitor.append(try ChardevSpec.parseLegacy(v)) } catch let e as ChardevSpec.ParseError { throw fail(spelled, v, e.message) }
+            case "mon":
+                // -mon chardev=ID[,mode=readline|control][,pretty=on|off]
+                let d = Dictionary(split(v).1, uniquingKeysWith: { _, b in b })
+                guard let id = d["chardev"] else { throw fail(spelled, v, "Parameter 'chardev' is missing") }
+                switch d["mode"] ?? "readline" {
+                case "control": o.qmp.append((.chardevRef(id), d["pretty"] == "on"))
+                case "readline": o.monitor.append(.chardevRef(id))
+                default: throw fail(spelled, v, "Parameter 'mode' does not accept value '\(d["mode"]!)'")
+                }
             case "qmp", "qmp-pretty":
                 do { o.qmp.append((try ChardevSpec.parseLegacy(v), name == "qmp-pretty")) } catch let e as ChardevSpec.ParseError { throw fail(spelled, v, e.message) }
             case "chardev":

@@ -28,8 +28,8 @@ public final class I8042: BusDevice {
             switch offset {
             case 0: return s.output.isEmpty ? 0 : s.output.removeFirst()
             case 4:
-                // bit 0: output full, bit 2: system flag, bit 3: last write was a command
-                return (s.output.isEmpty ? 0 : 0x01) | 0x04 | (s.pendingCommand != nil ? 0x08 : 0)
+                // bit 0: output full, bit 2: system flag, bit 3: last write was a command, bit 4: not inhibited
+                return (s.output.isEmpty ? 0 : 0x01) | 0x04 | (s.pendingCommand != nil ? 0x08 : 0) | 0x10
             default: return 0xFF
             }
         }
