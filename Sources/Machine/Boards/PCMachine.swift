@@ -210,6 +210,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         if let chardev, let serial {
             chardev.waitForClientIfNeeded()
             chardev.onQuitKey = { [control] in control.request(.exit(0)) }
+            chardev.monitor = { [unowned self] line in HMP(machine: self).execute(line) }
             chardev.startInput { bytes in
                 var rest = bytes[...]
                 while !rest.isEmpty {

@@ -17,6 +17,10 @@ public final class Chardev: SerialOutput, @unchecked Sendable {
     private var onInput: (@Sendable ([UInt8]) -> Void)?
     /// Ctrl-A x on a mux console.
     public var onQuitKey: (@Sendable () -> Void)?
+    /// The human monitor behind Ctrl-A c on a mux console: takes a command line, returns the reply.
+    public var monitor: (@Sendable (String) -> String)?
+    private var inMonitor = false
+    private var monitorLine: [UInt8] = []
     nonisolated(unsafe) private static var savedTermios: termios?
 
     public init(spec: ChardevSpec) throws {
@@ -111,15 +115,44 @@ public final class Chardev: SerialOutput, @unchecked Sendable {
                     if escape {
                         escape = false
                         if b == UInt8(ascii: "x") { Diagnostics.write("QEMU: Terminated\r\n"); onQuitKey?(); continue }
+                        if b == UInt8(ascii: "c"), monitor != nil {
+                            inMonitor.toggle()
+                            monitorLine.removeAll()
+                            if inMonitor { writeOut("QEMU 7.2.0 monitor - type 'help' for more information\r\n(qemu) ") }
+                            continue
+                        }
                         if b == 0x01 { out.append(0x01) }
                         continue
                     }
                     if b == 0x01 { escape = true; continue }
+                    if inMonitor { monitorByte(b); continue }
                     out.append(b)
                 }
                 data = out
             }
             if !data.isEmpty { onInput?(data) }
+        }
+    }
+
+    private func writeOut(_ text: String) {
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { write(1, $0.baseAddress!, $0.count) }
+    }
+
+    /// Line editing for the mux monitor (echo, backspace, enter).
+    private func monitorByte(_ b: UInt8) {
+        switch b {
+        case 0x0D, 0x0A:
+            writeOut("\r\n")
+            let line = String(decoding: monitorLine, as: UTF8.self)
+            monitorLine.removeAll()
+            if !line.isEmpty, let monitor { writeOut(monitor(line)) }
+            writeOut("(qemu) ")
+        case 0x7F, 0x08:
+            if !monitorLine.isEmpty { monitorLine.removeLast(); writeOut("\u{8} \u{8}") }
+        default:
+            monitorLine.append(b)
+            writeOut(String(decoding: [b], as: UTF8.self))
         }
     }
 
