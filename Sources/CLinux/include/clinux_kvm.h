@@ -25,6 +25,10 @@ extern const unsigned long clinux_KVM_IRQ_LINE;
 extern const unsigned long clinux_KVM_IRQ_LINE_STATUS;
 extern const unsigned long clinux_KVM_SIGNAL_MSI;
 extern const unsigned long clinux_KVM_SET_CLOCK;
+extern const unsigned long clinux_KVM_GET_IRQCHIP;
+extern const unsigned long clinux_KVM_SET_IRQCHIP;
+extern const unsigned long clinux_KVM_GET_PIT2;
+extern const unsigned long clinux_KVM_SET_PIT2;
 // vCPU ioctls.
 extern const unsigned long clinux_KVM_RUN;
 extern const unsigned long clinux_KVM_GET_REGS;

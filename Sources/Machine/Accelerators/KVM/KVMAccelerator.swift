@@ -21,6 +21,9 @@ public final class KVMAccelerator: Accelerator, @unchecked Sendable {
     private let gate = VCPUGate()
     private let sink: KVMInterruptSink
     private var threads: [Thread] = []
+    /// Power-on state of the in-kernel PICs, I/O APIC and PIT, restored on every reset.
+    private var initialChips: [kvm_irqchip] = []
+    private var initialPIT: kvm_pit_state2?
 
     public var interruptSink: any InterruptSink { sink }
 
@@ -47,6 +50,8 @@ public final class KVMAccelerator: Accelerator, @unchecked Sendable {
         try vm.setTSSAddress(PCMemoryMap.kvmTSS)
         try vm.createIRQChip()
         try vm.createPIT()
+        initialChips = try (0..<3).map { try vm.getIRQChip(UInt32($0)) }
+        initialPIT = try vm.getPIT()
         for (slot, w) in ram.windows.enumerated() {
             try vm.setUserMemoryRegion(slot: UInt32(slot), guestPhysical: w.guestPhysical, size: w.size,
                                        host: ram.host(of: w),
@@ -61,6 +66,8 @@ public final class KVMAccelerator: Accelerator, @unchecked Sendable {
     }
 
     public func reset(entry: CPUEntry) throws {
+        for c in initialChips { try vm.setIRQChip(c) }
+        if let p = initialPIT { try vm.setPIT(p) }
         for v in vcpus { try v.reset(entry: v.fd.id == 0 ? entry : nil) }
     }
 

@@ -110,6 +110,27 @@ public final class KVMVM: @unchecked Sendable {
         _ = try kvmCheck(clinux_kvm_ioctl(fd, clinux_KVM_CREATE_PIT2, &cfg, 1), "KVM_CREATE_PIT2")
     }
 
+    /// In-kernel PIC (chip 0 master, 1 slave) and I/O APIC (chip 2) state.
+    public func getIRQChip(_ id: UInt32) throws -> kvm_irqchip {
+        var c = kvm_irqchip()
+        c.chip_id = id
+        _ = try kvmCheck(clinux_kvm_ioctl(fd, clinux_KVM_GET_IRQCHIP, &c, 1), "KVM_GET_IRQCHIP")
+        return c
+    }
+    public func setIRQChip(_ chip: kvm_irqchip) throws {
+        var c = chip
+        _ = try kvmCheck(clinux_kvm_ioctl(fd, clinux_KVM_SET_IRQCHIP, &c, 1), "KVM_SET_IRQCHIP")
+    }
+    public func getPIT() throws -> kvm_pit_state2 {
+        var p = kvm_pit_state2()
+        _ = try kvmCheck(clinux_kvm_ioctl(fd, clinux_KVM_GET_PIT2, &p, 1), "KVM_GET_PIT2")
+        return p
+    }
+    public func setPIT(_ state: kvm_pit_state2) throws {
+        var p = state
+        _ = try kvmCheck(clinux_kvm_ioctl(fd, clinux_KVM_SET_PIT2, &p, 1), "KVM_SET_PIT2")
+    }
+
     public func irqLine(_ irq: UInt32, level: Bool) throws {
         var l = kvm_irq_level()
         l.irq = irq
