@@ -234,3 +234,19 @@ final class FwCfgTests: XCTestCase {
         XCTAssertEqual(ram.load(desc, as: UInt32.self), UInt32(1).byteSwapped)
     }
 }
+
+final class MPTableTests: XCTestCase {
+    func testChecksumsAndEntries() {
+        let b = MPTable.build(cpuCount: 2, pciSlots: [0, 1, 2], address: 0xF0100)
+        XCTAssertEqual(Array(b[0..<4]), Array("_MP_".utf8))
+        XCTAssertEqual(b[0..<16].reduce(0, &+), 0)
+        XCTAssertEqual(Array(b[4..<8]), AML.le(0xF0110, 4))
+        let table = Array(b[16...])
+        XCTAssertEqual(Array(table[0..<4]), Array("PCMP".utf8))
+        XCTAssertEqual(Int(table[4]) | Int(table[5]) << 8, table.count)
+        XCTAssertEqual(table.reduce(0, &+), 0)
+        // 2 CPUs (20 bytes each) first; the BSP flag only on the first.
+        XCTAssertEqual(table[44], 0); XCTAssertEqual(table[47], 3)
+        XCTAssertEqual(table[64], 0); XCTAssertEqual(table[67], 1)
+    }
+}

@@ -160,6 +160,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         // Also keep a copy of the RSDP where legacy scans look (0xF0000-0xFFFFF).
         ram.write(0xF_0000, bytes: Array(tables.blob[0..<36]))
         acpi = tables
+        ram.write(0xF_0100, bytes: MPTable.build(cpuCount: config.cpus, pciSlots: pci.plugged.map(\.0.device), address: 0xF_0100))
         guard let k = FileManager.default.contents(atPath: kernelPath) else {
             throw BuildError.message("qemu: could not load kernel '\(kernelPath)': \(String(cString: strerror(errno)))")
         }
