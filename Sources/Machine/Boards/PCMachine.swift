@@ -25,6 +25,8 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     public private(set) var disks: [(config: VirtioBlkConfig, device: VirtioBlock, pci: VirtioPCI, address: PCIAddress)] = []
     public private(set) var iothreads: [IOThread] = []
     public let cmos: CMOS
+    public let timers = TimerService()
+    public private(set) var hpet: HPET?
     private var bootEntry: CPUEntry = .reset
     private var bootPlan: LinuxBootPlan?
     private var acpi: ACPITables?
@@ -84,6 +86,11 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         if let de = config.debugExit {
             try ports.register(DebugExit(exit: { control.request(.exit($0)) }), base: UInt64(de.base),
                                length: UInt64(max(de.size, 1)), name: "isa-debug-exit")
+        }
+        if config.hpet {
+            let h = HPET(sink: sink, service: timers)
+            try mmio.register(h, base: PCMemoryMap.hpetBase, length: 0x400, name: "hpet")
+            hpet = h
         }
         fwcfg = FwCfg(ram: ram, cpus: config.cpus)
         try ports.register(fwcfg, base: 0x510, length: 12, name: "fw_cfg")
@@ -153,7 +160,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             bootEntry = .reset
             return
         }
-        let tables = ACPITables.build(ACPIConfig(cpuCount: config.cpus, memoryMap: map, hasHPET: false,
+        let tables = ACPITables.build(ACPIConfig(cpuCount: config.cpus, memoryMap: map, hasHPET: hpet != nil,
                                                  pciSlots: pci.plugged.map(\.0.device)), base: 0xE_0000)
         guard UInt64(tables.blob.count) <= 0x1_0000 else { throw BuildError.message("ACPI tables too large") }
         ram.write(tables.base, bytes: tables.blob)
@@ -291,6 +298,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     private func resetDevices() throws {
         pci.reset()
         pm.reset()
+        hpet?.reset()
         try loadFirmware()
         try accelerator.reset(entry: bootEntry)
     }
@@ -299,6 +307,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         control.setState(.shutdown)
         control.drainCompletions()
         accelerator.shutdown()
+        timers.stop()
         for t in iothreads { t.drain(); t.stop() }
         for d in disks {
             try? d.config.drive.node.flush()
