@@ -16,6 +16,8 @@ struct DriveTable {
     }
     var drives: [Pending] = []
     var blockdevs: [(name: String, node: any BlockNode, readOnly: Bool, discard: Bool)] = []
+    /// Each -blockdev's own options, so that a later one can refer to it by node-name.
+    var blockdevOptions: [String: BlockOptions] = [:]
     var virtioIndex = 0
     /// -snapshot: every -drive defaults to snapshot=on.
     var globalSnapshot = false
@@ -140,6 +142,19 @@ struct DriveTable {
         guard !blockdevs.contains(where: { $0.name == name }) else {
             throw ArgvError(message: "\(spelled) \(arg): Duplicate nodes with node-name='\(name)'")
         }
+        // A child given as a string that names an earlier -blockdev is a reference to that node
+        // ("file": "f0"). The graph opens children from options, so the referenced node's options
+        // move under the child's prefix and the standalone node is closed (it must not keep its
+        // image locks against its own parent).
+        for child in ["file", "backing", "data-file"] {
+            guard let ref = opts.string(child), let childOpts = blockdevOptions[ref],
+                  let i = blockdevs.firstIndex(where: { $0.name == ref }) else { continue }
+            opts.remove(child)
+            for (k, v) in childOpts.entries { opts.set("\(child).\(k)", v) }
+            try? blockdevs[i].node.close()
+            blockdevs.remove(at: i)
+        }
+        let ownOptions = opts
         let readOnly = (opts.take("read-only").flatMap { BlockOptions.parseBool($0.description) }) ?? false
         let discard = opts.take("discard")?.description
         var cache = CacheMode.writeback
@@ -151,6 +166,7 @@ struct DriveTable {
         do {
             let node = try BlockGraph.open(filename: nil, options: opts, context: ctx, warn: { Diagnostics.warn($0) })
             blockdevs.append((name, node, readOnly, discard == "unmap" || discard == "on"))
+            blockdevOptions[name] = ownOptions
         } catch let e as BlockError {
             throw ArgvError(message: "\(spelled) \(arg): \(e.message)" + (e.hint.map { "\n" + $0 } ?? ""))
         }

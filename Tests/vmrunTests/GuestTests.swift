@@ -55,6 +55,23 @@ final class GuestTests: XCTestCase {
         try virtio32(accel: "tcg", executable: URL(fileURLWithPath: VMRun.qemu))
     }
 
+    /// -blockdev in both forms, the format node referring to the protocol node by node-name.
+    func testBlockdevReferenceAndDevice() throws {
+        let kernel = try VMRun.assemble("virtio32", into: dir)
+        let disk = dir.appendingPathComponent("bd.raw")
+        var content = [UInt8](repeating: 0, count: 1 << 20)
+        for (i, b) in "VMRUN-DISK-TEST!".utf8.enumerated() { content[i] = b }
+        try Data(content).write(to: disk)
+        let r = try VMRun.run(["-accel", "tcg", "-m", "32", "-display", "none", "-nodefaults", "-serial", "stdio",
+                               "-kernel", kernel.path, "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+                               "-blockdev", "driver=file,node-name=f0,filename=\(disk.path)",
+                               "-blockdev", "{\"driver\": \"raw\", \"node-name\": \"d0\", \"file\": \"f0\"}",
+                               "-device", "virtio-blk-pci,drive=d0,num-queues=2"], timeout: 30)
+        XCTAssertEqual(r.status, 33, r.stderr)
+        XCTAssertTrue(r.stdout.contains("virtio32: done"))
+        XCTAssertEqual(String(decoding: try Data(contentsOf: disk)[512..<528], as: UTF8.self), "WRITTEN-BY-GUEST")
+    }
+
     /// snapshot=on: the guest's write goes to a temporary qcow2 overlay; the image is untouched.
     func testSnapshotOnLeavesTheImageAlone() throws {
         let kernel = try VMRun.assemble("virtio32", into: dir)
