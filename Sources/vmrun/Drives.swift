@@ -88,6 +88,7 @@ struct DriveTable {
         var dc = DriveConfig(id: id!, node: node, readOnly: readOnly, discard: discardText == "unmap" || discardText == "on")
         dc.cache = (!cache.writeThrough, cache.direct, cache.noFlush)
         dc.detectZeroes = detectZeroes
+        dc.nodeName = nodeName
         drives.append(Pending(config: dc, interface: interface, nodeName: nodeName))
     }
 
@@ -185,7 +186,9 @@ struct DriveTable {
             return drives[i].config
         }
         if let b = blockdevs.first(where: { $0.name == name }) {
-            return DriveConfig(id: "", node: b.node, readOnly: b.readOnly, discard: b.discard)
+            var dc = DriveConfig(id: "", node: b.node, readOnly: b.readOnly, discard: b.discard)
+            dc.nodeName = b.name
+            return dc
         }
         throw ArgvError(message: "\(spelled) \(arg): Property 'virtio-blk-device.drive' can't find value '\(name)'")
     }

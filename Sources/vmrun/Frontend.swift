@@ -61,6 +61,12 @@ enum Frontend {
                 }
                 vc.slot = s
             }
+            if let l = d["disable-legacy"] {
+                guard let b = BlockOptionsSplit.bool(l) else {
+                    throw ArgvError(message: "\(spelled) \(text): Property 'virtio-blk-pci.disable-legacy' doesn't take value '\(l)'")
+                }
+                vc.legacy = !b
+            }
             if vc.deviceID == nil { anon += 1 }
             disks.append((vc, disks.count))
         }

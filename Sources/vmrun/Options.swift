@@ -214,6 +214,15 @@ struct ExitRequest: Error { var code: Int32 }
 
 /// Splitting QemuOpts text on single commas (",," is a comma), shared with drive parsing.
 enum BlockOptionsSplit {
+    /// QEMU's OnOffAuto for device properties ("auto" means the default: legacy stays on for pc).
+    static func bool(_ s: String) -> Bool? {
+        switch s {
+        case "on", "true", "yes": return true
+        case "off", "false", "no", "auto": return false
+        default: return nil
+        }
+    }
+
     static func items(_ text: String) -> [String] {
         var items: [String] = []
         var cur = ""

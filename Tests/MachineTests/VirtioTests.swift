@@ -280,3 +280,53 @@ final class VirtioBlockTests: XCTestCase {
         XCTAssertEqual(sink.events, [.msi(0xFEE0_0000, 0x41)])
     }
 }
+
+final class VirtioLegacyTests: XCTestCase {
+    /// A transitional device read through the legacy I/O registers only, as a 0.9.5 driver does.
+    func testLegacyInterfaceReadsASector() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vlt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("d.raw").path
+        var content = [UInt8](repeating: 0, count: 1 << 20)
+        for (i, b) in "LEGACY-SECTOR-0!".utf8.enumerated() { content[i] = b }
+        FileManager.default.createFile(atPath: path, contents: Data(content))
+        let node = try BlockGraph.open(filename: path, format: "raw", context: OpenContext(flags: [.readWrite]))
+        let ram = try GuestRAM(size: 1 << 20)
+        ram.mapRAM(at: 0, size: 1 << 20, hostOffset: 0)
+        let sink = RecordingInterruptSink()
+        let pci = VirtioPCI(name: "virtio-blk-pci", device: VirtioBlock(node: node, options: VirtioBlockOptions()),
+                            ram: ram, sink: sink, bar1: 0, bar4: 0, legacy: true, bar0: 0xC000)
+        pci.attachInterrupt(IRQLine(sink: sink, gsi: 10))
+        let cfg = pci.config.withLock { $0 }
+        XCTAssertEqual(cfg.get16(2), 0x1001, "transitional virtio-blk")
+        XCTAssertEqual(cfg.get8(8), 0, "revision 0")
+        let io = try XCTUnwrap(cfg.bars[0]?.device)
+        XCTAssertEqual(io.busRead(offset: 0x14, size: 4) | io.busRead(offset: 0x18, size: 4) << 32, 2048, "capacity after the header")
+        io.busWrite(offset: 0x12, size: 1, value: 3)
+        io.busWrite(offset: 0x04, size: 4, value: io.busRead(offset: 0x00, size: 4))
+        io.busWrite(offset: 0x0E, size: 2, value: 0)
+        XCTAssertEqual(io.busRead(offset: 0x0C, size: 2), 256)
+        io.busWrite(offset: 0x08, size: 4, value: 0x20)            // rings at 0x20000
+        XCTAssertEqual(io.busRead(offset: 0x08, size: 4), 0x20)
+        io.busWrite(offset: 0x12, size: 1, value: 7)               // DRIVER_OK
+        let desc: UInt64 = 0x20000, avail = desc + 16 * 256, used: UInt64 = 0x22000
+        let hdr: UInt64 = 0x40000, data: UInt64 = 0x41000, st: UInt64 = 0x42000
+        ram.store(hdr, UInt32(0)); ram.store(hdr + 8, UInt64(0))
+        func d(_ i: UInt64, _ a: UInt64, _ l: UInt32, _ f: UInt16, _ n: UInt16) {
+            ram.store(desc + 16 * i, a); ram.store(desc + 16 * i + 8, l); ram.store(desc + 16 * i + 12, f); ram.store(desc + 16 * i + 14, n)
+        }
+        d(0, hdr, 16, 1, 1); d(1, data, 512, 3, 2); d(2, st, 1, 2, 0)
+        ram.store(avail + 4, UInt16(0)); ram.store(avail + 2, UInt16(1))
+        io.busWrite(offset: 0x10, size: 2, value: 0)
+        XCTAssertEqual(ram.load(used + 2, as: UInt16.self), 1)
+        XCTAssertEqual(ram.load(st, as: UInt8.self), 0)
+        XCTAssertEqual(ram.readBytes(data, count: 16), Array("LEGACY-SECTOR-0!".utf8))
+        XCTAssertTrue(sink.level(10))
+        XCTAssertEqual(io.busRead(offset: 0x13, size: 1), 1)
+        XCTAssertFalse(sink.level(10))
+        io.busWrite(offset: 0x08, size: 4, value: 0xFFFFF)         // rings outside RAM: refused
+        io.busWrite(offset: 0x12, size: 1, value: 0)
+        XCTAssertEqual(io.busRead(offset: 0x12, size: 1), 0)
+    }
+}

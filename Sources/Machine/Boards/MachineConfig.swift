@@ -15,6 +15,8 @@ public struct DriveConfig: @unchecked Sendable {
     public var cache: (writeback: Bool, direct: Bool, noFlush: Bool) = (true, false, false)
     public var detectZeroes: String = "off"
     public var snapshot = false
+    /// The root node's node-name (-blockdev node-name, -drive node-name=); nil: an automatic "#blockNNN".
+    public var nodeName: String?
     public init(id: String, node: any BlockNode, readOnly: Bool, discard: Bool) {
         self.id = id
         self.node = node
@@ -33,6 +35,8 @@ public struct VirtioBlkConfig: @unchecked Sendable {
     public var iothread: String?
     /// addr= (PCI device number), nil: first free.
     public var slot: Int?
+    /// Transitional (legacy I/O BAR too), QEMU's default on pc; disable-legacy=on turns it off.
+    public var legacy = true
     public init(drive: DriveConfig) { self.drive = drive }
 }
 

@@ -112,6 +112,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
 
         for id in config.iothreads { iothreads.append(IOThread(id: id)) }
         var nextMMIO = map.pciHoleStart >= 0xFE00_0000 ? map.pciHoleStart : 0xFE00_0000
+        var nextIO: UInt64 = 0xC000
         for d in config.disks {
             var o = VirtioBlockOptions()
             o.serial = d.serial
@@ -129,7 +130,10 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             let bar1 = nextMMIO
             let bar4 = (bar1 + MSIX.barSize + VirtioPCI.modernBARSize - 1) & ~(VirtioPCI.modernBARSize - 1)
             nextMMIO = bar4 + VirtioPCI.modernBARSize
-            let transport = VirtioPCI(name: "virtio-blk-pci", device: dev, ram: ram, sink: sink, bar1: bar1, bar4: bar4)
+            let bar0 = nextIO
+            if d.legacy { nextIO += VirtioPCI.legacyBARSize }
+            let transport = VirtioPCI(name: "virtio-blk-pci", device: dev, ram: ram, sink: sink, bar1: bar1, bar4: bar4,
+                                      legacy: d.legacy, bar0: bar0)
             guard let slot = d.slot ?? pci.freeSlot() else { throw BuildError.message("PCI: no slot/function available for virtio-blk-pci, all in use") }
             let addr = PCIAddress(device: slot)
             guard pci.device(at: addr) == nil else {

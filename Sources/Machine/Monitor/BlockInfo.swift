@@ -47,7 +47,7 @@ enum BlockInfo {
         let n = d.config.drive.node
         var inserted: [(String, JSONValue)] = [
             ("iops_rd", .int(0)), ("detect_zeroes", .string(d.config.drive.detectZeroes)), ("image", imageInfo(n)),
-            ("iops_wr", .int(0)), ("ro", .bool(d.config.drive.readOnly || n.isReadOnly)), ("node-name", .string(nodeName(n))),
+            ("iops_wr", .int(0)), ("ro", .bool(d.config.drive.readOnly || n.isReadOnly)), ("node-name", .string(d.config.drive.nodeName ?? nodeName(n))),
             ("backing_file_depth", .int(Int64(depth(n)))), ("drv", .string(n.driverName)), ("iops", .int(0)),
             ("bps_wr", .int(0)), ("write_threshold", .int(0)),
         ]
@@ -95,7 +95,7 @@ enum BlockInfo {
         if let f = n.fileChild { m.append(("parent", nodeStats(f))) }
         m.append(("stats", stats(d.device.stats.snapshot, accounted: true)))
         if let b = n.backing { m.append(("backing", nodeStats(b))) }
-        m.append(("node-name", .string(nodeName(n))))
+        m.append(("node-name", .string(d.config.drive.nodeName ?? nodeName(n))))
         m.append(("qdev", .string(qdevPath(index: index, d))))
         return .object(m)
     }

@@ -64,7 +64,7 @@ struct HMP {
             for (i, d) in machine.disks.enumerated() {
                 let n = d.config.drive.node
                 let ro = d.config.drive.readOnly || n.isReadOnly ? ", read-only" : ""
-                var s = "\(d.config.drive.id) (\(BlockInfo.nodeName(n))): \(n.filename) (\(n.driverName)\(ro))\r\n"
+                var s = "\(d.config.drive.id) (\(d.config.drive.nodeName ?? BlockInfo.nodeName(n))): \(n.filename) (\(n.driverName)\(ro))\r\n"
                 s += "    Attached to:      \(BlockInfo.qdevPath(index: i, d))\r\n"
                 let c = d.config.drive.cache
                 let mode = c.noFlush ? "writeback, ignore flushes" : (c.writeback ? (c.direct ? "writeback, direct" : "writeback") : (c.direct ? "writethrough, direct" : "writethrough"))

@@ -34,21 +34,30 @@ public final class VirtioPCI: PCIDevice, VirtioInterrupts, @unchecked Sendable {
         var queueSelect: UInt16 = 0
         var isr: UInt8 = 0
     }
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let warnedBroken = Atomic<Bool>(false)
     let initialConfig: PCIConfigSpace
 
     /// `bar1`/`bar4`: addresses to pre-assign (as firmware would); 0 leaves them for the guest.
+    /// Transitional (legacy + modern, QEMU's default on the pc machine) or modern only (disable-legacy=on).
+    public let legacy: Bool
+
     public init(name: String, device: any VirtioDeviceType, ram: GuestRAM, sink: any InterruptSink,
-                bar1: UInt64, bar4: UInt64) {
+                bar1: UInt64, bar4: UInt64, legacy: Bool = false, bar0: UInt64 = 0) {
+        self.legacy = legacy
         pciName = name
         self.device = device
         queues = (0..<device.queueCount).map { _ in Virtqueue(ram: ram, maxSize: device.queueMaxSize) }
         msix = MSIX(vectors: device.queueCount + 1, sink: sink)
         let type = device.virtioDeviceID
-        var c = PCIConfigSpace(vendor: 0x1AF4, device: 0x1040 + type, classCode: VirtioPCI.classCode(type),
-                               revision: 1, subsystemVendor: 0x1AF4, subsystem: type, interruptPin: 1)
+        var c = PCIConfigSpace(vendor: 0x1AF4, device: legacy ? VirtioPCI.transitionalID(type) : 0x1040 + type,
+                               classCode: VirtioPCI.classCode(type), revision: legacy ? 0 : 1,
+                               subsystemVendor: 0x1AF4, subsystem: type, interruptPin: 1)
         let regs = ModernRegisters()
+        let legacyRegs = LegacyRegisters()
+        if legacy {
+            c.declareBAR(0, PCIBARSpec(kind: .io, size: VirtioPCI.legacyBARSize, device: legacyRegs), address: bar0)
+        }
         c.declareBAR(1, PCIBARSpec(kind: .memory32, size: MSIX.barSize, device: msix), address: bar1)
         c.declareBAR(4, PCIBARSpec(kind: .memory64, size: VirtioPCI.modernBARSize, prefetchable: true, device: regs), address: bar4)
         msix.addCapability(to: &c, bar: 1)
@@ -64,6 +73,7 @@ public final class VirtioPCI: PCIDevice, VirtioInterrupts, @unchecked Sendable {
         initialConfig = c
         config = Mutex(c)
         regs.transport = self
+        legacyRegs.transport = self
         let capOffset = msix.capabilityOffset
         msix.controlReader = { [unowned self] in
             let c = self.config.withLock { MSIX.control($0, capability: capOffset) }
@@ -92,7 +102,7 @@ public final class VirtioPCI: PCIDevice, VirtioInterrupts, @unchecked Sendable {
         msix.reset()
     }
 
-    private func resetTransport() {
+    func resetTransport() {
         device.deviceReset()
         for q in queues { q.lock.withLock { _ in q.reset() } }
         state.withLock { $0 = State() }
@@ -221,7 +231,7 @@ public final class VirtioPCI: PCIDevice, VirtioInterrupts, @unchecked Sendable {
         }
     }
 
-    fileprivate func isrRead() -> UInt64 {
+    func isrRead() -> UInt64 {
         let v = state.withLock { s -> UInt8 in
             let v = s.isr
             s.isr = 0
@@ -231,7 +241,7 @@ public final class VirtioPCI: PCIDevice, VirtioInterrupts, @unchecked Sendable {
         return UInt64(v)
     }
 
-    fileprivate func notifyWrite(_ off: UInt64) {
+    func notifyWrite(_ off: UInt64) {
         let index = Int(off / VirtioPCI.notifyMultiplier)
         guard index < queues.count else { return }
         let ok = state.withLock { $0.status & VirtioStatus.driverOK != 0 }
