@@ -158,7 +158,7 @@ final class VirtioBlockTests: XCTestCase {
 
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: dir) }
 
-    func makeDisk(readOnly: Bool = false, discard: Bool = true) throws -> (FakeVirtioDriver, RecordingInterruptSink, VirtioBlock, String) {
+    func makeDisk(readOnly: Bool = false, discard: Bool = true, detectZeroes: String = "off") throws -> (FakeVirtioDriver, RecordingInterruptSink, VirtioBlock, String) {
         let path = dir.appendingPathComponent("disk.raw").path
         var content = [UInt8](repeating: 0, count: 1 << 20)
         for (i, b) in "SECTOR-ZERO-DATA".utf8.enumerated() { content[i] = b }
@@ -170,6 +170,7 @@ final class VirtioBlockTests: XCTestCase {
         var o = VirtioBlockOptions()
         o.serial = "SN-123"
         o.discard = discard
+        o.detectZeroes = detectZeroes
         let dev = VirtioBlock(node: node, options: o)
         let sink = RecordingInterruptSink()
         let pci = VirtioPCI(name: "virtio-blk-pci", device: dev, ram: ram, sink: sink, bar1: 0, bar4: 0)
@@ -240,6 +241,18 @@ final class VirtioBlockTests: XCTestCase {
         XCTAssertEqual([UInt8](onDisk[0..<16]), [UInt8](repeating: 0, count: 16))
         seg[0] = 0xFF; seg[1] = 0xFF; seg[2] = 0xFF; seg[3] = 0xFF
         XCTAssertEqual(drv.blockRequest(type: 11, sector: 0, data: seg).0, 1, "discard past the end")
+    }
+
+    func testDetectZeroesUnmapPunchesHoles() throws {
+        var (drv, _, dev, path) = try makeDisk(detectZeroes: "unmap")
+        XCTAssertTrue(drv.start())
+        XCTAssertEqual(drv.blockRequest(type: 1, sector: 0, data: [UInt8](repeating: 0, count: 65536)).0, 0)
+        let onDisk = try Data(contentsOf: URL(fileURLWithPath: path))
+        XCTAssertEqual([UInt8](onDisk[0..<16]), [UInt8](repeating: 0, count: 16))
+        XCTAssertEqual(dev.stats.snapshot.writeOps, 1)
+        var st = stat()
+        XCTAssertEqual(stat(path, &st), 0)
+        XCTAssertLessThan(Int(st.st_blocks) * 512, 1 << 20, "the zeroed range was deallocated")
     }
 
     func testWritesToReadOnlyDisksFail() throws {

@@ -119,6 +119,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             o.numQueues = max(1, d.numQueues)
             o.readOnly = d.drive.readOnly
             o.discard = d.drive.discard
+            o.detectZeroes = d.drive.detectZeroes
             var io: IOThread? = nil
             if let name = d.iothread {
                 guard let t = iothreads.first(where: { $0.id == name }) else {

@@ -16,6 +16,9 @@ public struct VirtioBlockOptions: Sendable {
     public var readOnly = false
     /// discard=unmap on the drive: guest discards reach the node.
     public var discard = false
+    /// detect-zeroes: "off", "on" (all-zero writes become write-zeroes), "unmap" (and may unmap
+    /// when discard=unmap), as QEMU's BlockdevDetectZeroesOptions.
+    public var detectZeroes = "off"
     public var logicalBlockSize: UInt32 = 512
     public init() {}
 }
@@ -159,7 +162,14 @@ public final class VirtioBlock: VirtioDeviceType, @unchecked Sendable {
             var offset = req.sector * BlockRequest.sectorSize
             var ok = true
             for seg in req.readable.segments(from: BlockRequest.headerSize, length: req.dataLength) {
-                do { try node.write(at: offset, from: UnsafeRawBufferPointer(seg), flags: []) } catch { ok = false; break }
+                do {
+                    if options.detectZeroes != "off" && VirtioBlock.isZero(seg) {
+                        let unmap = options.detectZeroes == "unmap" && options.discard
+                        try node.writeZeroes(at: offset, length: UInt64(seg.count), flags: unmap ? [.mayUnmap] : [])
+                    } else {
+                        try node.write(at: offset, from: UnsafeRawBufferPointer(seg), flags: [])
+                    }
+                } catch { ok = false; break }
                 offset += UInt64(seg.count)
             }
             let n = UInt64(req.dataLength), end = offset, t = PIIX4PM.monotonicNanos() - start
@@ -189,6 +199,17 @@ public final class VirtioBlock: VirtioDeviceType, @unchecked Sendable {
         }
         req.status.storeBytes(of: status, as: UInt8.self)
         return written
+    }
+
+    static func isZero(_ b: UnsafeMutableRawBufferPointer) -> Bool {
+        var i = 0
+        let n = b.count
+        while i + 8 <= n {
+            if b.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { return false }
+            i += 8
+        }
+        while i < n { if b[i] != 0 { return false }; i += 1 }
+        return true
     }
 
     private func discardOrZero(_ req: BlockRequest, capacity: UInt64) -> UInt8 {
