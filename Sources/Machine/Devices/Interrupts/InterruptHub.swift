@@ -7,6 +7,7 @@ import Foundation
 import X86
 
 public final class InterruptHub: InterruptSink, @unchecked Sendable {
+    static let debug = ProcessInfo.processInfo.environment["VMRUN_DEBUG"] != nil
     public let lapics: [LocalAPIC]
     public let ioapic: IOAPIC
     public let pic: PIC8259Pair
@@ -72,6 +73,9 @@ public final class InterruptHub: InterruptSink, @unchecked Sendable {
             switch mode {
             case 0, 1: l.accept(vector: vector, level: level)
             case 4: post(l.index) { $0.nmi = true }
+            case 5 where InterruptHub.debug, 6 where InterruptHub.debug:
+                Diagnostics.info("debug: \(mode == 5 ? "INIT" : "SIPI 0x\(String(vector, radix: 16))") to CPU \(l.index) at \(PIIX4PM.monotonicNanos() / 1_000_000) ms")
+                if mode == 5 { post(l.index) { $0.initSignal = true } } else { post(l.index) { $0.startupVector = vector } }
             case 5: post(l.index) { $0.initSignal = true }
             case 6: post(l.index) { $0.startupVector = vector }
             case 2: post(l.index) { $0.smi = true }
@@ -101,9 +105,13 @@ public final class InterruptHub: InterruptSink, @unchecked Sendable {
     // MARK: the CPU side
 
     public func takeEvents(cpu: Int) -> X86PendingEvents {
-        cond.lock(); defer { cond.unlock() }
+        cond.lock()
         let e = events[cpu]
         events[cpu] = X86PendingEvents()
+        cond.unlock()
+        if InterruptHub.debug && !e.isEmpty {
+            Diagnostics.info("debug: CPU \(cpu) took \(e) at \(PIIX4PM.monotonicNanos() / 1_000_000) ms")
+        }
         return e
     }
 
