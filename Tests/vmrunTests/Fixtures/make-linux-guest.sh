@@ -2,10 +2,12 @@
 # Builds the Linux test guest in $1 (default /tmp/vmrun-linux-guest), once: Debian's kernel
 # (linux-image-amd64, downloaded with apt-get download and unpacked with dpkg -x, never installed)
 # and a busybox-static initramfs whose /init prints VMRUN-USERSPACE-OK, loads the virtio modules,
-# prints the md5 of the first MiB of /dev/vda, writes GUEST-WROTE-THIS at byte 1 MiB, and powers off.
+# prints the md5 of the first MiB of /dev/vda, writes GUEST-WROTE-THIS at byte 1 MiB, times a
+# sequential read of the disk when the command line has vmrun.bench, and powers off.
 set -euo pipefail
 out=${1:-/tmp/vmrun-linux-guest}
-[ -f "$out/vmlinuz" ] && [ -f "$out/initrd.gz" ] && exit 0
+version=2
+[ -f "$out/vmlinuz" ] && [ -f "$out/initrd.gz" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ] && exit 0
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -45,6 +47,13 @@ if [ -b /dev/vda ]; then
     echo -n "GUEST-WROTE-THIS" | dd of=/dev/vda bs=1M seek=1 conv=notrunc 2>/dev/null
     sync
     echo "VMRUN-VDA-WRITTEN"
+    if grep -q vmrun.bench /proc/cmdline; then
+        # Sequential read of the whole disk, timed with /proc/uptime (centiseconds).
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        dd if=/dev/vda of=/dev/null bs=1M 2>/dev/null
+        t1=$(cut -d' ' -f1 /proc/uptime)
+        echo "VMRUN-READ $t0 $t1 $(cat /sys/block/vda/size)"
+    fi
 else
     echo "VMRUN-NO-VDA"
 fi
@@ -53,3 +62,4 @@ INIT
 chmod +x ird/init
 (cd ird && find . | cpio -o -H newc 2>/dev/null | gzip -9) > "$out/initrd.gz"
 cp "$kernel" "$out/vmlinuz"
+echo "$version" > "$out/version"
