@@ -129,7 +129,7 @@ final class ACPITableTests: XCTestCase {
     }
 }
 
-final class LinuxBootTests: XCTestCase {
+final class LinuxBootPlanTests: XCTestCase {
     /// A minimal bzImage: boot sector with the setup header, 4 setup sectors, a 4 KiB kernel.
     func fakeBzImage(version: UInt16 = 0x020F, cmdlineSize: UInt32 = 2048, initrdMax: UInt32 = 0x7FFF_FFFF) -> [UInt8] {
         var d = [UInt8](repeating: 0, count: 5 * 512 + 4096)

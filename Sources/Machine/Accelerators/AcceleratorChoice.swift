@@ -37,7 +37,7 @@ public enum AcceleratorChoice {
                         Diagnostics.warn("/dev/kvm is a paravirtual nested KVM (kvm_pvm): small guests run, unmodified kernels such as Linux hang")
                     }
                     do { return try KVMAccelerator() } catch let e as KVMError {
-                        throw ChoiceError(message: "\(e)\n\(Diagnostics.programName): failed to initialize kvm: \(String(cString: strerrorText(e.errno)))")
+                        throw ChoiceError(message: "\(e)\n\(Diagnostics.programName): failed to initialize kvm: \(String(cString: strerror(e.errno)))")
                     }
                 case "tcg": return try makeInterpreter()
                 default: throw ChoiceError(message: "invalid accelerator \(name)")
@@ -58,8 +58,6 @@ public enum AcceleratorChoice {
         for w in model.warnings { Diagnostics.warn(w) }
         return InterpreterAccelerator(cpuCount: cpus, model: model)
     }
-
-    static func strerrorText(_ e: Int32) -> UnsafeMutablePointer<CChar> { strerror(e) }
 }
 
 import Glibc

@@ -99,10 +99,10 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         pci = PCIBus(ports: ports, mmio: mmio, intxRouter: { piix3.line(forPIRQ: $0) })
         try ports.register(PCIConfigPorts(bus: pci, resetControl: ResetControlRegister(reset: resetGuest)),
                            base: 0xCF8, length: 8, name: "pci-conf")
-        let noShutdown = config.noShutdown
+        // S5 is a guest shutdown (the control loop applies -no-shutdown); S1-S4 are not supported
+        // and leave the guest running, as QEMU does without disable_s3=0.
         pm = PIIX4PM(sci: IRQLine(sink: sink, gsi: UInt32(PIIX4PM.sciIRQ)), sleep: { req in
             if req == .softOff { control.request(.shutdown(.guestShutdown)) }
-            _ = noShutdown
         })
         try ports.register(pm.pmRegisters, base: UInt64(PIIX4PM.pmBase), length: PIIX4PM.pmLength, name: "piix4-pm")
         try ports.register(pm.gpeRegisters, base: UInt64(PIIX4PM.gpeBase), length: PIIX4PM.gpeLength, name: "gpe0")
