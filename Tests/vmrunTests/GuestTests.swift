@@ -1,7 +1,8 @@
 // Small guests run end to end under vmrun, on KVM (where /dev/kvm is usable; this host's PVM KVM
 // runs them) and on the interpreter, and under QEMU TCG as the oracle: a real-mode BIOS image
-// (serial output, PCI config, isa-debug-exit) and a multiboot protected-mode guest that drives
-// virtio-blk by hand (MMIO BARs, a virtqueue, a read and a write checked on the host side).
+// (serial output, PCI config, isa-debug-exit), a multiboot protected-mode guest that drives
+// virtio-blk by hand (MMIO BARs, a virtqueue, a read and a write checked on the host side), and an
+// SMP guest that starts its second CPU with INIT/SIPI.
 import Foundation
 import XCTest
 
@@ -34,6 +35,28 @@ final class GuestTests: XCTestCase {
         XCTAssertEqual(r.status, 33)
         let after = try Data(contentsOf: disk)
         XCTAssertEqual(String(decoding: after[512..<528], as: UTF8.self), "WRITTEN-BY-GUEST")
+    }
+
+    /// -smp 2: the boot CPU starts CPU 1 with INIT and STARTUP IPIs through its local APIC.
+    func smp(accel: String, executable: URL? = nil) throws {
+        let kernel = try VMRun.assemble("smp32", into: dir)
+        let r = try VMRun.run(["-accel", accel, "-smp", "2", "-m", "32", "-display", "none", "-nodefaults", "-serial", "stdio",
+                               "-kernel", kernel.path, "-device", "isa-debug-exit,iobase=0xf4,iosize=4"],
+                              executable: executable, timeout: 30)
+        XCTAssertEqual(r.stdout, "smp32: hello from CPU 1\nsmp32: CPU 1 is up\n", r.stderr)
+        XCTAssertEqual(r.status, 33)
+    }
+
+    func testSMPStartupOnInterpreter() throws { try smp(accel: "tcg") }
+
+    func testSMPStartupOnKVM() throws {
+        try XCTSkipUnless(VMRun.kvmUsable, "/dev/kvm is missing or not accessible")
+        try smp(accel: "kvm")
+    }
+
+    func testSMPStartupOnQEMU() throws {
+        try XCTSkipUnless(VMRun.qemuInstalled, "qemu-system-x86_64 is not installed")
+        try smp(accel: "tcg", executable: URL(fileURLWithPath: VMRun.qemu))
     }
 
     func testRealModeOnKVM() throws {
