@@ -28,7 +28,7 @@ let package = Package(
         .testTarget(name: "X86Tests", dependencies: ["X86"], exclude: ["guest"]),
 
         // The virtual machine (boards, devices, firmware, accelerators, monitor) and its thin front end.
-        .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"]),
+        .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"], exclude: ["README.md"]),
         .executableTarget(name: "vmrun", dependencies: ["Machine", "ImageFormats"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "ImageFormats", "X86"]),
         .testTarget(name: "vmrunTests", dependencies: ["Machine"], exclude: ["Guests", "Fixtures"]),
