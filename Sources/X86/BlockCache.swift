@@ -163,7 +163,7 @@ extension CPUCore {
         return blocks.infos + idx
     }
 
-    func isTerminator(_ op: Op) -> Bool {
+    mutating func isTerminator(_ op: Op) -> Bool {
         switch op {
         case .jcc, .jmp, .jmpRm, .call, .callRm, .ret, .jcxz, .loop, .loope, .loopne,
              .jmpFarI, .jmpFarM, .callFarI, .callFarM, .retf, .int, .int3, .into, .int1, .iret, .hlt,

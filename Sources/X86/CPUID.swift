@@ -58,7 +58,7 @@ struct CPUIDTable {
 }
 
 extension CPUCore {
-    func cpuid(_ leaf0: UInt32, _ sub: UInt32) -> (UInt32, UInt32, UInt32, UInt32) {
+    mutating func cpuid(_ leaf0: UInt32, _ sub: UInt32) -> (UInt32, UInt32, UInt32, UInt32) {
         var leaf = leaf0
         if leaf >= 0x4000_0000 && leaf < 0x8000_0000 && leaf > cpuidCache.level { return (0, 0, 0, 0) }
         if leaf >= 0x8000_0000 {

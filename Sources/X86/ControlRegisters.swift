@@ -16,9 +16,9 @@ let tscHz: UInt64 = 1_000_000_000
 }
 
 extension CPUCore {
-    func readTSC() -> UInt64 { UInt64(bitPattern: Int64(bitPattern: monotonicNanos()) &+ tscOffset) }
+    mutating func readTSC() -> UInt64 { UInt64(bitPattern: Int64(bitPattern: monotonicNanos()) &+ tscOffset) }
 
-    func readCR(_ n: Int) throws(Fault) -> UInt64 {
+    mutating func readCR(_ n: Int) throws(Fault) -> UInt64 {
         switch n {
         case 0: return cr0
         case 2: return cr2
@@ -76,7 +76,7 @@ extension CPUCore {
         refreshMode()
     }
 
-    func readDR(_ n: Int) throws(Fault) -> UInt64 {
+    mutating func readDR(_ n: Int) throws(Fault) -> UInt64 {
         switch n {
         case 0: return dr.0
         case 1: return dr.1
@@ -208,7 +208,7 @@ extension CPUCore {
     }
 
     /// Set by the executor before SYSRET from the instruction's REX.W (see execSlow).
-    var rflagsWideSysret: Bool { sysretWide }
+    var rflagsWideSysret: Bool { mutating get { sysretWide } }
 
     mutating func sysenterOp() throws(Fault) {
         if !protectedMode || sysenterCS & 0xFFFC == 0 { throw Fault.gp(0) }

@@ -129,21 +129,21 @@ struct CPUCore {
         blocks = BlockCache()
     }
 
-    func deallocate() {
+    mutating func deallocate() {
         r.deallocate(); segBase.deallocate(); segEnd.deallocate(); segs.deallocate()
         tlbKernel.deallocate(); tlbUser.deallocate(); xmm.deallocate()
         blocks.deallocate()
         fpu.deallocate()
     }
 
-    var regsRaw: UnsafeMutableRawPointer { UnsafeMutableRawPointer(r) }
+    var regsRaw: UnsafeMutableRawPointer { mutating get { UnsafeMutableRawPointer(r) } }
 
     // MARK: mode bookkeeping
 
-    var protectedMode: Bool { cr0 & 1 != 0 }
-    var pagingOn: Bool { cr0 & 0x8000_0000 != 0 }
-    var longModeActive: Bool { efer & 0x400 != 0 }
-    var v86: Bool { flags & RFlag.vm != 0 }
+    var protectedMode: Bool { mutating get { cr0 & 1 != 0 } }
+    var pagingOn: Bool { mutating get { cr0 & 0x8000_0000 != 0 } }
+    var longModeActive: Bool { mutating get { efer & 0x400 != 0 } }
+    var v86: Bool { mutating get { flags & RFlag.vm != 0 } }
 
     /// Recomputes the decode mode, the fast segment arrays and the current TLB after any change of
     /// CR0, EFER, CS, a segment register or CPL.
@@ -179,5 +179,5 @@ struct CPUCore {
         segEnd[s] = UInt64(c.limit) + 1
     }
 
-    @inline(__always) var platformP: any X86Platform { platformRef }
+    @inline(__always) var platformP: any X86Platform { mutating get { platformRef } }
 }

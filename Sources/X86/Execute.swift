@@ -1,9 +1,15 @@
 // The executor: one switch over the decoded operation. Simple operations are written inline;
 // families live in their own files (Integer, ControlFlow, StringOps, System, Segmentation, FPU, SSE).
-// Every case either falls through to `rip = next` or sets RIP itself and returns.
+// Every case either falls through to `rip = next` or sets RIP itself and continues (control flow
+// only ends blocks, so the loop then ends). The loop and the switch share one function: a call per
+// guest instruction costs more than most instructions.
 
 extension CPUCore {
-    @inline(__always) mutating func exec(_ i: DInst) throws(Fault) {
+    mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>) throws(Fault) {
+        var p = start
+        while p < end {
+        let i = p
+        p += 1
         let size = i.size
         let next = rip &+ UInt64(i.len)
         switch i.op {
@@ -193,40 +199,44 @@ extension CPUCore {
         // MARK: control flow
         case .jcc:
             rip = cond(UInt8(i.aux)) ? i.imm : next
-            return
+            continue
         case .jmp:
             rip = i.imm
-            return
+            continue
         case .jmpRm:
             rip = try readRm(i, size)
-            return
+            continue
         case .call:
             try push(next, size)
             rip = i.imm
-            return
+            continue
         case .callRm:
             let t = try readRm(i, size)
             try push(next, size)
             rip = t
-            return
+            continue
         case .ret:
             let t = try pop(size)
             setSP(r[4] &+ i.imm)
             rip = t
-            return
+            continue
         case .jcxz, .loop, .loope, .loopne:
             rip = try loopOp(i) ? i.imm : next
-            return
+            continue
 
         // MARK: strings
         case .movs, .cmps, .stos, .lods, .scas, .ins, .outs:
             try stringOp(i)
-            return
+            if stopBlock { stopBlock = false; return }
+            continue
 
         default:
             try execSlow(i)
-            return
+            if stopBlock { stopBlock = false; return }
+            continue
         }
         rip = next
+        if stopBlock { stopBlock = false; return }
+        }
     }
 }

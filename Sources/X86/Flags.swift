@@ -39,7 +39,7 @@ extension CPUCore {
     }
 
     /// The six arithmetic flags as RFLAGS bits.
-    func arithFlags() -> UInt64 {
+    mutating func arithFlags() -> UInt64 {
         let kind = lop >> 2
         if kind == LazyKind.none { return flags & RFlag.arith }
         let size = 1 << Int(lop & 3)
@@ -81,6 +81,7 @@ extension CPUCore {
     }
 
     @inline(__always) var cf: Bool {
+        mutating get {
         let kind = lop >> 2
         switch kind {
         case LazyKind.none: return flags & RFlag.cf != 0
@@ -90,9 +91,10 @@ extension CPUCore {
         default: return arithFlags() & RFlag.cf != 0
         }
     }
+    }
 
     /// Full RFLAGS with lazy bits folded in.
-    var rflags: UInt64 { (flags & ~RFlag.arith) | arithFlags() | 2 }
+    var rflags: UInt64 { mutating get { (flags & ~RFlag.arith) | arithFlags() | 2 } }
 
     @inline(__always) mutating func materializeFlags() {
         if lop != 0 {
@@ -108,7 +110,7 @@ extension CPUCore {
     }
 
     /// Jcc/SETcc/CMOVcc condition `cc` (0..15).
-    @inline(__always) func cond(_ cc: UInt8) -> Bool {
+    @inline(__always) mutating func cond(_ cc: UInt8) -> Bool {
         let kind = lop >> 2
         if kind == LazyKind.sub {
             switch cc {

@@ -34,7 +34,7 @@ extension CPUCore {
     }
 
     /// rm op= src for ALU kinds; CMP (7) writes nothing. Honors LOCK with a host compare-and-swap.
-    @inline(__always) mutating func aluRm(_ i: DInst, _ kind: Int, _ src: UInt64) throws(Fault) {
+    @inline(__always) mutating func aluRm(_ i: IP, _ kind: Int, _ src: UInt64) throws(Fault) {
         let size = i.size
         if !i.isMem {
             let d = getReg(i.rm, size)
@@ -69,7 +69,7 @@ extension CPUCore {
 
     // MARK: unary
 
-    mutating func incDec(_ i: DInst, inc: Bool) throws(Fault) {
+    mutating func incDec(_ i: IP, inc: Bool) throws(Fault) {
         let size = i.size
         let m = sizeMask(size)
         let oldCF: UInt64 = cf ? 1 : 0
@@ -92,7 +92,7 @@ extension CPUCore {
         try storeN(lin, apply(d, &self), size)
     }
 
-    mutating func notNeg(_ i: DInst, neg: Bool) throws(Fault) {
+    mutating func notNeg(_ i: IP, neg: Bool) throws(Fault) {
         let size = i.size
         let m = sizeMask(size)
         func apply(_ d: UInt64, _ c: inout CPUCore) -> UInt64 {
@@ -180,7 +180,7 @@ extension CPUCore {
         }
     }
 
-    mutating func shiftGroup(_ i: DInst) throws(Fault) {
+    mutating func shiftGroup(_ i: IP) throws(Fault) {
         let size = i.size
         let raw = i.flags & DInst.fCountCL != 0 ? r[1] & 0xFF : i.imm
         let count = raw & (size == 8 ? 0x3F : 0x1F)
@@ -197,7 +197,7 @@ extension CPUCore {
         try storeN(lin, shiftOp(kind, d, count, size), size)
     }
 
-    mutating func doubleShift(_ i: DInst, left: Bool) throws(Fault) {
+    mutating func doubleShift(_ i: IP, left: Bool) throws(Fault) {
         let size = i.size
         let bits = UInt64(size * 8)
         let raw = i.flags & DInst.fCountCL != 0 ? r[1] & 0xFF : i.imm
@@ -236,7 +236,7 @@ extension CPUCore {
         setArith(o | parityEven(low) << 2 | (low == 0 ? RFlag.zf : 0) | ((low >> msb) & 1) << 7)
     }
 
-    mutating func mul(_ i: DInst, signed: Bool) throws(Fault) {
+    mutating func mul(_ i: IP, signed: Bool) throws(Fault) {
         let size = i.size
         let s = try readRm(i, size)
         switch size {
@@ -281,7 +281,7 @@ extension CPUCore {
     }
 
     /// IMUL r, rm[, imm]: truncated product, CF=OF on signed overflow.
-    mutating func imul2(_ i: DInst, _ a: UInt64, _ b: UInt64) {
+    mutating func imul2(_ i: IP, _ a: UInt64, _ b: UInt64) {
         let size = i.size
         if size == 8 {
             let p = Int64(bitPattern: a).multipliedFullWidth(by: Int64(bitPattern: b))
@@ -295,7 +295,7 @@ extension CPUCore {
         }
     }
 
-    mutating func div(_ i: DInst, signed: Bool) throws(Fault) {
+    mutating func div(_ i: IP, signed: Bool) throws(Fault) {
         let size = i.size
         let s = try readRm(i, size)
         if s == 0 { throw Fault.de }
@@ -353,7 +353,7 @@ extension CPUCore {
     // MARK: bit operations
 
     /// BT/BTS/BTR/BTC. `op`: 0 test, 1 set, 2 reset, 3 complement.
-    mutating func bitTest(_ i: DInst, _ op: Int, immediate: Bool) throws(Fault) {
+    mutating func bitTest(_ i: IP, _ op: Int, immediate: Bool) throws(Fault) {
         let size = i.size
         let bits = Int64(size * 8)
         var off = immediate ? Int64(i.imm) : Int64(bitPattern: getReg(i.reg, size))
@@ -394,7 +394,7 @@ extension CPUCore {
         setArith((arithFlags() & ~RFlag.cf) | (v & bit != 0 ? 1 : 0))
     }
 
-    mutating func bitScan(_ i: DInst, _ kind: Op) throws(Fault) {
+    mutating func bitScan(_ i: IP, _ kind: Op) throws(Fault) {
         let size = i.size
         let s = try readRm(i, size)
         let bits = UInt64(size * 8)

@@ -2,7 +2,7 @@
 // operands through segmentation and the TLB. All `@inline(__always)`: they vanish into the switch.
 
 extension CPUCore {
-    @inline(__always) func ea(_ i: DInst) -> UInt64 {
+    @inline(__always) mutating func ea(_ i: IP) -> UInt64 {
         let a = i.disp &+ r[Int(i.base)] &+ (r[Int(i.index)] << UInt64(i.scale))
         switch i.asz {
         case 8: return a
@@ -11,7 +11,7 @@ extension CPUCore {
         }
     }
 
-    @inline(__always) func getReg(_ code: UInt8, _ size: Int) -> UInt64 {
+    @inline(__always) mutating func getReg(_ code: UInt8, _ size: Int) -> UInt64 {
         switch size {
         case 1: return UInt64(regsRaw.load(fromByteOffset: Int(code), as: UInt8.self))
         case 2: return r[Int(code)] & 0xFFFF
@@ -30,18 +30,26 @@ extension CPUCore {
     }
 
     /// Linear address of the memory operand for an access of `size` bytes.
-    @inline(__always) mutating func opLinear(_ i: DInst, _ size: Int, write: Bool = false) throws(Fault) -> UInt64 {
+    @inline(__always) mutating func opLinear(_ i: IP, _ size: Int, write: Bool = false) throws(Fault) -> UInt64 {
         try linear(Int(i.seg), ea(i), size, write: write)
     }
 
-    @inline(__always) mutating func readRm(_ i: DInst, _ size: Int) throws(Fault) -> UInt64 {
-        if i.isMem { return try loadN(try opLinear(i, size), size) }
+    @inline(__always) mutating func readRm(_ i: IP, _ size: Int) throws(Fault) -> UInt64 {
+        if i.isMem { return try readMem(i, size) }
         return getReg(i.rm, size)
     }
 
-    @inline(__always) mutating func writeRm(_ i: DInst, _ size: Int, _ v: UInt64) throws(Fault) {
-        if i.isMem { try storeN(try opLinear(i, size, write: true), v, size); return }
+    @inline(__always) mutating func writeRm(_ i: IP, _ size: Int, _ v: UInt64) throws(Fault) {
+        if i.isMem { try writeMem(i, size, v); return }
         setReg(i.rm, size, v)
+    }
+
+    @inline(never) mutating func readMem(_ i: IP, _ size: Int) throws(Fault) -> UInt64 {
+        try loadN(try opLinear(i, size), size)
+    }
+
+    @inline(never) mutating func writeMem(_ i: IP, _ size: Int, _ v: UInt64) throws(Fault) {
+        try storeN(try opLinear(i, size, write: true), v, size)
     }
 
     /// Loads a value that will be written back: the write permission is checked first, so a fault on
@@ -63,7 +71,7 @@ extension CPUCore {
     }
 
     /// Host pointer for an atomic read-modify-write, when the operand is plain RAM in one page.
-    @inline(__always) func atomicPointer(_ lin: UInt64, _ size: Int) -> UnsafeMutableRawPointer? {
+    @inline(__always) mutating func atomicPointer(_ lin: UInt64, _ size: Int) -> UnsafeMutableRawPointer? {
         let page = lin >> 12
         let e = tlb + Int(page & tlbMask)
         if e.pointee.wtag == page && (lin & 0xFFF) &+ UInt64(size) <= 0x1000 {
@@ -75,8 +83,10 @@ extension CPUCore {
     // MARK: stack
 
     @inline(__always) var stackMask: UInt64 {
-        if mode == .m64 { return .max }
-        return segs[SegReg.ss].attr & 0x4000 != 0 ? 0xFFFF_FFFF : 0xFFFF
+        mutating get {
+            if mode == .m64 { return .max }
+            return segs[SegReg.ss].attr & 0x4000 != 0 ? 0xFFFF_FFFF : 0xFFFF
+        }
     }
 
     @inline(__always) mutating func setSP(_ v: UInt64) {

@@ -62,3 +62,26 @@ enum Op: UInt16 {
     // FPU and SIMD: the executor switches again on `aux`.
     case x87, sse, fwait, emms
 }
+
+/// The executor passes decoded instructions by pointer: fields are loaded where a case needs them
+/// instead of all at once (a 32-byte value spills registers in the big switch).
+typealias IP = UnsafePointer<DInst>
+
+extension UnsafePointer where Pointee == DInst {
+    @inline(__always) var disp: UInt64 { pointee.disp }
+    @inline(__always) var imm: UInt64 { pointee.imm }
+    @inline(__always) var op: Op { pointee.op }
+    @inline(__always) var len: UInt8 { pointee.len }
+    @inline(__always) var osz: UInt8 { pointee.osz }
+    @inline(__always) var asz: UInt8 { pointee.asz }
+    @inline(__always) var reg: UInt8 { pointee.reg }
+    @inline(__always) var rm: UInt8 { pointee.rm }
+    @inline(__always) var base: UInt8 { pointee.base }
+    @inline(__always) var index: UInt8 { pointee.index }
+    @inline(__always) var scale: UInt8 { pointee.scale }
+    @inline(__always) var seg: UInt8 { pointee.seg }
+    @inline(__always) var flags: UInt8 { pointee.flags }
+    @inline(__always) var aux: UInt16 { pointee.aux }
+    @inline(__always) var isMem: Bool { pointee.flags & DInst.fMem != 0 }
+    @inline(__always) var size: Int { Int(pointee.osz) }
+}

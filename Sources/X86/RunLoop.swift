@@ -66,33 +66,23 @@ extension CPUCore {
             return
         }
         if traceBlocks { traceBlock(b) }
-        let start = blocks.insts + Int(b.pointee.first)
-        var p = start
-        let end = interruptShadow ? start + 1 : start + Int(b.pointee.count)
+        let start = UnsafePointer(blocks.insts + Int(b.pointee.first))
+        let n = interruptShadow ? 1 : Int(b.pointee.count)
         interruptShadow = false
         do {
-            while p < end {
-                try exec(p.pointee)
-                p += 1
-                if stopBlock { stopBlock = false; break }
-            }
+            try execBlock(start, start + n)
         } catch {
-            if error.vector == 0xFF {
-                p += 1
-                stopBlock = false
-            } else {
-                stopBlock = false
-                raise(error)
-            }
+            stopBlock = false
+            if error.vector != 0xFF { raise(error) }
         }
-        instructions &+= UInt64(p - start)
+        instructions &+= UInt64(n)
     }
 }
 
 import Foundation
 
 extension CPUCore {
-    func traceBlock(_ b: UnsafeMutablePointer<BlockInfo>) {
+    mutating func traceBlock(_ b: UnsafeMutablePointer<BlockInfo>) {
         let msg = "x86[\(index)]: block \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) n=\(b.pointee.count) rax=\(String(r[0], radix: 16)) rcx=\(String(r[1], radix: 16)) rsp=\(String(r[4], radix: 16))\n"
         FileHandle.standardError.write(msg.data(using: .utf8)!)
     }
