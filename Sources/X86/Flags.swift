@@ -8,6 +8,8 @@
 enum LazyKind {
     static let none: UInt32 = 0, add: UInt32 = 1, adc: UInt32 = 2, sub: UInt32 = 3, sbb: UInt32 = 4
     static let logic: UInt32 = 5, inc: UInt32 = 6, dec: UInt32 = 7
+    /// SHL/SHR/SAR: CF in `lcin`, OF (0/1) in `ldst`, AF = 0.
+    static let shift: UInt32 = 8
 }
 
 @inline(__always) func sizeCode(_ size: Int) -> UInt32 {
@@ -74,6 +76,8 @@ extension CPUCore {
             f |= lcin
             if (dst ^ src) & (dst ^ res) & sb != 0 { f |= RFlag.of }
             f |= (dst ^ src ^ res) & RFlag.af
+        case LazyKind.shift:
+            f |= lcin | ldst << 11
         default: // logic
             break
         }
@@ -88,6 +92,7 @@ extension CPUCore {
         case LazyKind.sub: return ldst < lsrc
         case LazyKind.add: return lres < ldst
         case LazyKind.logic: return false
+        case LazyKind.shift: return lcin != 0
         default: return arithFlags() & RFlag.cf != 0
         }
     }

@@ -42,11 +42,20 @@ extension CPUCore {
             if kind != 7 { setReg(i.rm, size, r) }
             return
         }
-        let lin = try opLinear(i, size, write: kind != 7)
         if kind == 7 {
-            _ = alu(7, try loadN(lin, size), src, size)
+            _ = alu(7, try readRm(i, size), src, size)
             return
         }
+        if i.flags & DInst.fLock == 0, let h = fastHost(i, size, write: true) {
+            hostStore(h, alu(kind, hostLoad(h, size), src, size), size)
+            return
+        }
+        try aluRmSlow(i, kind, src)
+    }
+
+    @inline(never) mutating func aluRmSlow(_ i: IP, _ kind: Int, _ src: UInt64) throws(Fault) {
+        let size = i.size
+        let lin = try opLinear(i, size, write: true)
         let d = try loadRMW(lin, size)
         if i.flags & DInst.fLock != 0, let p = atomicPointer(lin, size) {
             try atomicUpdate(p, size, first: d) { old, cpu in cpu.alu(kind, old, src, size) }
@@ -120,10 +129,10 @@ extension CPUCore {
         let m = sizeMask(size)
         let msb = bits - 1
         if count == 0 { return d }
-        var f = arithFlags()
         var r: UInt64
         switch kind {
         case 0, 1: // ROL, ROR
+            var f = arithFlags()
             let c = count % bits
             if kind == 0 {
                 r = c == 0 ? d : ((d << c) | (d >> (bits - c))) & m
@@ -137,6 +146,7 @@ extension CPUCore {
             setArith(f)
             return r
         case 2, 3: // RCL, RCR through CF
+            var f = arithFlags()
             let c = count % (bits + 1)
             if c == 0 { return d }
             var cfb = f & 1
@@ -159,23 +169,21 @@ extension CPUCore {
         case 4, 6: // SHL
             r = count >= 64 ? 0 : (d << count) & m
             let src = count - 1 >= 64 ? 0 : (d << (count - 1)) & m
-            let cfb = (src >> msb) & 1
-            let of = ((src ^ r) >> msb) & 1
-            setArith(cfb | parityEven(r) << 2 | (r == 0 ? RFlag.zf : 0) | ((r >> msb) & 1) << 7 | of << 11)
+            lcin = (src >> msb) & 1
+            setLazy(LazyKind.shift, size, res: r, dst: ((src ^ r) >> msb) & 1, src: 0)
             return r
         case 5: // SHR
             r = count >= 64 ? 0 : d >> count
             let src = d >> (count - 1)
-            let cfb = src & 1
-            let of = ((src ^ r) >> msb) & 1
-            setArith(cfb | parityEven(r) << 2 | (r == 0 ? RFlag.zf : 0) | ((r >> msb) & 1) << 7 | of << 11)
+            lcin = src & 1
+            setLazy(LazyKind.shift, size, res: r, dst: ((src ^ r) >> msb) & 1, src: 0)
             return r
         default: // SAR
             let sd = signExtend(d, size)
             r = UInt64(bitPattern: sd >> Int64(min(count, 63))) & m
             let src = UInt64(bitPattern: sd >> Int64(min(count - 1, 63)))
-            let cfb = src & 1
-            setArith(cfb | parityEven(r) << 2 | (r == 0 ? RFlag.zf : 0) | ((r >> msb) & 1) << 7)
+            lcin = src & 1
+            setLazy(LazyKind.shift, size, res: r, dst: 0, src: 0)
             return r
         }
     }

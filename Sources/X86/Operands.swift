@@ -34,14 +34,31 @@ extension CPUCore {
         try linear(Int(i.seg), ea(i), size, write: write)
     }
 
+    /// Host address of a memory operand when segmentation and the TLB allow it without help
+    /// (`write` selects the write tag), or nil.
+    @inline(__always) mutating func fastHost(_ i: IP, _ size: Int, write: Bool) -> UnsafeMutableRawPointer? {
+        let e = ea(i)
+        let seg = Int(i.seg)
+        guard e &+ UInt64(size) <= segEnd[seg] else { return nil }
+        var lin = segBase[seg] &+ e
+        if mode != .m64 { lin &= 0xFFFF_FFFF }
+        let page = lin >> 12
+        let t = tlb + Int(page & tlbMask)
+        let tag = write ? t.pointee.wtag : t.pointee.rtag
+        guard tag == page && (lin & 0xFFF) &+ UInt64(size) <= 0x1000 else { return nil }
+        return UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: lin &+ t.pointee.addend))
+    }
+
     @inline(__always) mutating func readRm(_ i: IP, _ size: Int) throws(Fault) -> UInt64 {
-        if i.isMem { return try readMem(i, size) }
-        return getReg(i.rm, size)
+        if !i.isMem { return getReg(i.rm, size) }
+        if let h = fastHost(i, size, write: false) { return hostLoad(h, size) }
+        return try readMem(i, size)
     }
 
     @inline(__always) mutating func writeRm(_ i: IP, _ size: Int, _ v: UInt64) throws(Fault) {
-        if i.isMem { try writeMem(i, size, v); return }
-        setReg(i.rm, size, v)
+        if !i.isMem { setReg(i.rm, size, v); return }
+        if let h = fastHost(i, size, write: true) { hostStore(h, v, size); return }
+        try writeMem(i, size, v)
     }
 
     @inline(never) mutating func readMem(_ i: IP, _ size: Int) throws(Fault) -> UInt64 {
@@ -113,5 +130,23 @@ extension CPUCore {
     mutating func peek(_ offset: UInt64, _ size: Int) throws(Fault) -> UInt64 {
         let sp = (r[4] &+ offset) & stackMask
         return try loadN(try linear(SegReg.ss, sp, size), size)
+    }
+}
+
+@inline(__always) func hostLoad(_ h: UnsafeMutableRawPointer, _ size: Int) -> UInt64 {
+    switch size {
+    case 1: return UInt64(h.load(as: UInt8.self))
+    case 2: return UInt64(h.loadUnaligned(as: UInt16.self))
+    case 4: return UInt64(h.loadUnaligned(as: UInt32.self))
+    default: return h.loadUnaligned(as: UInt64.self)
+    }
+}
+
+@inline(__always) func hostStore(_ h: UnsafeMutableRawPointer, _ v: UInt64, _ size: Int) {
+    switch size {
+    case 1: h.storeBytes(of: UInt8(truncatingIfNeeded: v), as: UInt8.self)
+    case 2: h.storeBytes(of: UInt16(truncatingIfNeeded: v), as: UInt16.self)
+    case 4: h.storeBytes(of: UInt32(truncatingIfNeeded: v), as: UInt32.self)
+    default: h.storeBytes(of: v, as: UInt64.self)
     }
 }
