@@ -80,6 +80,9 @@ struct CPUCore {
     /// Debug tracing from the environment: X86_TRACE_FAULTS=1 logs every exception, X86_TRACE_BLOCKS=1 every block.
     let traceFaults = ProcessInfo.processInfo.environment["X86_TRACE_FAULTS"] != nil
     let traceBlocks = ProcessInfo.processInfo.environment["X86_TRACE_BLOCKS"] != nil
+    /// X86_TRACE_RIP=1 prints RIP and state about once a second (watchdog for hangs).
+    let traceRIP = ProcessInfo.processInfo.environment["X86_TRACE_RIP"] != nil
+    var nextRIPTrace: UInt64 = 0
 
     // Events and activity.
     var activity: X86ActivityState = .running

@@ -10,6 +10,7 @@ extension CPUCore {
                 pollCountdown = 32
                 pollNow = false
                 if platformRef.shouldStop(cpu: index) { return .stopRequested }
+                if traceRIP { watchdog() }
                 if !pollEvents() { continue }
             }
             runOneBlock()
@@ -84,6 +85,16 @@ import Foundation
 extension CPUCore {
     mutating func traceBlock(_ b: UnsafeMutablePointer<BlockInfo>) {
         let msg = "x86[\(index)]: block \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) n=\(b.pointee.count) rax=\(String(r[0], radix: 16)) rcx=\(String(r[1], radix: 16)) rsp=\(String(r[4], radix: 16))\n"
+        FileHandle.standardError.write(msg.data(using: .utf8)!)
+    }
+}
+
+extension CPUCore {
+    mutating func watchdog() {
+        let now = monotonicNanos()
+        if now < nextRIPTrace { return }
+        nextRIPTrace = now + 1_000_000_000
+        let msg = "x86[\(index)]: rip \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) rsp \(String(r[4], radix: 16)) if=\(flags & RFlag.ifl != 0) \(activity) icount \(instructions) cr3 \(String(cr3, radix: 16))\n"
         FileHandle.standardError.write(msg.data(using: .utf8)!)
     }
 }
