@@ -68,8 +68,15 @@ extension CPUCore {
         }
         if traceBlocks { traceBlock(b) }
         let start = UnsafePointer(blocks.insts + Int(b.pointee.first))
-        let n = interruptShadow ? 1 : Int(b.pointee.count)
-        interruptShadow = false
+        let n: Int
+        if interruptShadow {
+            // One instruction under the STI/MOV SS shadow, then look for interrupts at once.
+            n = 1
+            interruptShadow = false
+            pollNow = true
+        } else {
+            n = Int(b.pointee.count)
+        }
         do {
             try execBlock(start, start + n)
         } catch {
