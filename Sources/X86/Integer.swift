@@ -35,7 +35,10 @@ extension CPUCore {
 
     /// rm op= src for ALU kinds; CMP (7) writes nothing. Honors LOCK with a host compare-and-swap.
     @inline(__always) mutating func aluRm(_ i: IP, _ kind: Int, _ src: UInt64) throws(Fault) {
-        let size = i.size
+        try aluRm(i, kind, src, size: i.size)
+    }
+
+    @inline(__always) mutating func aluRm(_ i: IP, _ kind: Int, _ src: UInt64, size: Int) throws(Fault) {
         if !i.isMem {
             let d = getReg(i.rm, size)
             let r = alu(kind, d, src, size)
@@ -79,7 +82,10 @@ extension CPUCore {
     // MARK: unary
 
     mutating func incDec(_ i: IP, inc: Bool) throws(Fault) {
-        let size = i.size
+        try incDec(i, inc: inc, size: i.size)
+    }
+
+    @inline(__always) mutating func incDec(_ i: IP, inc: Bool, size: Int) throws(Fault) {
         let m = sizeMask(size)
         let oldCF: UInt64 = cf ? 1 : 0
         func apply(_ d: UInt64, _ c: inout CPUCore) -> UInt64 {
@@ -189,7 +195,10 @@ extension CPUCore {
     }
 
     mutating func shiftGroup(_ i: IP) throws(Fault) {
-        let size = i.size
+        try shiftGroup(i, size: i.size)
+    }
+
+    @inline(__always) mutating func shiftGroup(_ i: IP, size: Int) throws(Fault) {
         let raw = i.flags & DInst.fCountCL != 0 ? r[1] & 0xFF : i.imm
         let count = raw & (size == 8 ? 0x3F : 0x1F)
         let kind = Int(i.aux)
