@@ -14,30 +14,46 @@ extension CPUCore {
         let next = rip &+ UInt64(i.len)
         switch i.op {
         // MARK: size-specialized hot forms
-        case .addRmR4: try aluRm(i, 0, getReg(i.reg, 4), size: 4)
+        case .addRmR4:
+            if !i.isMem { let r = alu(0, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 0, getReg(i.reg, 4), size: 4) }
         case .addRRm4: setReg(i.reg, 4, alu(0, getReg(i.reg, 4), try readRm(i, 4), 4))
-        case .addRmI4: try aluRm(i, 0, i.imm, size: 4)
-        case .orRmR4: try aluRm(i, 1, getReg(i.reg, 4), size: 4)
+        case .addRmI4:
+            if !i.isMem { let r = alu(0, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 0, i.imm, size: 4) }
+        case .orRmR4:
+            if !i.isMem { let r = alu(1, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 1, getReg(i.reg, 4), size: 4) }
         case .orRRm4: setReg(i.reg, 4, alu(1, getReg(i.reg, 4), try readRm(i, 4), 4))
-        case .orRmI4: try aluRm(i, 1, i.imm, size: 4)
-        case .adcRmR4: try aluRm(i, 2, getReg(i.reg, 4), size: 4)
+        case .orRmI4:
+            if !i.isMem { let r = alu(1, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 1, i.imm, size: 4) }
+        case .adcRmR4:
+            if !i.isMem { let r = alu(2, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 2, getReg(i.reg, 4), size: 4) }
         case .adcRRm4: setReg(i.reg, 4, alu(2, getReg(i.reg, 4), try readRm(i, 4), 4))
-        case .adcRmI4: try aluRm(i, 2, i.imm, size: 4)
-        case .sbbRmR4: try aluRm(i, 3, getReg(i.reg, 4), size: 4)
+        case .adcRmI4:
+            if !i.isMem { let r = alu(2, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 2, i.imm, size: 4) }
+        case .sbbRmR4:
+            if !i.isMem { let r = alu(3, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 3, getReg(i.reg, 4), size: 4) }
         case .sbbRRm4: setReg(i.reg, 4, alu(3, getReg(i.reg, 4), try readRm(i, 4), 4))
-        case .sbbRmI4: try aluRm(i, 3, i.imm, size: 4)
-        case .andRmR4: try aluRm(i, 4, getReg(i.reg, 4), size: 4)
+        case .sbbRmI4:
+            if !i.isMem { let r = alu(3, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 3, i.imm, size: 4) }
+        case .andRmR4:
+            if !i.isMem { let r = alu(4, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 4, getReg(i.reg, 4), size: 4) }
         case .andRRm4: setReg(i.reg, 4, alu(4, getReg(i.reg, 4), try readRm(i, 4), 4))
-        case .andRmI4: try aluRm(i, 4, i.imm, size: 4)
-        case .subRmR4: try aluRm(i, 5, getReg(i.reg, 4), size: 4)
+        case .andRmI4:
+            if !i.isMem { let r = alu(4, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 4, i.imm, size: 4) }
+        case .subRmR4:
+            if !i.isMem { let r = alu(5, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 5, getReg(i.reg, 4), size: 4) }
         case .subRRm4: setReg(i.reg, 4, alu(5, getReg(i.reg, 4), try readRm(i, 4), 4))
-        case .subRmI4: try aluRm(i, 5, i.imm, size: 4)
-        case .xorRmR4: try aluRm(i, 6, getReg(i.reg, 4), size: 4)
+        case .subRmI4:
+            if !i.isMem { let r = alu(5, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 5, i.imm, size: 4) }
+        case .xorRmR4:
+            if !i.isMem { let r = alu(6, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 6, getReg(i.reg, 4), size: 4) }
         case .xorRRm4: setReg(i.reg, 4, alu(6, getReg(i.reg, 4), try readRm(i, 4), 4))
-        case .xorRmI4: try aluRm(i, 6, i.imm, size: 4)
-        case .cmpRmR4: try aluRm(i, 7, getReg(i.reg, 4), size: 4)
+        case .xorRmI4:
+            if !i.isMem { let r = alu(6, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 6, i.imm, size: 4) }
+        case .cmpRmR4:
+            if !i.isMem { let r = alu(7, getReg(i.rm, 4), getReg(i.reg, 4), 4); _ = r } else { try aluRm(i, 7, getReg(i.reg, 4), size: 4) }
         case .cmpRRm4: _ = alu(7, getReg(i.reg, 4), try readRm(i, 4), 4)
-        case .cmpRmI4: try aluRm(i, 7, i.imm, size: 4)
+        case .cmpRmI4:
+            if !i.isMem { let r = alu(7, getReg(i.rm, 4), i.imm, 4); _ = r } else { try aluRm(i, 7, i.imm, size: 4) }
         case .movRmR4: try writeRm(i, 4, getReg(i.reg, 4))
         case .movRRm4: setReg(i.reg, 4, try readRm(i, 4))
         case .movRmI4: try writeRm(i, 4, i.imm)
@@ -47,33 +63,53 @@ extension CPUCore {
         case .lea4: setReg(i.reg, 4, ea(i))
         case .movzx8_4: setReg(i.reg, 4, try readRm(i, 1))
         case .movzx16_4: setReg(i.reg, 4, try readRm(i, 2))
-        case .shift4: try shiftGroup(i, size: 4)
+        case .shift4:
+            if !i.isMem && i.flags & DInst.fCountCL == 0 && i.aux >= 4 && i.aux != 6 {
+                let c = i.imm & 0x1F
+                if c != 0 { setReg(i.rm, 4, shiftFast(Int(i.aux), getReg(i.rm, 4), c, 4)) } else { setReg(i.rm, 4, getReg(i.rm, 4)) }
+            } else { try shiftGroup(i, size: 4) }
         case .incRm4: try incDec(i, inc: true, size: 4)
         case .decRm4: try incDec(i, inc: false, size: 4)
-        case .addRmR8: try aluRm(i, 0, getReg(i.reg, 8), size: 8)
+        case .addRmR8:
+            if !i.isMem { let r = alu(0, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 0, getReg(i.reg, 8), size: 8) }
         case .addRRm8: setReg(i.reg, 8, alu(0, getReg(i.reg, 8), try readRm(i, 8), 8))
-        case .addRmI8: try aluRm(i, 0, i.imm, size: 8)
-        case .orRmR8: try aluRm(i, 1, getReg(i.reg, 8), size: 8)
+        case .addRmI8:
+            if !i.isMem { let r = alu(0, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 0, i.imm, size: 8) }
+        case .orRmR8:
+            if !i.isMem { let r = alu(1, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 1, getReg(i.reg, 8), size: 8) }
         case .orRRm8: setReg(i.reg, 8, alu(1, getReg(i.reg, 8), try readRm(i, 8), 8))
-        case .orRmI8: try aluRm(i, 1, i.imm, size: 8)
-        case .adcRmR8: try aluRm(i, 2, getReg(i.reg, 8), size: 8)
+        case .orRmI8:
+            if !i.isMem { let r = alu(1, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 1, i.imm, size: 8) }
+        case .adcRmR8:
+            if !i.isMem { let r = alu(2, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 2, getReg(i.reg, 8), size: 8) }
         case .adcRRm8: setReg(i.reg, 8, alu(2, getReg(i.reg, 8), try readRm(i, 8), 8))
-        case .adcRmI8: try aluRm(i, 2, i.imm, size: 8)
-        case .sbbRmR8: try aluRm(i, 3, getReg(i.reg, 8), size: 8)
+        case .adcRmI8:
+            if !i.isMem { let r = alu(2, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 2, i.imm, size: 8) }
+        case .sbbRmR8:
+            if !i.isMem { let r = alu(3, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 3, getReg(i.reg, 8), size: 8) }
         case .sbbRRm8: setReg(i.reg, 8, alu(3, getReg(i.reg, 8), try readRm(i, 8), 8))
-        case .sbbRmI8: try aluRm(i, 3, i.imm, size: 8)
-        case .andRmR8: try aluRm(i, 4, getReg(i.reg, 8), size: 8)
+        case .sbbRmI8:
+            if !i.isMem { let r = alu(3, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 3, i.imm, size: 8) }
+        case .andRmR8:
+            if !i.isMem { let r = alu(4, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 4, getReg(i.reg, 8), size: 8) }
         case .andRRm8: setReg(i.reg, 8, alu(4, getReg(i.reg, 8), try readRm(i, 8), 8))
-        case .andRmI8: try aluRm(i, 4, i.imm, size: 8)
-        case .subRmR8: try aluRm(i, 5, getReg(i.reg, 8), size: 8)
+        case .andRmI8:
+            if !i.isMem { let r = alu(4, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 4, i.imm, size: 8) }
+        case .subRmR8:
+            if !i.isMem { let r = alu(5, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 5, getReg(i.reg, 8), size: 8) }
         case .subRRm8: setReg(i.reg, 8, alu(5, getReg(i.reg, 8), try readRm(i, 8), 8))
-        case .subRmI8: try aluRm(i, 5, i.imm, size: 8)
-        case .xorRmR8: try aluRm(i, 6, getReg(i.reg, 8), size: 8)
+        case .subRmI8:
+            if !i.isMem { let r = alu(5, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 5, i.imm, size: 8) }
+        case .xorRmR8:
+            if !i.isMem { let r = alu(6, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 6, getReg(i.reg, 8), size: 8) }
         case .xorRRm8: setReg(i.reg, 8, alu(6, getReg(i.reg, 8), try readRm(i, 8), 8))
-        case .xorRmI8: try aluRm(i, 6, i.imm, size: 8)
-        case .cmpRmR8: try aluRm(i, 7, getReg(i.reg, 8), size: 8)
+        case .xorRmI8:
+            if !i.isMem { let r = alu(6, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 6, i.imm, size: 8) }
+        case .cmpRmR8:
+            if !i.isMem { let r = alu(7, getReg(i.rm, 8), getReg(i.reg, 8), 8); _ = r } else { try aluRm(i, 7, getReg(i.reg, 8), size: 8) }
         case .cmpRRm8: _ = alu(7, getReg(i.reg, 8), try readRm(i, 8), 8)
-        case .cmpRmI8: try aluRm(i, 7, i.imm, size: 8)
+        case .cmpRmI8:
+            if !i.isMem { let r = alu(7, getReg(i.rm, 8), i.imm, 8); _ = r } else { try aluRm(i, 7, i.imm, size: 8) }
         case .movRmR8: try writeRm(i, 8, getReg(i.reg, 8))
         case .movRRm8: setReg(i.reg, 8, try readRm(i, 8))
         case .movRmI8: try writeRm(i, 8, i.imm)
@@ -83,7 +119,11 @@ extension CPUCore {
         case .lea8: setReg(i.reg, 8, ea(i))
         case .movzx8_8: setReg(i.reg, 8, try readRm(i, 1))
         case .movzx16_8: setReg(i.reg, 8, try readRm(i, 2))
-        case .shift8: try shiftGroup(i, size: 8)
+        case .shift8:
+            if !i.isMem && i.flags & DInst.fCountCL == 0 && i.aux >= 4 && i.aux != 6 {
+                let c = i.imm & 0x3F
+                if c != 0 { setReg(i.rm, 8, shiftFast(Int(i.aux), getReg(i.rm, 8), c, 8)) } else { setReg(i.rm, 8, getReg(i.rm, 8)) }
+            } else { try shiftGroup(i, size: 8) }
         case .incRm8: try incDec(i, inc: true, size: 8)
         case .decRm8: try incDec(i, inc: false, size: 8)
 

@@ -194,6 +194,27 @@ extension CPUCore {
         }
     }
 
+    /// SHL/SHR/SAR by a non-zero count with lazy flags (the common register-by-immediate forms).
+    @inline(__always) mutating func shiftFast(_ kind: Int, _ d: UInt64, _ count: UInt64, _ size: Int) -> UInt64 {
+        let msb = UInt64(size * 8 - 1)
+        let m = sizeMask(size)
+        let r: UInt64, src: UInt64
+        switch kind {
+        case 4:
+            r = (d << count) & m; src = (d << (count - 1)) & m
+            lcin = (src >> msb) & 1
+        case 5:
+            r = d >> count; src = d >> (count - 1)
+            lcin = src & 1
+        default:
+            let sd = signExtend(d, size)
+            r = UInt64(bitPattern: sd >> Int64(count)) & m; src = UInt64(bitPattern: sd >> Int64(count - 1))
+            lcin = src & 1
+        }
+        setLazy(LazyKind.shift, size, res: r, dst: kind == 7 ? 0 : ((src ^ r) >> msb) & 1, src: 0)
+        return r
+    }
+
     mutating func shiftGroup(_ i: IP) throws(Fault) {
         try shiftGroup(i, size: i.size)
     }
