@@ -25,7 +25,6 @@ struct CPUIDTable {
             case 0: e = [level, vb, vc, vd]
             case 1: e = [sig, UInt32(index) << 24 | 1 << 16 | 8 << 8, m.word(.l1ecx), m.word(.l1edx)]
             case 2: e = [1, 0, 0, 0x2C307D]
-            case 6: e = [4, 0, 0, 0]
             case 7: e = [0, m.word(.l7ebx), m.word(.l7ecx), m.word(.l7edx)]
             case 0xB: e = [0, 1, 0x100, UInt32(index)]
             case 0xD: e = [3, 576, 576, 0]

@@ -108,7 +108,7 @@ extension CPUCore {
         case 0x10: return readTSC()
         case 0x1B: return 0xFEE0_0000 | 0x800 | (index == 0 ? 0x100 : 0)  // platform did not claim it
         case 0x3A: return 1                                     // FEATURE_CONTROL: locked, no VMX
-        case 0x8B: return 0                                     // microcode revision
+        case 0x8B: return model.vendor == "AuthenticAMD" ? 0x0100_0065 : 0x1_0000_0000  // microcode revision, as QEMU
         case 0xFE: return 0x508                                 // MTRRCAP: 8 variable, fixed, WC
         case 0x174: return sysenterCS
         case 0x175: return sysenterESP
