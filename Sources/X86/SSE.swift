@@ -201,6 +201,12 @@ extension CPUCore {
                                  : SIMD4<Float>(x[0] + x[1], x[2] + x[3], y[0] + y[1], y[2] + y[3])))
             } else { throw Fault.ud }
 
+        case 0x70 where pfx == 2 || pfx == 3: // PSHUFHW / PSHUFLW
+            let src = asWords(try load128(i))
+            var o = src
+            let base = pfx == 2 ? 4 : 0
+            for k in 0..<4 { o[base + k] = src[base + Int((i.imm >> UInt64(2 * k)) & 3)] }
+            xset(d, v128(o))
         default:
             if pfx == 1 { try execSSEInt(i, opc); return }
             reportUnimplemented(i)
