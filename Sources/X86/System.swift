@@ -364,6 +364,8 @@ extension CPUCore {
 /// Names each unimplemented opcode once on stderr.
 enum UnimplementedLog {
     private static let seen = SeenSet()
+    /// How many distinct unimplemented encodings were reported (tests).
+    static var reportedCount: Int { seen.count }
     static func report(op: Op, aux: UInt16, rip: UInt64, csBase: UInt64) {
         let key = UInt32(op.rawValue) << 16 | UInt32(aux)
         guard seen.insert(key) else { return }
@@ -386,6 +388,7 @@ enum UnimplementedLog {
 import Synchronization
 
 final class SeenSet: Sendable {
-    private let set = Mutex<Set<UInt32>>([])
-    func insert(_ k: UInt32) -> Bool { set.withLock { $0.insert(k).inserted } }
+    private let keys = Mutex<Set<UInt32>>([])
+    func insert(_ k: UInt32) -> Bool { keys.withLock { $0.insert(k).inserted } }
+    var count: Int { keys.withLock { $0.count } }
 }
