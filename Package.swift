@@ -24,5 +24,7 @@ let package = Package(
 
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
         .testTarget(name: "X86Tests", dependencies: ["X86"], exclude: ["guest"]),
+        // Runs the built imgtool binary side by side with qemu-img.
+        .testTarget(name: "imgtoolTests", dependencies: ["imgtool"]),
     ]
 )

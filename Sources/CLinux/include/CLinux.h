@@ -4,4 +4,5 @@
 #ifndef CLINUX_H
 #define CLINUX_H
 #include "clinux_fs.h"
+#include "clinux_getopt.h"
 #endif

@@ -75,6 +75,16 @@ public struct BlockChild: Sendable {
     }
 }
 
+/// QEMU's BlockDriverInfo subset that `info` shows.
+public struct DriverInfo: Sendable {
+    public var clusterSize: UInt64?
+    public var isDirty: Bool
+    public init(clusterSize: UInt64? = nil, isDirty: Bool = false) {
+        self.clusterSize = clusterSize
+        self.isDirty = isDirty
+    }
+}
+
 /// A block node: a protocol (file, nbd, ...), a format (raw, qcow2, ...) or a filter.
 public protocol BlockNode: AnyObject, Sendable {
     /// QEMU's driver name ("file", "raw", "qcow2").
@@ -103,10 +113,19 @@ public protocol BlockNode: AnyObject, Sendable {
 
     /// Whether the node reads as all zeroes right after creation/truncation (QEMU's has_zero_init).
     var hasZeroInit: Bool { get }
+    /// Whether the format can have a backing file (unallocated ranges fall through to it).
+    var supportsBacking: Bool { get }
     /// Bytes the node takes on the host (qemu-img's "disk size"), nil when unknown.
     func allocatedHostBytes() -> UInt64?
     /// `format-specific` data for `qemu-img info`, nil when the driver has none.
     func formatSpecificInfo() -> JSONValue?
+    /// What QEMU's bdrv_get_info gives `info` (cluster size, dirty flag), nil when the driver has
+    /// no such call.
+    func driverInfo() -> DriverInfo?
+    /// The backing file as recorded in the image (not resolved), and its recorded format.
+    var recordedBacking: (name: String, format: String?)? { get }
+    /// Internal snapshots, for `info`.
+    var snapshots: [SnapshotInfo] { get }
     /// Releases locks and descriptors. Idempotent. Flushes dirty metadata first where the format has any.
     func close() throws
 }
@@ -114,8 +133,12 @@ public protocol BlockNode: AnyObject, Sendable {
 extension BlockNode {
     public var requestAlignment: UInt64 { 1 }
     public var hasZeroInit: Bool { false }
+    public var supportsBacking: Bool { false }
     public func allocatedHostBytes() -> UInt64? { nil }
     public func formatSpecificInfo() -> JSONValue? { nil }
+    public func driverInfo() -> DriverInfo? { nil }
+    public var recordedBacking: (name: String, format: String?)? { nil }
+    public var snapshots: [SnapshotInfo] { [] }
 
     /// The child with the given role name.
     public func child(_ name: String) -> (any BlockNode)? {

@@ -1,0 +1,112 @@
+// A file descriptor with positional I/O only, looped until complete, EINTR retried in one place.
+//
+// Short reads at end of file are zero-filled (QEMU's file driver does the same: a format may read
+// past the end of a file it is growing). Every failure names the operation and the offset.
+import CLinux
+import Glibc
+
+public final class PosixFile: @unchecked Sendable {
+    public let fd: Int32
+    public let path: String
+    private var closed = false
+
+    public init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+    }
+
+    /// Opens `path`; the error is QEMU's "Could not open 'path': <strerror>".
+    public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws -> PosixFile {
+        var fd: Int32
+        repeat { fd = Glibc.open(path, flags | O_CLOEXEC, mode) } while fd < 0 && errno == EINTR
+        if fd < 0 {
+            throw BlockError.system("Could not open '\(path)'", errno: errno)
+        }
+        return PosixFile(fd: fd, path: path)
+    }
+
+    deinit { if !closed { Glibc.close(fd) } }
+
+    public func close() {
+        if !closed {
+            closed = true
+            Glibc.close(fd)
+        }
+    }
+
+    /// Reads exactly `buffer.count` bytes; bytes past end of file read as zero.
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw BlockError.system("Could not read \(buffer.count) bytes at offset \(offset) of '\(path)'", errno: errno)
+            }
+            if n == 0 {
+                (buffer.baseAddress! + done).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - done)
+                return
+            }
+            done += n
+        }
+    }
+
+    /// Reads exactly `buffer.count` bytes; a short read is an error naming the offset.
+    public func readExactly(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw BlockError.system("Could not read \(buffer.count) bytes at offset \(offset) of '\(path)'", errno: errno)
+            }
+            if n == 0 {
+                throw BlockError(.invalidImage, "Unexpected end of file at offset \(offset + UInt64(done)) of '\(path)'", errno: EIO)
+            }
+            done += n
+        }
+    }
+
+    public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw BlockError.system("Could not write \(buffer.count) bytes at offset \(offset) of '\(path)'", errno: errno)
+            }
+            done += n
+        }
+    }
+
+    public func sync() throws {
+        var r: Int32
+        repeat { r = fdatasync(fd) } while r < 0 && errno == EINTR
+        if r < 0 { throw BlockError.system("Could not flush '\(path)'", errno: errno) }
+    }
+
+    public func truncate(_ size: UInt64) throws {
+        var r: Int32
+        repeat { r = ftruncate(fd, off_t(size)) } while r < 0 && errno == EINTR
+        if r < 0 { throw BlockError.system("Failed to resize the file", errno: errno) }
+    }
+
+    /// The size of a regular file, or of a block device.
+    public func currentSize() throws -> UInt64 {
+        if clinux_is_block_device(fd) != 0 {
+            var size: UInt64 = 0
+            if clinux_blk_getsize64(fd, &size) < 0 { throw BlockError.system("Failed to get the size of '\(path)'", errno: errno) }
+            return size
+        }
+        var st = stat()
+        if fstat(fd, &st) < 0 { throw BlockError.system("Could not stat '\(path)'", errno: errno) }
+        return UInt64(max(0, st.st_size))
+    }
+
+    public var isBlockDevice: Bool { clinux_is_block_device(fd) != 0 }
+
+    /// fallocate; returns the errno on failure (0 on success) so callers can degrade.
+    public func fallocate(mode: Int32, offset: UInt64, length: UInt64) -> Int32 {
+        clinux_fallocate(fd, mode, Int64(offset), Int64(length)) == 0 ? 0 : errno
+    }
+}
