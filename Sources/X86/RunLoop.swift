@@ -10,6 +10,7 @@ extension CPUCore {
                 pollCountdown = 32
                 pollNow = false
                 if platformRef.shouldStop(cpu: index) { return .stopRequested }
+                syncCodeEpoch()   // other vCPUs' newly decoded code pages lose our write tags
                 if traceRIP { watchdog() }
                 if !pollEvents() { continue }
             }
