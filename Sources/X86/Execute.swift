@@ -6,12 +6,17 @@
 
 extension CPUCore {
     mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>) throws(Fault) {
+        // RIP lives in a local while the block runs (a store and reload per instruction otherwise
+        // chains every instruction through memory); it is written back before anything that reads
+        // it (slow paths), at the block's end, and by the catch below when an instruction faults.
         var p = start
+        var pc = rip
+        do throws(Fault) {
         while p < end {
         let i = p
         p += 1
         let size = i.size
-        let next = rip &+ UInt64(i.len)
+        let next = pc &+ UInt64(i.len)
         switch i.op {
         // MARK: size-specialized hot forms
         case .addRmR4:
@@ -312,45 +317,55 @@ extension CPUCore {
 
         // MARK: control flow
         case .jcc:
-            rip = cond(UInt8(i.aux)) ? i.imm : next
+            pc = cond(UInt8(i.aux)) ? i.imm : next
             continue
         case .jmp:
-            rip = i.imm
+            pc = i.imm
             continue
         case .jmpRm:
-            rip = try readRm(i, size)
+            pc = try readRm(i, size)
             continue
         case .call:
             try push(next, size)
-            rip = i.imm
+            pc = i.imm
             continue
         case .callRm:
             let t = try readRm(i, size)
             try push(next, size)
-            rip = t
+            pc = t
             continue
         case .ret:
             let t = try pop(size)
             setSP(r[4] &+ i.imm)
-            rip = t
+            pc = t
             continue
         case .jcxz, .loop, .loope, .loopne:
-            rip = try loopOp(i) ? i.imm : next
+            pc = try loopOp(i) ? i.imm : next
             continue
 
         // MARK: strings
         case .movs, .cmps, .stos, .lods, .scas, .ins, .outs:
+            rip = pc
             try stringOp(i)
+            pc = rip
             if stopBlock { stopBlock = false; return }
             continue
 
         default:
+            rip = pc
             try execSlow(i)
+            pc = rip
             if stopBlock { stopBlock = false; return }
             continue
         }
-        rip = next
-        if stopBlock { stopBlock = false; return }
+        pc = next
+        if stopBlock { stopBlock = false; rip = pc; return }
+        }
+        rip = pc
+        } catch {
+            // A fault leaves RIP on the faulting instruction; "exit block" set RIP itself.
+            if error.vector != 0xFF { rip = pc }
+            throw error
         }
     }
 }
