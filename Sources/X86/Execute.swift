@@ -18,6 +18,21 @@ extension CPUCore {
         let size = i.size
         let next = pc &+ UInt64(i.len)
         switch i.op {
+        // MARK: fused compare-and-branch
+        case .cmpjRR4, .cmpjRR8, .cmpjRI4, .cmpjRI8:
+            let sz = i.op == .cmpjRR4 || i.op == .cmpjRI4 ? 4 : 8
+            let m: UInt64 = sz == 4 ? 0xFFFF_FFFF : .max
+            let d = r[Int(i.rm)] & m
+            let s = (i.op == .cmpjRR4 || i.op == .cmpjRR8 ? r[Int(i.reg)] : i.disp) & m
+            setLazy(LazyKind.sub, sz, res: (d &- s) & m, dst: d, src: s)
+            pc = cond(UInt8(i.aux)) ? i.imm : next
+            continue
+        case .testjRR4, .testjRR8:
+            let m: UInt64 = i.op == .testjRR4 ? 0xFFFF_FFFF : .max
+            setLogicFlags(i.op == .testjRR4 ? 4 : 8, r[Int(i.rm)] & r[Int(i.reg)] & m)
+            pc = cond(UInt8(i.aux)) ? i.imm : next
+            continue
+
         // MARK: size-specialized hot forms
         case .addRmR4:
             if !i.isMem { let r = alu(0, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 0, getReg(i.reg, 4), size: 4) }

@@ -78,13 +78,14 @@ extension CPUCore {
         } else {
             n = Int(b.pointee.count)
         }
+        let guest = n == Int(b.pointee.count) ? UInt64(b.pointee.guestCount) : UInt64(n)
         do {
             try execBlock(start, start + n)
         } catch {
             stopBlock = false
             if error.vector != 0xFF { raise(error) }
         }
-        instructions &+= UInt64(n)
+        instructions &+= guest
     }
 }
 
