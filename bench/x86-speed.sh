@@ -17,7 +17,7 @@ timeboot() {  # prints seconds until the marker line appears
     timeout 300 "$@" -M pc -m 512 -nographic -no-reboot -kernel "$KERNEL" -initrd "$INITRD" -append "$APPEND" 2>&1 \
         | grep -m1 -q 'X86-USERSPACE-OK' || { echo "no marker"; return; }
     end=$(date +%s.%N)
-    echo "$end - $start" | bc
+    python3 -c "print(round($end - $start, 2))"
 }
 Q=$(timeboot qemu-system-x86_64 -accel tcg)
 echo "x86-speed: boot to userspace, qemu-system-x86_64 -accel tcg: ${Q} s"
@@ -26,7 +26,7 @@ if swift build -c release --product vmrun >/dev/null 2>&1; then
     V2=$(timeboot .build/release/vmrun -accel tcg -smp 2)
     echo "x86-speed: boot to userspace, vmrun -accel tcg: ${V} s (-smp 2: ${V2} s)"
 else
-    echo "x86-speed: vmrun is not in this checkout (merge the machine branch); direct-boot harness instead:"
+    echo "x86-speed: vmrun is not in this checkout (merge the machine branch); CPU-only direct-boot harness (no interrupt controller, lpj preset) instead:"
     X86_LINUX_KERNEL="$KERNEL" X86_LINUX_INITRD="$INITRD" X86_LINUX_MARKER="Run /init" X86_LINUX_SECONDS=120 \
         "$XCTEST" X86Tests.LinuxBootHarness/testBootLinux 2>&1 | grep '^\[harness\]'
 fi

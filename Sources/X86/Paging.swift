@@ -47,7 +47,7 @@ extension CPUCore {
         n.physPage = ppage
         n.global = global
         if r { n.rtag = page }
-        if w && !readOnly && !code.isCode(ppage) { n.wtag = page } else if !w { n.wtag = .max }
+        n.wtag = w && !readOnly && !code.isCode(ppage) ? page : .max
         if x { n.xtag = page }
         e.pointee = n
     }
