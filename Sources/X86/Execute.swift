@@ -35,45 +35,53 @@ extension CPUCore {
 
         // MARK: size-specialized hot forms
         case .addRmR4:
-            if !i.isMem { let r = alu(0, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 0, getReg(i.reg, 4), size: 4) }
-        case .addRRm4: setReg(i.reg, 4, alu(0, getReg(i.reg, 4), try readRm(i, 4), 4))
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = getReg(i.reg, 4) & 0xFFFF_FFFF; let r = (dv &+ sv) & 0xFFFF_FFFF; setLazy(LazyKind.add, 4, res: r, dst: dv, src: sv); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 0, getReg(i.reg, 4), size: 4) }
+        case .addRRm4:
+            let src = try readRm(i, 4); let dv = getReg(i.reg, 4); let sv = src & 0xFFFF_FFFF; let r = (dv &+ sv) & 0xFFFF_FFFF; setLazy(LazyKind.add, 4, res: r, dst: dv, src: sv); setReg(i.reg, 4, r); _ = r
         case .addRmI4:
-            if !i.isMem { let r = alu(0, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 0, i.imm, size: 4) }
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = i.imm & 0xFFFF_FFFF; let r = (dv &+ sv) & 0xFFFF_FFFF; setLazy(LazyKind.add, 4, res: r, dst: dv, src: sv); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 0, i.imm, size: 4) }
         case .orRmR4:
-            if !i.isMem { let r = alu(1, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 1, getReg(i.reg, 4), size: 4) }
-        case .orRRm4: setReg(i.reg, 4, alu(1, getReg(i.reg, 4), try readRm(i, 4), 4))
+            if !i.isMem { let r = (getReg(i.rm, 4) | getReg(i.reg, 4)) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 1, getReg(i.reg, 4), size: 4) }
+        case .orRRm4:
+            let src = try readRm(i, 4); let r = (getReg(i.reg, 4) | src) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.reg, 4, r); _ = r
         case .orRmI4:
-            if !i.isMem { let r = alu(1, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 1, i.imm, size: 4) }
+            if !i.isMem { let r = (getReg(i.rm, 4) | i.imm) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 1, i.imm, size: 4) }
         case .adcRmR4:
             if !i.isMem { let r = alu(2, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 2, getReg(i.reg, 4), size: 4) }
-        case .adcRRm4: setReg(i.reg, 4, alu(2, getReg(i.reg, 4), try readRm(i, 4), 4))
+        case .adcRRm4:
+            let src = try readRm(i, 4); let r = alu(2, getReg(i.reg, 4), src, 4); setReg(i.reg, 4, r); _ = r
         case .adcRmI4:
             if !i.isMem { let r = alu(2, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 2, i.imm, size: 4) }
         case .sbbRmR4:
             if !i.isMem { let r = alu(3, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 3, getReg(i.reg, 4), size: 4) }
-        case .sbbRRm4: setReg(i.reg, 4, alu(3, getReg(i.reg, 4), try readRm(i, 4), 4))
+        case .sbbRRm4:
+            let src = try readRm(i, 4); let r = alu(3, getReg(i.reg, 4), src, 4); setReg(i.reg, 4, r); _ = r
         case .sbbRmI4:
             if !i.isMem { let r = alu(3, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 3, i.imm, size: 4) }
         case .andRmR4:
-            if !i.isMem { let r = alu(4, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 4, getReg(i.reg, 4), size: 4) }
-        case .andRRm4: setReg(i.reg, 4, alu(4, getReg(i.reg, 4), try readRm(i, 4), 4))
+            if !i.isMem { let r = (getReg(i.rm, 4) & getReg(i.reg, 4)) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 4, getReg(i.reg, 4), size: 4) }
+        case .andRRm4:
+            let src = try readRm(i, 4); let r = (getReg(i.reg, 4) & src) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.reg, 4, r); _ = r
         case .andRmI4:
-            if !i.isMem { let r = alu(4, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 4, i.imm, size: 4) }
+            if !i.isMem { let r = (getReg(i.rm, 4) & i.imm) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 4, i.imm, size: 4) }
         case .subRmR4:
-            if !i.isMem { let r = alu(5, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 5, getReg(i.reg, 4), size: 4) }
-        case .subRRm4: setReg(i.reg, 4, alu(5, getReg(i.reg, 4), try readRm(i, 4), 4))
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = getReg(i.reg, 4) & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 5, getReg(i.reg, 4), size: 4) }
+        case .subRRm4:
+            let src = try readRm(i, 4); let dv = getReg(i.reg, 4); let sv = src & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); setReg(i.reg, 4, r); _ = r
         case .subRmI4:
-            if !i.isMem { let r = alu(5, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 5, i.imm, size: 4) }
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = i.imm & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 5, i.imm, size: 4) }
         case .xorRmR4:
-            if !i.isMem { let r = alu(6, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 6, getReg(i.reg, 4), size: 4) }
-        case .xorRRm4: setReg(i.reg, 4, alu(6, getReg(i.reg, 4), try readRm(i, 4), 4))
+            if !i.isMem { let r = (getReg(i.rm, 4) ^ getReg(i.reg, 4)) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 6, getReg(i.reg, 4), size: 4) }
+        case .xorRRm4:
+            let src = try readRm(i, 4); let r = (getReg(i.reg, 4) ^ src) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.reg, 4, r); _ = r
         case .xorRmI4:
-            if !i.isMem { let r = alu(6, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 6, i.imm, size: 4) }
+            if !i.isMem { let r = (getReg(i.rm, 4) ^ i.imm) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 6, i.imm, size: 4) }
         case .cmpRmR4:
-            if !i.isMem { let r = alu(7, getReg(i.rm, 4), getReg(i.reg, 4), 4); _ = r } else { try aluRm(i, 7, getReg(i.reg, 4), size: 4) }
-        case .cmpRRm4: _ = alu(7, getReg(i.reg, 4), try readRm(i, 4), 4)
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = getReg(i.reg, 4) & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); _ = r } else { try aluRm(i, 7, getReg(i.reg, 4), size: 4) }
+        case .cmpRRm4:
+            let src = try readRm(i, 4); let dv = getReg(i.reg, 4); let sv = src & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); _ = r
         case .cmpRmI4:
-            if !i.isMem { let r = alu(7, getReg(i.rm, 4), i.imm, 4); _ = r } else { try aluRm(i, 7, i.imm, size: 4) }
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = i.imm & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); _ = r } else { try aluRm(i, 7, i.imm, size: 4) }
         case .movRmR4: try writeRm(i, 4, getReg(i.reg, 4))
         case .movRRm4: setReg(i.reg, 4, try readRm(i, 4))
         case .movRmI4: try writeRm(i, 4, i.imm)
@@ -91,45 +99,53 @@ extension CPUCore {
         case .incRm4: try incDec(i, inc: true, size: 4)
         case .decRm4: try incDec(i, inc: false, size: 4)
         case .addRmR8:
-            if !i.isMem { let r = alu(0, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 0, getReg(i.reg, 8), size: 8) }
-        case .addRRm8: setReg(i.reg, 8, alu(0, getReg(i.reg, 8), try readRm(i, 8), 8))
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = getReg(i.reg, 8) & UInt64.max; let r = (dv &+ sv) & UInt64.max; setLazy(LazyKind.add, 8, res: r, dst: dv, src: sv); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 0, getReg(i.reg, 8), size: 8) }
+        case .addRRm8:
+            let src = try readRm(i, 8); let dv = getReg(i.reg, 8); let sv = src & UInt64.max; let r = (dv &+ sv) & UInt64.max; setLazy(LazyKind.add, 8, res: r, dst: dv, src: sv); setReg(i.reg, 8, r); _ = r
         case .addRmI8:
-            if !i.isMem { let r = alu(0, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 0, i.imm, size: 8) }
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = i.imm & UInt64.max; let r = (dv &+ sv) & UInt64.max; setLazy(LazyKind.add, 8, res: r, dst: dv, src: sv); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 0, i.imm, size: 8) }
         case .orRmR8:
-            if !i.isMem { let r = alu(1, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 1, getReg(i.reg, 8), size: 8) }
-        case .orRRm8: setReg(i.reg, 8, alu(1, getReg(i.reg, 8), try readRm(i, 8), 8))
+            if !i.isMem { let r = (getReg(i.rm, 8) | getReg(i.reg, 8)) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 1, getReg(i.reg, 8), size: 8) }
+        case .orRRm8:
+            let src = try readRm(i, 8); let r = (getReg(i.reg, 8) | src) & UInt64.max; setLogicFlags(8, r); setReg(i.reg, 8, r); _ = r
         case .orRmI8:
-            if !i.isMem { let r = alu(1, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 1, i.imm, size: 8) }
+            if !i.isMem { let r = (getReg(i.rm, 8) | i.imm) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 1, i.imm, size: 8) }
         case .adcRmR8:
             if !i.isMem { let r = alu(2, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 2, getReg(i.reg, 8), size: 8) }
-        case .adcRRm8: setReg(i.reg, 8, alu(2, getReg(i.reg, 8), try readRm(i, 8), 8))
+        case .adcRRm8:
+            let src = try readRm(i, 8); let r = alu(2, getReg(i.reg, 8), src, 8); setReg(i.reg, 8, r); _ = r
         case .adcRmI8:
             if !i.isMem { let r = alu(2, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 2, i.imm, size: 8) }
         case .sbbRmR8:
             if !i.isMem { let r = alu(3, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 3, getReg(i.reg, 8), size: 8) }
-        case .sbbRRm8: setReg(i.reg, 8, alu(3, getReg(i.reg, 8), try readRm(i, 8), 8))
+        case .sbbRRm8:
+            let src = try readRm(i, 8); let r = alu(3, getReg(i.reg, 8), src, 8); setReg(i.reg, 8, r); _ = r
         case .sbbRmI8:
             if !i.isMem { let r = alu(3, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 3, i.imm, size: 8) }
         case .andRmR8:
-            if !i.isMem { let r = alu(4, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 4, getReg(i.reg, 8), size: 8) }
-        case .andRRm8: setReg(i.reg, 8, alu(4, getReg(i.reg, 8), try readRm(i, 8), 8))
+            if !i.isMem { let r = (getReg(i.rm, 8) & getReg(i.reg, 8)) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 4, getReg(i.reg, 8), size: 8) }
+        case .andRRm8:
+            let src = try readRm(i, 8); let r = (getReg(i.reg, 8) & src) & UInt64.max; setLogicFlags(8, r); setReg(i.reg, 8, r); _ = r
         case .andRmI8:
-            if !i.isMem { let r = alu(4, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 4, i.imm, size: 8) }
+            if !i.isMem { let r = (getReg(i.rm, 8) & i.imm) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 4, i.imm, size: 8) }
         case .subRmR8:
-            if !i.isMem { let r = alu(5, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 5, getReg(i.reg, 8), size: 8) }
-        case .subRRm8: setReg(i.reg, 8, alu(5, getReg(i.reg, 8), try readRm(i, 8), 8))
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = getReg(i.reg, 8) & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 5, getReg(i.reg, 8), size: 8) }
+        case .subRRm8:
+            let src = try readRm(i, 8); let dv = getReg(i.reg, 8); let sv = src & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); setReg(i.reg, 8, r); _ = r
         case .subRmI8:
-            if !i.isMem { let r = alu(5, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 5, i.imm, size: 8) }
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = i.imm & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 5, i.imm, size: 8) }
         case .xorRmR8:
-            if !i.isMem { let r = alu(6, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 6, getReg(i.reg, 8), size: 8) }
-        case .xorRRm8: setReg(i.reg, 8, alu(6, getReg(i.reg, 8), try readRm(i, 8), 8))
+            if !i.isMem { let r = (getReg(i.rm, 8) ^ getReg(i.reg, 8)) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 6, getReg(i.reg, 8), size: 8) }
+        case .xorRRm8:
+            let src = try readRm(i, 8); let r = (getReg(i.reg, 8) ^ src) & UInt64.max; setLogicFlags(8, r); setReg(i.reg, 8, r); _ = r
         case .xorRmI8:
-            if !i.isMem { let r = alu(6, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 6, i.imm, size: 8) }
+            if !i.isMem { let r = (getReg(i.rm, 8) ^ i.imm) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 6, i.imm, size: 8) }
         case .cmpRmR8:
-            if !i.isMem { let r = alu(7, getReg(i.rm, 8), getReg(i.reg, 8), 8); _ = r } else { try aluRm(i, 7, getReg(i.reg, 8), size: 8) }
-        case .cmpRRm8: _ = alu(7, getReg(i.reg, 8), try readRm(i, 8), 8)
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = getReg(i.reg, 8) & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); _ = r } else { try aluRm(i, 7, getReg(i.reg, 8), size: 8) }
+        case .cmpRRm8:
+            let src = try readRm(i, 8); let dv = getReg(i.reg, 8); let sv = src & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); _ = r
         case .cmpRmI8:
-            if !i.isMem { let r = alu(7, getReg(i.rm, 8), i.imm, 8); _ = r } else { try aluRm(i, 7, i.imm, size: 8) }
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = i.imm & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); _ = r } else { try aluRm(i, 7, i.imm, size: 8) }
         case .movRmR8: try writeRm(i, 8, getReg(i.reg, 8))
         case .movRRm8: setReg(i.reg, 8, try readRm(i, 8))
         case .movRmI8: try writeRm(i, 8, i.imm)

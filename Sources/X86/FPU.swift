@@ -295,7 +295,7 @@ extension CPUCore {
             case 5:
                 let lin = try opLinear(i, 10)
                 let lo = try loadN(lin, 8), hi = try loadN(lin &+ 8, 2)
-                var raw = (lo, UInt16(hi))
+                var raw = (lo, hi & 0xFFFF)   // 16 bytes: MemoryLayout<Float80>.size
                 let v = withUnsafeBytes(of: &raw) { $0.load(as: Float80.self) }
                 fpu.push(v)
             case 7:
@@ -342,6 +342,7 @@ extension CPUCore {
                 var v = fpuRound(fpu.get(0))
                 let neg = v < 0
                 v = abs(v)
+                if !v.isFinite || v >= 1e18 { v = 0; fpu.sw |= 1 }   // invalid: no indefinite BCD here
                 for k in 0..<9 {
                     let d = UInt64(v.truncatingRemainder(dividingBy: 100))
                     v = (v / 100).rounded(.towardZero)

@@ -34,7 +34,8 @@ final class RobustnessTests: GuestTestCase {
             case .real: jump = "mov ax, 0x3000\nmov ds, ax\njmp 0x3000:0"
             }
             let image = try GuestHarness.assemble(jump, mode: mode)
-            for _ in 0..<5 {
+            let seeds = Int(ProcessInfo.processInfo.environment["X86_FUZZ_SEEDS"] ?? "5") ?? 5
+            for _ in 0..<seeds {
                 let plat = TestPlatform(bios: image, seconds: 0.3)
                 for k in 0..<0x4000 { (plat.ram + 0x30000 + k).storeBytes(of: UInt8.random(in: 0...255, using: &rng), as: UInt8.self) }
                 for k in 0..<0x4000 { (plat.ram + 0x300000 + k).storeBytes(of: UInt8.random(in: 0...255, using: &rng), as: UInt8.self) }
