@@ -26,6 +26,8 @@ let package = Package(
 
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
         .testTarget(name: "X86Tests", dependencies: ["X86"], exclude: ["guest"]),
+        // Runs the built imgtool binary side by side with qemu-img.
+        .testTarget(name: "imgtoolTests", dependencies: ["imgtool"]),
 
         // The virtual machine (boards, devices, firmware, accelerators, monitor) and its thin front end.
         .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"], exclude: ["README.md"]),

@@ -16,6 +16,8 @@ struct BlockInfo {
     var first: Int32 = 0
     var count: Int32 = 0
     var mode: UInt8 = 0
+    /// Guest instructions in the block (fused pairs count twice).
+    var guestCount: Int32 = 0
 }
 
 struct BlockCache {
@@ -103,6 +105,7 @@ extension CPUCore {
         var l = lin
         var buf = (UInt64(0), UInt64(0))
         var n = 0
+        var guestInsts = 0
         while n < maxBlockInsts {
             let (_, host) = try fetchPage(l)
             guard let host else {
@@ -145,6 +148,13 @@ extension CPUCore {
                 }
                 if d.len == 0 { break }
             }
+            guestInsts += 1
+            if d.op == .jcc && n > 0 && fuse(&blocks.insts[blocks.used + n - 1], d) {
+                pc &+= UInt64(d.len)
+                if mode != .m64 { pc &= 0xFFFF_FFFF }
+                l &+= UInt64(d.len)
+                break
+            }
             blocks.insts[blocks.used + n] = d
             n += 1
             pc &+= UInt64(d.len)
@@ -154,6 +164,7 @@ extension CPUCore {
             if (l >> 12) != (lin >> 12) { break }  // blocks stay on their first page
         }
         info.count = Int32(n)
+        info.guestCount = Int32(guestInsts)
         blocks.used += n
         let idx = blocks.infoCount
         blocks.infos[idx] = info
@@ -163,11 +174,35 @@ extension CPUCore {
         return blocks.infos + idx
     }
 
-    func isTerminator(_ op: Op) -> Bool {
+    /// Fuses a register CMP/TEST with the Jcc that follows it into `prev`. The flags are still
+    /// recorded for later readers; only the dispatch and the flag decoding disappear.
+    mutating func fuse(_ prev: inout DInst, _ j: DInst) -> Bool {
+        guard !prev.isMem else { return false }
+        var f = prev
+        switch prev.op {
+        case .cmpRmR4: f.op = .cmpjRR4
+        case .cmpRmR8: f.op = .cmpjRR8
+        case .cmpRRm4: f.op = .cmpjRR4; f.rm = prev.reg; f.reg = prev.rm
+        case .cmpRRm8: f.op = .cmpjRR8; f.rm = prev.reg; f.reg = prev.rm
+        case .cmpRmI4: f.op = .cmpjRI4; f.disp = prev.imm
+        case .cmpRmI8: f.op = .cmpjRI8; f.disp = prev.imm
+        case .testRmR4: f.op = .testjRR4
+        case .testRmR8: f.op = .testjRR8
+        default: return false
+        }
+        f.imm = j.imm
+        f.aux = j.aux
+        f.len = prev.len &+ j.len
+        prev = f
+        return true
+    }
+
+    mutating func isTerminator(_ op: Op) -> Bool {
         switch op {
         case .jcc, .jmp, .jmpRm, .call, .callRm, .ret, .jcxz, .loop, .loope, .loopne,
              .jmpFarI, .jmpFarM, .callFarI, .callFarM, .retf, .int, .int3, .into, .int1, .iret, .hlt,
-             .syscall, .sysret, .sysenter, .sysexit, .ud, .unimpl, .movToCR, .lmsw, .wrmsr, .popf, .sti:
+             .syscall, .sysret, .sysenter, .sysexit, .ud, .unimpl, .movToCR, .lmsw, .wrmsr, .popf, .sti,
+             .cmpjRR4, .cmpjRR8, .cmpjRI4, .cmpjRI8, .testjRR4, .testjRR8:
             return true
         default:
             return false

@@ -25,7 +25,6 @@ struct CPUIDTable {
             case 0: e = [level, vb, vc, vd]
             case 1: e = [sig, UInt32(index) << 24 | 1 << 16 | 8 << 8, m.word(.l1ecx), m.word(.l1edx)]
             case 2: e = [1, 0, 0, 0x2C307D]
-            case 6: e = [4, 0, 0, 0]
             case 7: e = [0, m.word(.l7ebx), m.word(.l7ecx), m.word(.l7edx)]
             case 0xB: e = [0, 1, 0x100, UInt32(index)]
             case 0xD: e = [3, 576, 576, 0]
@@ -58,7 +57,7 @@ struct CPUIDTable {
 }
 
 extension CPUCore {
-    func cpuid(_ leaf0: UInt32, _ sub: UInt32) -> (UInt32, UInt32, UInt32, UInt32) {
+    mutating func cpuid(_ leaf0: UInt32, _ sub: UInt32) -> (UInt32, UInt32, UInt32, UInt32) {
         var leaf = leaf0
         if leaf >= 0x4000_0000 && leaf < 0x8000_0000 && leaf > cpuidCache.level { return (0, 0, 0, 0) }
         if leaf >= 0x8000_0000 {

@@ -16,9 +16,9 @@ let tscHz: UInt64 = 1_000_000_000
 }
 
 extension CPUCore {
-    func readTSC() -> UInt64 { UInt64(bitPattern: Int64(bitPattern: monotonicNanos()) &+ tscOffset) }
+    mutating func readTSC() -> UInt64 { UInt64(bitPattern: Int64(bitPattern: monotonicNanos()) &+ tscOffset) }
 
-    func readCR(_ n: Int) throws(Fault) -> UInt64 {
+    mutating func readCR(_ n: Int) throws(Fault) -> UInt64 {
         switch n {
         case 0: return cr0
         case 2: return cr2
@@ -76,7 +76,7 @@ extension CPUCore {
         refreshMode()
     }
 
-    func readDR(_ n: Int) throws(Fault) -> UInt64 {
+    mutating func readDR(_ n: Int) throws(Fault) -> UInt64 {
         switch n {
         case 0: return dr.0
         case 1: return dr.1
@@ -108,7 +108,7 @@ extension CPUCore {
         case 0x10: return readTSC()
         case 0x1B: return 0xFEE0_0000 | 0x800 | (index == 0 ? 0x100 : 0)  // platform did not claim it
         case 0x3A: return 1                                     // FEATURE_CONTROL: locked, no VMX
-        case 0x8B: return 0                                     // microcode revision
+        case 0x8B: return model.vendor == "AuthenticAMD" ? 0x0100_0065 : 0x1_0000_0000  // microcode revision, as QEMU
         case 0xFE: return 0x508                                 // MTRRCAP: 8 variable, fixed, WC
         case 0x174: return sysenterCS
         case 0x175: return sysenterESP
@@ -208,7 +208,7 @@ extension CPUCore {
     }
 
     /// Set by the executor before SYSRET from the instruction's REX.W (see execSlow).
-    var rflagsWideSysret: Bool { sysretWide }
+    var rflagsWideSysret: Bool { mutating get { sysretWide } }
 
     mutating func sysenterOp() throws(Fault) {
         if !protectedMode || sysenterCS & 0xFFFC == 0 { throw Fault.gp(0) }

@@ -80,6 +80,9 @@ struct CPUCore {
     /// Debug tracing from the environment: X86_TRACE_FAULTS=1 logs every exception, X86_TRACE_BLOCKS=1 every block.
     let traceFaults = ProcessInfo.processInfo.environment["X86_TRACE_FAULTS"] != nil
     let traceBlocks = ProcessInfo.processInfo.environment["X86_TRACE_BLOCKS"] != nil
+    /// X86_TRACE_RIP=1 prints RIP and state about once a second (watchdog for hangs).
+    let traceRIP = ProcessInfo.processInfo.environment["X86_TRACE_RIP"] != nil
+    var nextRIPTrace: UInt64 = 0
 
     // Events and activity.
     var activity: X86ActivityState = .running
@@ -129,21 +132,21 @@ struct CPUCore {
         blocks = BlockCache()
     }
 
-    func deallocate() {
+    mutating func deallocate() {
         r.deallocate(); segBase.deallocate(); segEnd.deallocate(); segs.deallocate()
         tlbKernel.deallocate(); tlbUser.deallocate(); xmm.deallocate()
         blocks.deallocate()
         fpu.deallocate()
     }
 
-    var regsRaw: UnsafeMutableRawPointer { UnsafeMutableRawPointer(r) }
+    var regsRaw: UnsafeMutableRawPointer { mutating get { UnsafeMutableRawPointer(r) } }
 
     // MARK: mode bookkeeping
 
-    var protectedMode: Bool { cr0 & 1 != 0 }
-    var pagingOn: Bool { cr0 & 0x8000_0000 != 0 }
-    var longModeActive: Bool { efer & 0x400 != 0 }
-    var v86: Bool { flags & RFlag.vm != 0 }
+    var protectedMode: Bool { mutating get { cr0 & 1 != 0 } }
+    var pagingOn: Bool { mutating get { cr0 & 0x8000_0000 != 0 } }
+    var longModeActive: Bool { mutating get { efer & 0x400 != 0 } }
+    var v86: Bool { mutating get { flags & RFlag.vm != 0 } }
 
     /// Recomputes the decode mode, the fast segment arrays and the current TLB after any change of
     /// CR0, EFER, CS, a segment register or CPL.
@@ -179,5 +182,5 @@ struct CPUCore {
         segEnd[s] = UInt64(c.limit) + 1
     }
 
-    @inline(__always) var platformP: any X86Platform { platformRef }
+    @inline(__always) var platformP: any X86Platform { mutating get { platformRef } }
 }

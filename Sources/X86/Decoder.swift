@@ -186,6 +186,7 @@ struct Decoder {
         if ripRelative { d.disp = d.disp &+ next }
         // LOCK is only valid on read-modify-write memory forms.
         if lock && !lockAllowed(d) { d.op = .ud }
+        d.op = Decoder.specialize(d)
         return d
     }
 
@@ -233,5 +234,84 @@ struct DecoderFeatures {
         tzcnt = model.has("bmi1")
         popcnt = model.has("popcnt")
         movbe = model.has("movbe")
+    }
+}
+
+extension Decoder {
+    /// Replaces an operation by its 32- or 64-bit specialized form, where one exists.
+    static func specialize(_ d: DInst) -> Op {
+        if d.op == .movzx8 && (d.imm == 4 || d.imm == 8) { return d.imm == 4 ? .movzx8_4 : .movzx8_8 }
+        if d.op == .movzx16 && (d.osz == 4 || d.osz == 8) { return d.osz == 4 ? .movzx16_4 : .movzx16_8 }
+        switch (d.op, d.osz) {
+        case (.addRmR, 4): return .addRmR4
+        case (.addRRm, 4): return .addRRm4
+        case (.addRmI, 4): return .addRmI4
+        case (.orRmR, 4): return .orRmR4
+        case (.orRRm, 4): return .orRRm4
+        case (.orRmI, 4): return .orRmI4
+        case (.adcRmR, 4): return .adcRmR4
+        case (.adcRRm, 4): return .adcRRm4
+        case (.adcRmI, 4): return .adcRmI4
+        case (.sbbRmR, 4): return .sbbRmR4
+        case (.sbbRRm, 4): return .sbbRRm4
+        case (.sbbRmI, 4): return .sbbRmI4
+        case (.andRmR, 4): return .andRmR4
+        case (.andRRm, 4): return .andRRm4
+        case (.andRmI, 4): return .andRmI4
+        case (.subRmR, 4): return .subRmR4
+        case (.subRRm, 4): return .subRRm4
+        case (.subRmI, 4): return .subRmI4
+        case (.xorRmR, 4): return .xorRmR4
+        case (.xorRRm, 4): return .xorRRm4
+        case (.xorRmI, 4): return .xorRmI4
+        case (.cmpRmR, 4): return .cmpRmR4
+        case (.cmpRRm, 4): return .cmpRRm4
+        case (.cmpRmI, 4): return .cmpRmI4
+        case (.movRmR, 4): return .movRmR4
+        case (.movRRm, 4): return .movRRm4
+        case (.movRmI, 4): return .movRmI4
+        case (.movRI, 4): return .movRI4
+        case (.testRmR, 4): return .testRmR4
+        case (.testRmI, 4): return .testRmI4
+        case (.lea, 4): return .lea4
+        case (.shift, 4): return .shift4
+        case (.incRm, 4): return .incRm4
+        case (.decRm, 4): return .decRm4
+        case (.addRmR, 8): return .addRmR8
+        case (.addRRm, 8): return .addRRm8
+        case (.addRmI, 8): return .addRmI8
+        case (.orRmR, 8): return .orRmR8
+        case (.orRRm, 8): return .orRRm8
+        case (.orRmI, 8): return .orRmI8
+        case (.adcRmR, 8): return .adcRmR8
+        case (.adcRRm, 8): return .adcRRm8
+        case (.adcRmI, 8): return .adcRmI8
+        case (.sbbRmR, 8): return .sbbRmR8
+        case (.sbbRRm, 8): return .sbbRRm8
+        case (.sbbRmI, 8): return .sbbRmI8
+        case (.andRmR, 8): return .andRmR8
+        case (.andRRm, 8): return .andRRm8
+        case (.andRmI, 8): return .andRmI8
+        case (.subRmR, 8): return .subRmR8
+        case (.subRRm, 8): return .subRRm8
+        case (.subRmI, 8): return .subRmI8
+        case (.xorRmR, 8): return .xorRmR8
+        case (.xorRRm, 8): return .xorRRm8
+        case (.xorRmI, 8): return .xorRmI8
+        case (.cmpRmR, 8): return .cmpRmR8
+        case (.cmpRRm, 8): return .cmpRRm8
+        case (.cmpRmI, 8): return .cmpRmI8
+        case (.movRmR, 8): return .movRmR8
+        case (.movRRm, 8): return .movRRm8
+        case (.movRmI, 8): return .movRmI8
+        case (.movRI, 8): return .movRI8
+        case (.testRmR, 8): return .testRmR8
+        case (.testRmI, 8): return .testRmI8
+        case (.lea, 8): return .lea8
+        case (.shift, 8): return .shift8
+        case (.incRm, 8): return .incRm8
+        case (.decRm, 8): return .decRm8
+        default: return d.op
+        }
     }
 }

@@ -1,12 +1,168 @@
 // The executor: one switch over the decoded operation. Simple operations are written inline;
 // families live in their own files (Integer, ControlFlow, StringOps, System, Segmentation, FPU, SSE).
-// Every case either falls through to `rip = next` or sets RIP itself and returns.
+// Every case either falls through to `rip = next` or sets RIP itself and continues (control flow
+// only ends blocks, so the loop then ends). The loop and the switch share one function: a call per
+// guest instruction costs more than most instructions.
 
 extension CPUCore {
-    @inline(__always) mutating func exec(_ i: DInst) throws(Fault) {
+    mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>) throws(Fault) {
+        // RIP lives in a local while the block runs (a store and reload per instruction otherwise
+        // chains every instruction through memory); it is written back before anything that reads
+        // it (slow paths), at the block's end, and by the catch below when an instruction faults.
+        var p = start
+        var pc = rip
+        do throws(Fault) {
+        while p < end {
+        let i = p
+        p += 1
         let size = i.size
-        let next = rip &+ UInt64(i.len)
+        let next = pc &+ UInt64(i.len)
         switch i.op {
+        // MARK: fused compare-and-branch
+        case .cmpjRR4, .cmpjRR8, .cmpjRI4, .cmpjRI8:
+            let sz = i.op == .cmpjRR4 || i.op == .cmpjRI4 ? 4 : 8
+            let m: UInt64 = sz == 4 ? 0xFFFF_FFFF : .max
+            let d = r[Int(i.rm)] & m
+            let s = (i.op == .cmpjRR4 || i.op == .cmpjRR8 ? r[Int(i.reg)] : i.disp) & m
+            setLazy(LazyKind.sub, sz, res: (d &- s) & m, dst: d, src: s)
+            pc = cond(UInt8(i.aux)) ? i.imm : next
+            continue
+        case .testjRR4, .testjRR8:
+            let m: UInt64 = i.op == .testjRR4 ? 0xFFFF_FFFF : .max
+            setLogicFlags(i.op == .testjRR4 ? 4 : 8, r[Int(i.rm)] & r[Int(i.reg)] & m)
+            pc = cond(UInt8(i.aux)) ? i.imm : next
+            continue
+
+        // MARK: size-specialized hot forms
+        case .addRmR4:
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = getReg(i.reg, 4) & 0xFFFF_FFFF; let r = (dv &+ sv) & 0xFFFF_FFFF; setLazy(LazyKind.add, 4, res: r, dst: dv, src: sv); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 0, getReg(i.reg, 4), size: 4) }
+        case .addRRm4:
+            let src = try readRm(i, 4); let dv = getReg(i.reg, 4); let sv = src & 0xFFFF_FFFF; let r = (dv &+ sv) & 0xFFFF_FFFF; setLazy(LazyKind.add, 4, res: r, dst: dv, src: sv); setReg(i.reg, 4, r); _ = r
+        case .addRmI4:
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = i.imm & 0xFFFF_FFFF; let r = (dv &+ sv) & 0xFFFF_FFFF; setLazy(LazyKind.add, 4, res: r, dst: dv, src: sv); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 0, i.imm, size: 4) }
+        case .orRmR4:
+            if !i.isMem { let r = (getReg(i.rm, 4) | getReg(i.reg, 4)) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 1, getReg(i.reg, 4), size: 4) }
+        case .orRRm4:
+            let src = try readRm(i, 4); let r = (getReg(i.reg, 4) | src) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.reg, 4, r); _ = r
+        case .orRmI4:
+            if !i.isMem { let r = (getReg(i.rm, 4) | i.imm) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 1, i.imm, size: 4) }
+        case .adcRmR4:
+            if !i.isMem { let r = alu(2, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 2, getReg(i.reg, 4), size: 4) }
+        case .adcRRm4:
+            let src = try readRm(i, 4); let r = alu(2, getReg(i.reg, 4), src, 4); setReg(i.reg, 4, r); _ = r
+        case .adcRmI4:
+            if !i.isMem { let r = alu(2, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 2, i.imm, size: 4) }
+        case .sbbRmR4:
+            if !i.isMem { let r = alu(3, getReg(i.rm, 4), getReg(i.reg, 4), 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 3, getReg(i.reg, 4), size: 4) }
+        case .sbbRRm4:
+            let src = try readRm(i, 4); let r = alu(3, getReg(i.reg, 4), src, 4); setReg(i.reg, 4, r); _ = r
+        case .sbbRmI4:
+            if !i.isMem { let r = alu(3, getReg(i.rm, 4), i.imm, 4); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 3, i.imm, size: 4) }
+        case .andRmR4:
+            if !i.isMem { let r = (getReg(i.rm, 4) & getReg(i.reg, 4)) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 4, getReg(i.reg, 4), size: 4) }
+        case .andRRm4:
+            let src = try readRm(i, 4); let r = (getReg(i.reg, 4) & src) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.reg, 4, r); _ = r
+        case .andRmI4:
+            if !i.isMem { let r = (getReg(i.rm, 4) & i.imm) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 4, i.imm, size: 4) }
+        case .subRmR4:
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = getReg(i.reg, 4) & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 5, getReg(i.reg, 4), size: 4) }
+        case .subRRm4:
+            let src = try readRm(i, 4); let dv = getReg(i.reg, 4); let sv = src & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); setReg(i.reg, 4, r); _ = r
+        case .subRmI4:
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = i.imm & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 5, i.imm, size: 4) }
+        case .xorRmR4:
+            if !i.isMem { let r = (getReg(i.rm, 4) ^ getReg(i.reg, 4)) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 6, getReg(i.reg, 4), size: 4) }
+        case .xorRRm4:
+            let src = try readRm(i, 4); let r = (getReg(i.reg, 4) ^ src) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.reg, 4, r); _ = r
+        case .xorRmI4:
+            if !i.isMem { let r = (getReg(i.rm, 4) ^ i.imm) & 0xFFFF_FFFF; setLogicFlags(4, r); setReg(i.rm, 4, r); _ = r } else { try aluRm(i, 6, i.imm, size: 4) }
+        case .cmpRmR4:
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = getReg(i.reg, 4) & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); _ = r } else { try aluRm(i, 7, getReg(i.reg, 4), size: 4) }
+        case .cmpRRm4:
+            let src = try readRm(i, 4); let dv = getReg(i.reg, 4); let sv = src & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); _ = r
+        case .cmpRmI4:
+            if !i.isMem { let dv = getReg(i.rm, 4); let sv = i.imm & 0xFFFF_FFFF; let r = (dv &- sv) & 0xFFFF_FFFF; setLazy(LazyKind.sub, 4, res: r, dst: dv, src: sv); _ = r } else { try aluRm(i, 7, i.imm, size: 4) }
+        case .movRmR4: try writeRm(i, 4, getReg(i.reg, 4))
+        case .movRRm4: setReg(i.reg, 4, try readRm(i, 4))
+        case .movRmI4: try writeRm(i, 4, i.imm)
+        case .movRI4: setReg(i.reg, 4, i.imm)
+        case .testRmR4: setLogicFlags(4, try readRm(i, 4) & getReg(i.reg, 4))
+        case .testRmI4: setLogicFlags(4, try readRm(i, 4) & i.imm & sizeMask(4))
+        case .lea4: setReg(i.reg, 4, ea(i))
+        case .movzx8_4: setReg(i.reg, 4, try readRm(i, 1))
+        case .movzx16_4: setReg(i.reg, 4, try readRm(i, 2))
+        case .shift4:
+            if !i.isMem && i.flags & DInst.fCountCL == 0 && i.aux >= 4 && i.aux != 6 {
+                let c = i.imm & 0x1F
+                if c != 0 { setReg(i.rm, 4, shiftFast(Int(i.aux), getReg(i.rm, 4), c, 4)) } else { setReg(i.rm, 4, getReg(i.rm, 4)) }
+            } else { try shiftGroup(i, size: 4) }
+        case .incRm4: try incDec(i, inc: true, size: 4)
+        case .decRm4: try incDec(i, inc: false, size: 4)
+        case .addRmR8:
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = getReg(i.reg, 8) & UInt64.max; let r = (dv &+ sv) & UInt64.max; setLazy(LazyKind.add, 8, res: r, dst: dv, src: sv); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 0, getReg(i.reg, 8), size: 8) }
+        case .addRRm8:
+            let src = try readRm(i, 8); let dv = getReg(i.reg, 8); let sv = src & UInt64.max; let r = (dv &+ sv) & UInt64.max; setLazy(LazyKind.add, 8, res: r, dst: dv, src: sv); setReg(i.reg, 8, r); _ = r
+        case .addRmI8:
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = i.imm & UInt64.max; let r = (dv &+ sv) & UInt64.max; setLazy(LazyKind.add, 8, res: r, dst: dv, src: sv); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 0, i.imm, size: 8) }
+        case .orRmR8:
+            if !i.isMem { let r = (getReg(i.rm, 8) | getReg(i.reg, 8)) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 1, getReg(i.reg, 8), size: 8) }
+        case .orRRm8:
+            let src = try readRm(i, 8); let r = (getReg(i.reg, 8) | src) & UInt64.max; setLogicFlags(8, r); setReg(i.reg, 8, r); _ = r
+        case .orRmI8:
+            if !i.isMem { let r = (getReg(i.rm, 8) | i.imm) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 1, i.imm, size: 8) }
+        case .adcRmR8:
+            if !i.isMem { let r = alu(2, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 2, getReg(i.reg, 8), size: 8) }
+        case .adcRRm8:
+            let src = try readRm(i, 8); let r = alu(2, getReg(i.reg, 8), src, 8); setReg(i.reg, 8, r); _ = r
+        case .adcRmI8:
+            if !i.isMem { let r = alu(2, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 2, i.imm, size: 8) }
+        case .sbbRmR8:
+            if !i.isMem { let r = alu(3, getReg(i.rm, 8), getReg(i.reg, 8), 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 3, getReg(i.reg, 8), size: 8) }
+        case .sbbRRm8:
+            let src = try readRm(i, 8); let r = alu(3, getReg(i.reg, 8), src, 8); setReg(i.reg, 8, r); _ = r
+        case .sbbRmI8:
+            if !i.isMem { let r = alu(3, getReg(i.rm, 8), i.imm, 8); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 3, i.imm, size: 8) }
+        case .andRmR8:
+            if !i.isMem { let r = (getReg(i.rm, 8) & getReg(i.reg, 8)) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 4, getReg(i.reg, 8), size: 8) }
+        case .andRRm8:
+            let src = try readRm(i, 8); let r = (getReg(i.reg, 8) & src) & UInt64.max; setLogicFlags(8, r); setReg(i.reg, 8, r); _ = r
+        case .andRmI8:
+            if !i.isMem { let r = (getReg(i.rm, 8) & i.imm) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 4, i.imm, size: 8) }
+        case .subRmR8:
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = getReg(i.reg, 8) & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 5, getReg(i.reg, 8), size: 8) }
+        case .subRRm8:
+            let src = try readRm(i, 8); let dv = getReg(i.reg, 8); let sv = src & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); setReg(i.reg, 8, r); _ = r
+        case .subRmI8:
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = i.imm & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 5, i.imm, size: 8) }
+        case .xorRmR8:
+            if !i.isMem { let r = (getReg(i.rm, 8) ^ getReg(i.reg, 8)) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 6, getReg(i.reg, 8), size: 8) }
+        case .xorRRm8:
+            let src = try readRm(i, 8); let r = (getReg(i.reg, 8) ^ src) & UInt64.max; setLogicFlags(8, r); setReg(i.reg, 8, r); _ = r
+        case .xorRmI8:
+            if !i.isMem { let r = (getReg(i.rm, 8) ^ i.imm) & UInt64.max; setLogicFlags(8, r); setReg(i.rm, 8, r); _ = r } else { try aluRm(i, 6, i.imm, size: 8) }
+        case .cmpRmR8:
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = getReg(i.reg, 8) & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); _ = r } else { try aluRm(i, 7, getReg(i.reg, 8), size: 8) }
+        case .cmpRRm8:
+            let src = try readRm(i, 8); let dv = getReg(i.reg, 8); let sv = src & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); _ = r
+        case .cmpRmI8:
+            if !i.isMem { let dv = getReg(i.rm, 8); let sv = i.imm & UInt64.max; let r = (dv &- sv) & UInt64.max; setLazy(LazyKind.sub, 8, res: r, dst: dv, src: sv); _ = r } else { try aluRm(i, 7, i.imm, size: 8) }
+        case .movRmR8: try writeRm(i, 8, getReg(i.reg, 8))
+        case .movRRm8: setReg(i.reg, 8, try readRm(i, 8))
+        case .movRmI8: try writeRm(i, 8, i.imm)
+        case .movRI8: setReg(i.reg, 8, i.imm)
+        case .testRmR8: setLogicFlags(8, try readRm(i, 8) & getReg(i.reg, 8))
+        case .testRmI8: setLogicFlags(8, try readRm(i, 8) & i.imm & sizeMask(8))
+        case .lea8: setReg(i.reg, 8, ea(i))
+        case .movzx8_8: setReg(i.reg, 8, try readRm(i, 1))
+        case .movzx16_8: setReg(i.reg, 8, try readRm(i, 2))
+        case .shift8:
+            if !i.isMem && i.flags & DInst.fCountCL == 0 && i.aux >= 4 && i.aux != 6 {
+                let c = i.imm & 0x3F
+                if c != 0 { setReg(i.rm, 8, shiftFast(Int(i.aux), getReg(i.rm, 8), c, 8)) } else { setReg(i.rm, 8, getReg(i.rm, 8)) }
+            } else { try shiftGroup(i, size: 8) }
+        case .incRm8: try incDec(i, inc: true, size: 8)
+        case .decRm8: try incDec(i, inc: false, size: 8)
+
         // MARK: data movement
         case .movRmR:
             try writeRm(i, size, getReg(i.reg, size))
@@ -192,41 +348,55 @@ extension CPUCore {
 
         // MARK: control flow
         case .jcc:
-            rip = cond(UInt8(i.aux)) ? i.imm : next
-            return
+            pc = cond(UInt8(i.aux)) ? i.imm : next
+            continue
         case .jmp:
-            rip = i.imm
-            return
+            pc = i.imm
+            continue
         case .jmpRm:
-            rip = try readRm(i, size)
-            return
+            pc = try readRm(i, size)
+            continue
         case .call:
             try push(next, size)
-            rip = i.imm
-            return
+            pc = i.imm
+            continue
         case .callRm:
             let t = try readRm(i, size)
             try push(next, size)
-            rip = t
-            return
+            pc = t
+            continue
         case .ret:
             let t = try pop(size)
             setSP(r[4] &+ i.imm)
-            rip = t
-            return
+            pc = t
+            continue
         case .jcxz, .loop, .loope, .loopne:
-            rip = try loopOp(i) ? i.imm : next
-            return
+            pc = try loopOp(i) ? i.imm : next
+            continue
 
         // MARK: strings
         case .movs, .cmps, .stos, .lods, .scas, .ins, .outs:
+            rip = pc
             try stringOp(i)
-            return
+            pc = rip
+            if stopBlock { stopBlock = false; return }
+            continue
 
         default:
+            rip = pc
             try execSlow(i)
-            return
+            pc = rip
+            if stopBlock { stopBlock = false; return }
+            continue
         }
-        rip = next
+        pc = next
+        if stopBlock { stopBlock = false; rip = pc; return }
+        }
+        rip = pc
+        } catch {
+            // A fault leaves RIP on the faulting instruction; "exit block" set RIP itself.
+            if error.vector != 0xFF { rip = pc }
+            throw error
+        }
     }
 }

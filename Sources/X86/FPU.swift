@@ -91,7 +91,7 @@ extension CPUCore {
     mutating func fpuCheckPending() throws(Fault) {}
 
     /// Rounds by the FPU control word's RC field.
-    func fpuRound(_ v: Float80) -> Float80 {
+    mutating func fpuRound(_ v: Float80) -> Float80 {
         switch (fpu.cw >> 10) & 3 {
         case 0: return v.rounded(.toNearestOrEven)
         case 1: return v.rounded(.down)
@@ -101,7 +101,7 @@ extension CPUCore {
     }
 
     /// Converts to an integer of `bits` width, giving the "integer indefinite" value on overflow.
-    func fpuToInt(_ v: Float80, bits: Int, truncate: Bool) -> UInt64 {
+    mutating func fpuToInt(_ v: Float80, bits: Int, truncate: Bool) -> UInt64 {
         let r = truncate ? v.rounded(.towardZero) : fpuRound(v)
         let lim = Float80(sign: .plus, exponent: bits - 1, significand: 1)
         if r.isNaN || r >= lim || r < -lim {
@@ -130,7 +130,7 @@ extension CPUCore {
         }
     }
 
-    mutating func execX87(_ i: DInst) throws(Fault) {
+    mutating func execX87(_ i: IP) throws(Fault) {
         try fpuAvailable()
         let esc = Int(i.aux >> 8)
         let modrm = UInt8(i.aux & 0xFF)
@@ -259,7 +259,7 @@ extension CPUCore {
         fpu.sw = (fpu.sw & ~0x4700) | c
     }
 
-    mutating func x87Memory(_ i: DInst, _ esc: Int, _ sub: Int) throws(Fault) {
+    mutating func x87Memory(_ i: IP, _ esc: Int, _ sub: Int) throws(Fault) {
         func loadOperand(_ cpu: inout CPUCore, _ kind: Int) throws(Fault) -> Float80 {
             switch kind {
             case 0: return Float80(Float(bitPattern: UInt32(try cpu.loadN(try cpu.opLinear(i, 4), 4))))
@@ -295,7 +295,7 @@ extension CPUCore {
             case 5:
                 let lin = try opLinear(i, 10)
                 let lo = try loadN(lin, 8), hi = try loadN(lin &+ 8, 2)
-                var raw = (lo, UInt16(hi))
+                var raw = (lo, hi & 0xFFFF)   // 16 bytes: MemoryLayout<Float80>.size
                 let v = withUnsafeBytes(of: &raw) { $0.load(as: Float80.self) }
                 fpu.push(v)
             case 7:
@@ -342,6 +342,7 @@ extension CPUCore {
                 var v = fpuRound(fpu.get(0))
                 let neg = v < 0
                 v = abs(v)
+                if !v.isFinite || v >= 1e18 { v = 0; fpu.sw |= 1 }   // invalid: no indefinite BCD here
                 for k in 0..<9 {
                     let d = UInt64(v.truncatingRemainder(dividingBy: 100))
                     v = (v / 100).rounded(.towardZero)
@@ -357,7 +358,7 @@ extension CPUCore {
 
     private mutating func fullTagWord() -> UInt16 { fpu.tagWord }
 
-    mutating func fstenv(_ i: DInst) throws(Fault) {
+    mutating func fstenv(_ i: IP) throws(Fault) {
         let lin = try opLinear(i, 28, write: true)
         let w = i.size == 2 ? 2 : 4
         let vals: [UInt64] = [UInt64(fpu.cw), UInt64(fpu.status), UInt64(fpu.tagWord), fpu.fip & 0xFFFF_FFFF, 0, fpu.fdp & 0xFFFF_FFFF, 0]
@@ -365,7 +366,7 @@ extension CPUCore {
         fpu.cw |= 0x3F
     }
 
-    mutating func fldenv(_ i: DInst) throws(Fault) {
+    mutating func fldenv(_ i: IP) throws(Fault) {
         let lin = try opLinear(i, 28)
         let w = i.size == 2 ? 2 : 4
         fpu.cw = UInt16(truncatingIfNeeded: try loadN(lin, 2))
@@ -374,7 +375,7 @@ extension CPUCore {
         fpu.tagWord = UInt16(truncatingIfNeeded: try loadN(lin &+ UInt64(2 * w), 2))
     }
 
-    mutating func fsave(_ i: DInst) throws(Fault) {
+    mutating func fsave(_ i: IP) throws(Fault) {
         let w = i.size == 2 ? 14 : 28
         let lin = try opLinear(i, w + 80, write: true)
         try probeWrite(lin, w + 80)
@@ -387,7 +388,7 @@ extension CPUCore {
         fpu.finit()
     }
 
-    mutating func frstor(_ i: DInst) throws(Fault) {
+    mutating func frstor(_ i: IP) throws(Fault) {
         let w = i.size == 2 ? 14 : 28
         let lin = try opLinear(i, w + 80)
         try fldenv(i)

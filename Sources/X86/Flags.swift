@@ -8,6 +8,8 @@
 enum LazyKind {
     static let none: UInt32 = 0, add: UInt32 = 1, adc: UInt32 = 2, sub: UInt32 = 3, sbb: UInt32 = 4
     static let logic: UInt32 = 5, inc: UInt32 = 6, dec: UInt32 = 7
+    /// SHL/SHR/SAR: CF in `lcin`, OF (0/1) in `ldst`, AF = 0.
+    static let shift: UInt32 = 8
 }
 
 @inline(__always) func sizeCode(_ size: Int) -> UInt32 {
@@ -39,7 +41,7 @@ extension CPUCore {
     }
 
     /// The six arithmetic flags as RFLAGS bits.
-    func arithFlags() -> UInt64 {
+    mutating func arithFlags() -> UInt64 {
         let kind = lop >> 2
         if kind == LazyKind.none { return flags & RFlag.arith }
         let size = 1 << Int(lop & 3)
@@ -74,6 +76,8 @@ extension CPUCore {
             f |= lcin
             if (dst ^ src) & (dst ^ res) & sb != 0 { f |= RFlag.of }
             f |= (dst ^ src ^ res) & RFlag.af
+        case LazyKind.shift:
+            f |= lcin | ldst << 11
         default: // logic
             break
         }
@@ -81,18 +85,21 @@ extension CPUCore {
     }
 
     @inline(__always) var cf: Bool {
+        mutating get {
         let kind = lop >> 2
         switch kind {
         case LazyKind.none: return flags & RFlag.cf != 0
         case LazyKind.sub: return ldst < lsrc
         case LazyKind.add: return lres < ldst
         case LazyKind.logic: return false
+        case LazyKind.shift: return lcin != 0
         default: return arithFlags() & RFlag.cf != 0
         }
     }
+    }
 
     /// Full RFLAGS with lazy bits folded in.
-    var rflags: UInt64 { (flags & ~RFlag.arith) | arithFlags() | 2 }
+    var rflags: UInt64 { mutating get { (flags & ~RFlag.arith) | arithFlags() | 2 } }
 
     @inline(__always) mutating func materializeFlags() {
         if lop != 0 {
@@ -108,7 +115,7 @@ extension CPUCore {
     }
 
     /// Jcc/SETcc/CMOVcc condition `cc` (0..15).
-    @inline(__always) func cond(_ cc: UInt8) -> Bool {
+    @inline(__always) mutating func cond(_ cc: UInt8) -> Bool {
         let kind = lop >> 2
         if kind == LazyKind.sub {
             switch cc {

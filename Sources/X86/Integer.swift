@@ -34,19 +34,31 @@ extension CPUCore {
     }
 
     /// rm op= src for ALU kinds; CMP (7) writes nothing. Honors LOCK with a host compare-and-swap.
-    @inline(__always) mutating func aluRm(_ i: DInst, _ kind: Int, _ src: UInt64) throws(Fault) {
-        let size = i.size
+    @inline(__always) mutating func aluRm(_ i: IP, _ kind: Int, _ src: UInt64) throws(Fault) {
+        try aluRm(i, kind, src, size: i.size)
+    }
+
+    @inline(__always) mutating func aluRm(_ i: IP, _ kind: Int, _ src: UInt64, size: Int) throws(Fault) {
         if !i.isMem {
             let d = getReg(i.rm, size)
             let r = alu(kind, d, src, size)
             if kind != 7 { setReg(i.rm, size, r) }
             return
         }
-        let lin = try opLinear(i, size, write: kind != 7)
         if kind == 7 {
-            _ = alu(7, try loadN(lin, size), src, size)
+            _ = alu(7, try readRm(i, size), src, size)
             return
         }
+        if i.flags & DInst.fLock == 0, let h = fastHost(i, size, write: true) {
+            hostStore(h, alu(kind, hostLoad(h, size), src, size), size)
+            return
+        }
+        try aluRmSlow(i, kind, src)
+    }
+
+    @inline(never) mutating func aluRmSlow(_ i: IP, _ kind: Int, _ src: UInt64) throws(Fault) {
+        let size = i.size
+        let lin = try opLinear(i, size, write: true)
         let d = try loadRMW(lin, size)
         if i.flags & DInst.fLock != 0, let p = atomicPointer(lin, size) {
             try atomicUpdate(p, size, first: d) { old, cpu in cpu.alu(kind, old, src, size) }
@@ -69,8 +81,11 @@ extension CPUCore {
 
     // MARK: unary
 
-    mutating func incDec(_ i: DInst, inc: Bool) throws(Fault) {
-        let size = i.size
+    mutating func incDec(_ i: IP, inc: Bool) throws(Fault) {
+        try incDec(i, inc: inc, size: i.size)
+    }
+
+    @inline(__always) mutating func incDec(_ i: IP, inc: Bool, size: Int) throws(Fault) {
         let m = sizeMask(size)
         let oldCF: UInt64 = cf ? 1 : 0
         func apply(_ d: UInt64, _ c: inout CPUCore) -> UInt64 {
@@ -92,7 +107,7 @@ extension CPUCore {
         try storeN(lin, apply(d, &self), size)
     }
 
-    mutating func notNeg(_ i: DInst, neg: Bool) throws(Fault) {
+    mutating func notNeg(_ i: IP, neg: Bool) throws(Fault) {
         let size = i.size
         let m = sizeMask(size)
         func apply(_ d: UInt64, _ c: inout CPUCore) -> UInt64 {
@@ -120,10 +135,10 @@ extension CPUCore {
         let m = sizeMask(size)
         let msb = bits - 1
         if count == 0 { return d }
-        var f = arithFlags()
         var r: UInt64
         switch kind {
         case 0, 1: // ROL, ROR
+            var f = arithFlags()
             let c = count % bits
             if kind == 0 {
                 r = c == 0 ? d : ((d << c) | (d >> (bits - c))) & m
@@ -137,6 +152,7 @@ extension CPUCore {
             setArith(f)
             return r
         case 2, 3: // RCL, RCR through CF
+            var f = arithFlags()
             let c = count % (bits + 1)
             if c == 0 { return d }
             var cfb = f & 1
@@ -159,29 +175,51 @@ extension CPUCore {
         case 4, 6: // SHL
             r = count >= 64 ? 0 : (d << count) & m
             let src = count - 1 >= 64 ? 0 : (d << (count - 1)) & m
-            let cfb = (src >> msb) & 1
-            let of = ((src ^ r) >> msb) & 1
-            setArith(cfb | parityEven(r) << 2 | (r == 0 ? RFlag.zf : 0) | ((r >> msb) & 1) << 7 | of << 11)
+            lcin = (src >> msb) & 1
+            setLazy(LazyKind.shift, size, res: r, dst: ((src ^ r) >> msb) & 1, src: 0)
             return r
         case 5: // SHR
             r = count >= 64 ? 0 : d >> count
             let src = d >> (count - 1)
-            let cfb = src & 1
-            let of = ((src ^ r) >> msb) & 1
-            setArith(cfb | parityEven(r) << 2 | (r == 0 ? RFlag.zf : 0) | ((r >> msb) & 1) << 7 | of << 11)
+            lcin = src & 1
+            setLazy(LazyKind.shift, size, res: r, dst: ((src ^ r) >> msb) & 1, src: 0)
             return r
         default: // SAR
             let sd = signExtend(d, size)
             r = UInt64(bitPattern: sd >> Int64(min(count, 63))) & m
             let src = UInt64(bitPattern: sd >> Int64(min(count - 1, 63)))
-            let cfb = src & 1
-            setArith(cfb | parityEven(r) << 2 | (r == 0 ? RFlag.zf : 0) | ((r >> msb) & 1) << 7)
+            lcin = src & 1
+            setLazy(LazyKind.shift, size, res: r, dst: 0, src: 0)
             return r
         }
     }
 
-    mutating func shiftGroup(_ i: DInst) throws(Fault) {
-        let size = i.size
+    /// SHL/SHR/SAR by a non-zero count with lazy flags (the common register-by-immediate forms).
+    @inline(__always) mutating func shiftFast(_ kind: Int, _ d: UInt64, _ count: UInt64, _ size: Int) -> UInt64 {
+        let msb = UInt64(size * 8 - 1)
+        let m = sizeMask(size)
+        let r: UInt64, src: UInt64
+        switch kind {
+        case 4:
+            r = (d << count) & m; src = (d << (count - 1)) & m
+            lcin = (src >> msb) & 1
+        case 5:
+            r = d >> count; src = d >> (count - 1)
+            lcin = src & 1
+        default:
+            let sd = signExtend(d, size)
+            r = UInt64(bitPattern: sd >> Int64(count)) & m; src = UInt64(bitPattern: sd >> Int64(count - 1))
+            lcin = src & 1
+        }
+        setLazy(LazyKind.shift, size, res: r, dst: kind == 7 ? 0 : ((src ^ r) >> msb) & 1, src: 0)
+        return r
+    }
+
+    mutating func shiftGroup(_ i: IP) throws(Fault) {
+        try shiftGroup(i, size: i.size)
+    }
+
+    @inline(__always) mutating func shiftGroup(_ i: IP, size: Int) throws(Fault) {
         let raw = i.flags & DInst.fCountCL != 0 ? r[1] & 0xFF : i.imm
         let count = raw & (size == 8 ? 0x3F : 0x1F)
         let kind = Int(i.aux)
@@ -197,7 +235,7 @@ extension CPUCore {
         try storeN(lin, shiftOp(kind, d, count, size), size)
     }
 
-    mutating func doubleShift(_ i: DInst, left: Bool) throws(Fault) {
+    mutating func doubleShift(_ i: IP, left: Bool) throws(Fault) {
         let size = i.size
         let bits = UInt64(size * 8)
         let raw = i.flags & DInst.fCountCL != 0 ? r[1] & 0xFF : i.imm
@@ -236,7 +274,7 @@ extension CPUCore {
         setArith(o | parityEven(low) << 2 | (low == 0 ? RFlag.zf : 0) | ((low >> msb) & 1) << 7)
     }
 
-    mutating func mul(_ i: DInst, signed: Bool) throws(Fault) {
+    mutating func mul(_ i: IP, signed: Bool) throws(Fault) {
         let size = i.size
         let s = try readRm(i, size)
         switch size {
@@ -281,7 +319,7 @@ extension CPUCore {
     }
 
     /// IMUL r, rm[, imm]: truncated product, CF=OF on signed overflow.
-    mutating func imul2(_ i: DInst, _ a: UInt64, _ b: UInt64) {
+    mutating func imul2(_ i: IP, _ a: UInt64, _ b: UInt64) {
         let size = i.size
         if size == 8 {
             let p = Int64(bitPattern: a).multipliedFullWidth(by: Int64(bitPattern: b))
@@ -295,7 +333,7 @@ extension CPUCore {
         }
     }
 
-    mutating func div(_ i: DInst, signed: Bool) throws(Fault) {
+    mutating func div(_ i: IP, signed: Bool) throws(Fault) {
         let size = i.size
         let s = try readRm(i, size)
         if s == 0 { throw Fault.de }
@@ -353,7 +391,7 @@ extension CPUCore {
     // MARK: bit operations
 
     /// BT/BTS/BTR/BTC. `op`: 0 test, 1 set, 2 reset, 3 complement.
-    mutating func bitTest(_ i: DInst, _ op: Int, immediate: Bool) throws(Fault) {
+    mutating func bitTest(_ i: IP, _ op: Int, immediate: Bool) throws(Fault) {
         let size = i.size
         let bits = Int64(size * 8)
         var off = immediate ? Int64(i.imm) : Int64(bitPattern: getReg(i.reg, size))
@@ -394,7 +432,7 @@ extension CPUCore {
         setArith((arithFlags() & ~RFlag.cf) | (v & bit != 0 ? 1 : 0))
     }
 
-    mutating func bitScan(_ i: DInst, _ kind: Op) throws(Fault) {
+    mutating func bitScan(_ i: IP, _ kind: Op) throws(Fault) {
         let size = i.size
         let s = try readRm(i, size)
         let bits = UInt64(size * 8)

@@ -206,7 +206,7 @@ extension CPUCore {
 import Foundation
 
 extension CPUCore {
-    func logFault(_ f: Fault) {
+    mutating func logFault(_ f: Fault) {
         let msg = "x86[\(index)]: exception \(f.vector) code \(String(f.code, radix: 16)) at \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) cr2 \(String(cr2, radix: 16)) rsp \(String(r[4], radix: 16))\n"
         FileHandle.standardError.write(msg.data(using: .utf8)!)
     }

@@ -144,7 +144,7 @@ extension CPUCore {
 
     // MARK: physical memory
 
-    @inline(__always) func hostPointer(_ phys: UInt64, _ size: Int) -> UnsafeMutableRawPointer? {
+    @inline(__always) mutating func hostPointer(_ phys: UInt64, _ size: Int) -> UnsafeMutableRawPointer? {
         ram.hostPointer(physical: phys, length: UInt64(size))
     }
 

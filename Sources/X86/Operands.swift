@@ -2,7 +2,7 @@
 // operands through segmentation and the TLB. All `@inline(__always)`: they vanish into the switch.
 
 extension CPUCore {
-    @inline(__always) func ea(_ i: DInst) -> UInt64 {
+    @inline(__always) mutating func ea(_ i: IP) -> UInt64 {
         let a = i.disp &+ r[Int(i.base)] &+ (r[Int(i.index)] << UInt64(i.scale))
         switch i.asz {
         case 8: return a
@@ -11,7 +11,7 @@ extension CPUCore {
         }
     }
 
-    @inline(__always) func getReg(_ code: UInt8, _ size: Int) -> UInt64 {
+    @inline(__always) mutating func getReg(_ code: UInt8, _ size: Int) -> UInt64 {
         switch size {
         case 1: return UInt64(regsRaw.load(fromByteOffset: Int(code), as: UInt8.self))
         case 2: return r[Int(code)] & 0xFFFF
@@ -30,18 +30,43 @@ extension CPUCore {
     }
 
     /// Linear address of the memory operand for an access of `size` bytes.
-    @inline(__always) mutating func opLinear(_ i: DInst, _ size: Int, write: Bool = false) throws(Fault) -> UInt64 {
+    @inline(__always) mutating func opLinear(_ i: IP, _ size: Int, write: Bool = false) throws(Fault) -> UInt64 {
         try linear(Int(i.seg), ea(i), size, write: write)
     }
 
-    @inline(__always) mutating func readRm(_ i: DInst, _ size: Int) throws(Fault) -> UInt64 {
-        if i.isMem { return try loadN(try opLinear(i, size), size) }
-        return getReg(i.rm, size)
+    /// Host address of a memory operand when segmentation and the TLB allow it without help
+    /// (`write` selects the write tag), or nil.
+    @inline(__always) mutating func fastHost(_ i: IP, _ size: Int, write: Bool) -> UnsafeMutableRawPointer? {
+        let e = ea(i)
+        let seg = Int(i.seg)
+        guard e &+ UInt64(size) <= segEnd[seg] else { return nil }
+        var lin = segBase[seg] &+ e
+        if mode != .m64 { lin &= 0xFFFF_FFFF }
+        let page = lin >> 12
+        let t = tlb + Int(page & tlbMask)
+        let tag = write ? t.pointee.wtag : t.pointee.rtag
+        guard tag == page && (lin & 0xFFF) &+ UInt64(size) <= 0x1000 else { return nil }
+        return UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: lin &+ t.pointee.addend))
     }
 
-    @inline(__always) mutating func writeRm(_ i: DInst, _ size: Int, _ v: UInt64) throws(Fault) {
-        if i.isMem { try storeN(try opLinear(i, size, write: true), v, size); return }
-        setReg(i.rm, size, v)
+    @inline(__always) mutating func readRm(_ i: IP, _ size: Int) throws(Fault) -> UInt64 {
+        if !i.isMem { return getReg(i.rm, size) }
+        if let h = fastHost(i, size, write: false) { return hostLoad(h, size) }
+        return try readMem(i, size)
+    }
+
+    @inline(__always) mutating func writeRm(_ i: IP, _ size: Int, _ v: UInt64) throws(Fault) {
+        if !i.isMem { setReg(i.rm, size, v); return }
+        if let h = fastHost(i, size, write: true) { hostStore(h, v, size); return }
+        try writeMem(i, size, v)
+    }
+
+    @inline(never) mutating func readMem(_ i: IP, _ size: Int) throws(Fault) -> UInt64 {
+        try loadN(try opLinear(i, size), size)
+    }
+
+    @inline(never) mutating func writeMem(_ i: IP, _ size: Int, _ v: UInt64) throws(Fault) {
+        try storeN(try opLinear(i, size, write: true), v, size)
     }
 
     /// Loads a value that will be written back: the write permission is checked first, so a fault on
@@ -63,7 +88,7 @@ extension CPUCore {
     }
 
     /// Host pointer for an atomic read-modify-write, when the operand is plain RAM in one page.
-    @inline(__always) func atomicPointer(_ lin: UInt64, _ size: Int) -> UnsafeMutableRawPointer? {
+    @inline(__always) mutating func atomicPointer(_ lin: UInt64, _ size: Int) -> UnsafeMutableRawPointer? {
         let page = lin >> 12
         let e = tlb + Int(page & tlbMask)
         if e.pointee.wtag == page && (lin & 0xFFF) &+ UInt64(size) <= 0x1000 {
@@ -75,8 +100,10 @@ extension CPUCore {
     // MARK: stack
 
     @inline(__always) var stackMask: UInt64 {
-        if mode == .m64 { return .max }
-        return segs[SegReg.ss].attr & 0x4000 != 0 ? 0xFFFF_FFFF : 0xFFFF
+        mutating get {
+            if mode == .m64 { return .max }
+            return segs[SegReg.ss].attr & 0x4000 != 0 ? 0xFFFF_FFFF : 0xFFFF
+        }
     }
 
     @inline(__always) mutating func setSP(_ v: UInt64) {
@@ -103,5 +130,23 @@ extension CPUCore {
     mutating func peek(_ offset: UInt64, _ size: Int) throws(Fault) -> UInt64 {
         let sp = (r[4] &+ offset) & stackMask
         return try loadN(try linear(SegReg.ss, sp, size), size)
+    }
+}
+
+@inline(__always) func hostLoad(_ h: UnsafeMutableRawPointer, _ size: Int) -> UInt64 {
+    switch size {
+    case 1: return UInt64(h.load(as: UInt8.self))
+    case 2: return UInt64(h.loadUnaligned(as: UInt16.self))
+    case 4: return UInt64(h.loadUnaligned(as: UInt32.self))
+    default: return h.loadUnaligned(as: UInt64.self)
+    }
+}
+
+@inline(__always) func hostStore(_ h: UnsafeMutableRawPointer, _ v: UInt64, _ size: Int) {
+    switch size {
+    case 1: h.storeBytes(of: UInt8(truncatingIfNeeded: v), as: UInt8.self)
+    case 2: h.storeBytes(of: UInt16(truncatingIfNeeded: v), as: UInt16.self)
+    case 4: h.storeBytes(of: UInt32(truncatingIfNeeded: v), as: UInt32.self)
+    default: h.storeBytes(of: v, as: UInt64.self)
     }
 }

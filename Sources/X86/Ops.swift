@@ -61,4 +61,31 @@ enum Op: UInt16 {
     case fxsave, fxrstor, xsave, xrstor, ldmxcsr, stmxcsr
     // FPU and SIMD: the executor switches again on `aux`.
     case x87, sse, fwait, emms
+    // Fused compare-and-branch (CMP/TEST on registers followed by Jcc): one dispatch for two.
+    case cmpjRR4, cmpjRR8, cmpjRI4, cmpjRI8, testjRR4, testjRR8
+    // Size-specialized forms of the hottest operations (32 and 64 bits), chosen by Decoder.specialize.
+    case addRmR4, addRRm4, addRmI4, orRmR4, orRRm4, orRmI4, adcRmR4, adcRRm4, adcRmI4, sbbRmR4, sbbRRm4, sbbRmI4, andRmR4, andRRm4, andRmI4, subRmR4, subRRm4, subRmI4, xorRmR4, xorRRm4, xorRmI4, cmpRmR4, cmpRRm4, cmpRmI4, movRmR4, movRRm4, movRmI4, movRI4, testRmR4, testRmI4, lea4, movzx8_4, movzx16_4, shift4, incRm4, decRm4, addRmR8, addRRm8, addRmI8, orRmR8, orRRm8, orRmI8, adcRmR8, adcRRm8, adcRmI8, sbbRmR8, sbbRRm8, sbbRmI8, andRmR8, andRRm8, andRmI8, subRmR8, subRRm8, subRmI8, xorRmR8, xorRRm8, xorRmI8, cmpRmR8, cmpRRm8, cmpRmI8, movRmR8, movRRm8, movRmI8, movRI8, testRmR8, testRmI8, lea8, movzx8_8, movzx16_8, shift8, incRm8, decRm8
+}
+
+/// The executor passes decoded instructions by pointer: fields are loaded where a case needs them
+/// instead of all at once (a 32-byte value spills registers in the big switch).
+typealias IP = UnsafePointer<DInst>
+
+extension UnsafePointer where Pointee == DInst {
+    @inline(__always) var disp: UInt64 { pointee.disp }
+    @inline(__always) var imm: UInt64 { pointee.imm }
+    @inline(__always) var op: Op { pointee.op }
+    @inline(__always) var len: UInt8 { pointee.len }
+    @inline(__always) var osz: UInt8 { pointee.osz }
+    @inline(__always) var asz: UInt8 { pointee.asz }
+    @inline(__always) var reg: UInt8 { pointee.reg }
+    @inline(__always) var rm: UInt8 { pointee.rm }
+    @inline(__always) var base: UInt8 { pointee.base }
+    @inline(__always) var index: UInt8 { pointee.index }
+    @inline(__always) var scale: UInt8 { pointee.scale }
+    @inline(__always) var seg: UInt8 { pointee.seg }
+    @inline(__always) var flags: UInt8 { pointee.flags }
+    @inline(__always) var aux: UInt16 { pointee.aux }
+    @inline(__always) var isMem: Bool { pointee.flags & DInst.fMem != 0 }
+    @inline(__always) var size: Int { Int(pointee.osz) }
 }

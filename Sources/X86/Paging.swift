@@ -47,7 +47,7 @@ extension CPUCore {
         n.physPage = ppage
         n.global = global
         if r { n.rtag = page }
-        if w && !readOnly && !code.isCode(ppage) { n.wtag = page } else if !w { n.wtag = .max }
+        n.wtag = w && !readOnly && !code.isCode(ppage) ? page : .max
         if x { n.xtag = page }
         e.pointee = n
     }
@@ -60,7 +60,7 @@ extension CPUCore {
         var dirty: Bool
     }
 
-    private func pageFaultCode(present: Bool, _ access: Access, user: Bool) -> UInt32 {
+    private mutating func pageFaultCode(present: Bool, _ access: Access, user: Bool) -> UInt32 {
         var c: UInt32 = present ? 1 : 0
         if access == .write { c |= 2 }
         if user { c |= 4 }
@@ -82,7 +82,7 @@ extension CPUCore {
         return (wide ? h.load(as: UInt64.self) : UInt64(h.load(as: UInt32.self)), h)
     }
 
-    private func setBits(_ ptr: UnsafeMutableRawPointer?, wide: Bool, _ bits: UInt64) {
+    private mutating func setBits(_ ptr: UnsafeMutableRawPointer?, wide: Bool, _ bits: UInt64) {
         guard let ptr else { return }
         if wide {
             let a = ptr.assumingMemoryBound(to: Atomic<UInt64>.self)

@@ -10,6 +10,8 @@ extension CPUCore {
                 pollCountdown = 32
                 pollNow = false
                 if platformRef.shouldStop(cpu: index) { return .stopRequested }
+                syncCodeEpoch()   // other vCPUs' newly decoded code pages lose our write tags
+                if traceRIP { watchdog() }
                 if !pollEvents() { continue }
             }
             runOneBlock()
@@ -66,34 +68,42 @@ extension CPUCore {
             return
         }
         if traceBlocks { traceBlock(b) }
-        let start = blocks.insts + Int(b.pointee.first)
-        var p = start
-        let end = interruptShadow ? start + 1 : start + Int(b.pointee.count)
-        interruptShadow = false
-        do {
-            while p < end {
-                try exec(p.pointee)
-                p += 1
-                if stopBlock { stopBlock = false; break }
-            }
-        } catch {
-            if error.vector == 0xFF {
-                p += 1
-                stopBlock = false
-            } else {
-                stopBlock = false
-                raise(error)
-            }
+        let start = UnsafePointer(blocks.insts + Int(b.pointee.first))
+        let n: Int
+        if interruptShadow {
+            // One instruction under the STI/MOV SS shadow, then look for interrupts at once.
+            n = 1
+            interruptShadow = false
+            pollNow = true
+        } else {
+            n = Int(b.pointee.count)
         }
-        instructions &+= UInt64(p - start)
+        let guest = n == Int(b.pointee.count) ? UInt64(b.pointee.guestCount) : UInt64(n)
+        do {
+            try execBlock(start, start + n)
+        } catch {
+            stopBlock = false
+            if error.vector != 0xFF { raise(error) }
+        }
+        instructions &+= guest
     }
 }
 
 import Foundation
 
 extension CPUCore {
-    func traceBlock(_ b: UnsafeMutablePointer<BlockInfo>) {
+    mutating func traceBlock(_ b: UnsafeMutablePointer<BlockInfo>) {
         let msg = "x86[\(index)]: block \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) n=\(b.pointee.count) rax=\(String(r[0], radix: 16)) rcx=\(String(r[1], radix: 16)) rsp=\(String(r[4], radix: 16))\n"
+        FileHandle.standardError.write(msg.data(using: .utf8)!)
+    }
+}
+
+extension CPUCore {
+    mutating func watchdog() {
+        let now = monotonicNanos()
+        if now < nextRIPTrace { return }
+        nextRIPTrace = now + 1_000_000_000
+        let msg = "x86[\(index)]: rip \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) rsp \(String(r[4], radix: 16)) if=\(flags & RFlag.ifl != 0) \(activity) icount \(instructions) cr3 \(String(cr3, radix: 16))\n"
         FileHandle.standardError.write(msg.data(using: .utf8)!)
     }
 }

@@ -22,10 +22,10 @@ extension CPUCore {
         if cr0 & 8 != 0 { throw Fault.nm }
     }
 
-    @inline(__always) func xget(_ n: UInt8) -> V128 { xmm[Int(n & 15)] }
+    @inline(__always) mutating func xget(_ n: UInt8) -> V128 { xmm[Int(n & 15)] }
     @inline(__always) mutating func xset(_ n: UInt8, _ v: V128) { xmm[Int(n & 15)] = v }
 
-    mutating func load128(_ i: DInst, aligned: Bool = false) throws(Fault) -> V128 {
+    mutating func load128(_ i: IP, aligned: Bool = false) throws(Fault) -> V128 {
         if !i.isMem { return xget(i.rm) }
         let e = ea(i)
         if aligned && e & 15 != 0 { throw Fault.gp(0) }
@@ -33,7 +33,7 @@ extension CPUCore {
         return V128(try load(lin, UInt64.self), try load(lin &+ 8, UInt64.self))
     }
 
-    mutating func store128(_ i: DInst, _ v: V128, aligned: Bool = false) throws(Fault) {
+    mutating func store128(_ i: IP, _ v: V128, aligned: Bool = false) throws(Fault) {
         if !i.isMem { xset(i.rm, v); return }
         let e = ea(i)
         if aligned && e & 15 != 0 { throw Fault.gp(0) }
@@ -43,16 +43,16 @@ extension CPUCore {
     }
 
     /// The low 64 bits of the source operand (register or 8-byte memory).
-    mutating func load64(_ i: DInst) throws(Fault) -> UInt64 {
+    mutating func load64(_ i: IP) throws(Fault) -> UInt64 {
         if !i.isMem { return xget(i.rm)[0] }
         return try load(try opLinear(i, 8), UInt64.self)
     }
-    mutating func load32(_ i: DInst) throws(Fault) -> UInt32 {
+    mutating func load32(_ i: IP) throws(Fault) -> UInt32 {
         if !i.isMem { return UInt32(truncatingIfNeeded: xget(i.rm)[0]) }
         return try load(try opLinear(i, 4), UInt32.self)
     }
 
-    mutating func execSSE(_ i: DInst) throws(Fault) {
+    mutating func execSSE(_ i: IP) throws(Fault) {
         let aux = i.aux
         let map = aux >> 12
         let pfx = (aux >> 8) & 3
@@ -201,6 +201,12 @@ extension CPUCore {
                                  : SIMD4<Float>(x[0] + x[1], x[2] + x[3], y[0] + y[1], y[2] + y[3])))
             } else { throw Fault.ud }
 
+        case 0x70 where pfx == 2 || pfx == 3: // PSHUFHW / PSHUFLW
+            let src = asWords(try load128(i))
+            var o = src
+            let base = pfx == 2 ? 4 : 0
+            for k in 0..<4 { o[base + k] = src[base + Int((i.imm >> UInt64(2 * k)) & 3)] }
+            xset(d, v128(o))
         default:
             if pfx == 1 { try execSSEInt(i, opc); return }
             reportUnimplemented(i)
@@ -208,7 +214,7 @@ extension CPUCore {
         }
     }
 
-    mutating func sseFloatArith(_ i: DInst, _ opc: UInt8, _ pfx: UInt16) throws(Fault) {
+    mutating func sseFloatArith(_ i: IP, _ opc: UInt8, _ pfx: UInt16) throws(Fault) {
         let d = i.reg
         func f32(_ a: Float, _ b: Float) -> Float {
             switch opc {
@@ -250,7 +256,7 @@ extension CPUCore {
         }
     }
 
-    mutating func sseCompare(_ i: DInst, _ pfx: UInt16) throws(Fault) {
+    mutating func sseCompare(_ i: IP, _ pfx: UInt16) throws(Fault) {
         let d = i.reg
         let p = Int(i.imm & 7)
         func c<T: BinaryFloatingPoint>(_ a: T, _ b: T) -> Bool {
@@ -287,7 +293,7 @@ extension CPUCore {
 
     /// Float to integer with SSE's rounding (MXCSR.RC) or truncation; out of range gives the
     /// "integer indefinite" value.
-    func sseToInt<T: BinaryFloatingPoint>(_ v: T, bits: Int, truncate: Bool) -> UInt64 {
+    mutating func sseToInt<T: BinaryFloatingPoint>(_ v: T, bits: Int, truncate: Bool) -> UInt64 {
         let rule: FloatingPointRoundingRule
         if truncate { rule = .towardZero } else {
             switch (mxcsr >> 13) & 3 {
@@ -303,7 +309,7 @@ extension CPUCore {
         return UInt64(bitPattern: Int64(r)) & sizeMask(bits / 8)
     }
 
-    mutating func sseConvertToInt(_ i: DInst, _ pfx: UInt16, truncate: Bool) throws(Fault) {
+    mutating func sseConvertToInt(_ i: IP, _ pfx: UInt16, truncate: Bool) throws(Fault) {
         let bits = i.size * 8
         switch pfx {
         case 2: setReg(i.reg, i.size, sseToInt(Float(bitPattern: try load32(i)), bits: bits, truncate: truncate))
@@ -312,7 +318,7 @@ extension CPUCore {
         }
     }
 
-    mutating func sseConvertFromInt(_ i: DInst, _ pfx: UInt16) throws(Fault) {
+    mutating func sseConvertFromInt(_ i: IP, _ pfx: UInt16) throws(Fault) {
         let d = i.reg
         switch pfx {
         case 2, 3:
@@ -325,7 +331,7 @@ extension CPUCore {
         }
     }
 
-    mutating func sseConvertVector(_ i: DInst, _ opc: UInt8, _ pfx: UInt16) throws(Fault) {
+    mutating func sseConvertVector(_ i: IP, _ opc: UInt8, _ pfx: UInt16) throws(Fault) {
         let d = i.reg
         switch (opc, pfx) {
         case (0x5A, 0): // CVTPS2PD
@@ -359,7 +365,7 @@ extension CPUCore {
         }
     }
 
-    mutating func execMMX(_ i: DInst, _ opc: UInt8) throws(Fault) {
+    mutating func execMMX(_ i: IP, _ opc: UInt8) throws(Fault) {
         try fpuAvailable()
         let d = Int(i.reg & 7)
         switch opc {

@@ -2,7 +2,7 @@
 // compares, min/max, shifts, shuffles, unpacks, packs, multiplies.
 
 extension CPUCore {
-    mutating func execSSEInt(_ i: DInst, _ opc: UInt8) throws(Fault) {
+    mutating func execSSEInt(_ i: IP, _ opc: UInt8) throws(Fault) {
         let d = i.reg
         // Shift-by-immediate groups take the register in rm and the count in imm.
         if opc >= 0x71 && opc <= 0x73 {
@@ -93,13 +93,13 @@ extension CPUCore {
         xset(d, r)
     }
 
-    private func unpackLow(_ a: V128, _ b: V128, _ w: Int) -> V128 {
+    private mutating func unpackLow(_ a: V128, _ b: V128, _ w: Int) -> V128 {
         interleave(a, b, w, high: false)
     }
-    private func unpackHigh(_ a: V128, _ b: V128, _ w: Int) -> V128 {
+    private mutating func unpackHigh(_ a: V128, _ b: V128, _ w: Int) -> V128 {
         interleave(a, b, w, high: true)
     }
-    private func interleave(_ a: V128, _ b: V128, _ w: Int, high: Bool) -> V128 {
+    private mutating func interleave(_ a: V128, _ b: V128, _ w: Int, high: Bool) -> V128 {
         let x = asBytes(a), y = asBytes(b)
         var o = SIMD16<UInt8>()
         let base = high ? 8 : 0
@@ -114,7 +114,7 @@ extension CPUCore {
         return v128(o)
     }
 
-    private func saturating(_ opc: UInt8, _ a: V128, _ b: V128) -> V128 {
+    private mutating func saturating(_ opc: UInt8, _ a: V128, _ b: V128) -> V128 {
         switch opc {
         case 0xDC: // PADDUSB
             let x = asBytes(a), y = asBytes(b); var o = SIMD16<UInt8>()
@@ -144,7 +144,7 @@ extension CPUCore {
     }
 
     /// PSRLW/D/Q, PSRAW/D, PSLLW/D/Q by a count.
-    private func shiftBy(_ opc: UInt8, _ a: V128, _ count: UInt64) -> V128 {
+    private mutating func shiftBy(_ opc: UInt8, _ a: V128, _ count: UInt64) -> V128 {
         switch opc {
         case 0xD1:
             return count > 15 ? .zero : v128(asWords(a) &>> UInt16(count))
@@ -158,7 +158,7 @@ extension CPUCore {
         }
     }
 
-    mutating func sseShiftImm(_ i: DInst, _ opc: UInt8) throws(Fault) {
+    mutating func sseShiftImm(_ i: IP, _ opc: UInt8) throws(Fault) {
         if i.isMem { throw Fault.ud }
         let sub = Int(i.reg & 7)
         let a = xget(i.rm)
@@ -189,7 +189,7 @@ extension CPUCore {
 
     // MARK: FXSAVE / FXRSTOR / XSAVE / XRSTOR
 
-    func fxsaveImage() -> [UInt8] {
+    mutating func fxsaveImage() -> [UInt8] {
         var img = [UInt8](repeating: 0, count: 512)
         img.withUnsafeMutableBytes { b in
             b.storeBytes(of: fpu.cw, toByteOffset: 0, as: UInt16.self)
@@ -239,7 +239,7 @@ extension CPUCore {
         }
     }
 
-    mutating func fxsave(_ i: DInst) throws(Fault) {
+    mutating func fxsave(_ i: IP) throws(Fault) {
         if cr0 & 0xC != 0 { throw cr0 & 4 != 0 ? Fault.ud : Fault.nm }
         let e = ea(i)
         if e & 15 != 0 { throw Fault.gp(0) }
@@ -263,7 +263,7 @@ extension CPUCore {
         return img
     }
 
-    mutating func fxrstor(_ i: DInst) throws(Fault) {
+    mutating func fxrstor(_ i: IP) throws(Fault) {
         if cr0 & 0xC != 0 { throw cr0 & 4 != 0 ? Fault.ud : Fault.nm }
         let e = ea(i)
         if e & 15 != 0 { throw Fault.gp(0) }
@@ -274,7 +274,7 @@ extension CPUCore {
         loadFxsaveImage(img)
     }
 
-    mutating func xsaveOp(_ i: DInst) throws(Fault) {
+    mutating func xsaveOp(_ i: IP) throws(Fault) {
         if cr4 & 0x4_0000 == 0 { throw Fault.ud }
         if cr0 & 8 != 0 { throw Fault.nm }
         let e = ea(i)
@@ -296,7 +296,7 @@ extension CPUCore {
         try store(lin &+ 512, (bv & ~rfbm) | rfbm)
     }
 
-    mutating func xrstorOp(_ i: DInst) throws(Fault) {
+    mutating func xrstorOp(_ i: IP) throws(Fault) {
         if cr4 & 0x4_0000 == 0 { throw Fault.ud }
         if cr0 & 8 != 0 { throw Fault.nm }
         let e = ea(i)

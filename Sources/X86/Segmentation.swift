@@ -32,7 +32,7 @@ struct Descriptor {
 
 extension CPUCore {
     /// Address of the descriptor for `selector` in the GDT or LDT, or nil past the table limit.
-    func descriptorAddress(_ selector: UInt16, size: UInt64 = 8) -> UInt64? {
+    mutating func descriptorAddress(_ selector: UInt16, size: UInt64 = 8) -> UInt64? {
         let idx = UInt64(selector & 0xFFF8)
         if selector & 4 != 0 {
             let ldt = segs[SegReg.ldtr]

@@ -2,7 +2,7 @@
 // family (CMPXCHG, CMPXCHG8B/16B, XADD); LOOP/JCXZ.
 
 extension CPUCore {
-    mutating func enter(_ i: DInst) throws(Fault) {
+    mutating func enter(_ i: IP) throws(Fault) {
         let size = i.size
         let level = Int(i.aux & 31)
         let frameSize = i.imm
@@ -76,7 +76,7 @@ extension CPUCore {
         if flags & RFlag.ifl != 0 && oldIF == 0 { pollNow = true }
     }
 
-    mutating func cmpxchg(_ i: DInst) throws(Fault) {
+    mutating func cmpxchg(_ i: IP) throws(Fault) {
         let size = i.size
         let acc = getReg(0, size)
         let src = getReg(i.reg, size)
@@ -98,7 +98,7 @@ extension CPUCore {
         if acc == d { try storeN(lin, src, size) } else { try storeN(lin, d, size); setReg(0, size, d) }
     }
 
-    mutating func cmpxchg8b(_ i: DInst) throws(Fault) {
+    mutating func cmpxchg8b(_ i: IP) throws(Fault) {
         if i.flags & DInst.fRexW != 0 {
             let e = ea(i)
             if e & 15 != 0 { throw Fault.gp(0) }
@@ -134,7 +134,7 @@ extension CPUCore {
         }
     }
 
-    mutating func xadd(_ i: DInst) throws(Fault) {
+    mutating func xadd(_ i: IP) throws(Fault) {
         let size = i.size
         let s = getReg(i.reg, size)
         if !i.isMem {
@@ -160,7 +160,7 @@ extension CPUCore {
     }
 
     /// LOOP/LOOPE/LOOPNE/JCXZ: returns whether the branch is taken.
-    mutating func loopOp(_ i: DInst) throws(Fault) -> Bool {
+    mutating func loopOp(_ i: IP) throws(Fault) -> Bool {
         let cs = Int(i.asz)
         if i.op == .jcxz { return getReg(1, cs) == 0 }
         let c = (getReg(1, cs) &- 1) & sizeMask(cs)

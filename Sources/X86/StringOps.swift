@@ -5,7 +5,7 @@
 // Forward REP MOVS/STOS over RAM copy or fill whole page-bounded chunks through host pointers.
 
 extension CPUCore {
-    @inline(__always) private func addrMask(_ asz: UInt8) -> UInt64 {
+    @inline(__always) private mutating func addrMask(_ asz: UInt8) -> UInt64 {
         asz == 8 ? .max : (asz == 4 ? 0xFFFF_FFFF : 0xFFFF)
     }
 
@@ -13,7 +13,7 @@ extension CPUCore {
         setReg(UInt8(reg), Int(asz), (r[reg] &+ delta) & addrMask(asz))
     }
 
-    mutating func stringOp(_ i: DInst) throws(Fault) {
+    mutating func stringOp(_ i: IP) throws(Fault) {
         let size = i.size
         let asz = i.asz
         let am = addrMask(asz)
@@ -50,7 +50,7 @@ extension CPUCore {
         if i.op == .ins || i.op == .outs { pollNow = true }
     }
 
-    private mutating func stringStep(_ i: DInst, _ size: Int, _ step: UInt64) throws(Fault) {
+    private mutating func stringStep(_ i: IP, _ size: Int, _ step: UInt64) throws(Fault) {
         let asz = i.asz
         let am = addrMask(asz)
         switch i.op {
@@ -88,7 +88,7 @@ extension CPUCore {
 
     /// Forward REP MOVS/STOS over plain RAM in one go, up to the end of the current pages. Returns
     /// the number of elements done (0 = use the element loop).
-    private mutating func fastChunk(_ i: DInst, _ size: Int) throws(Fault) -> Int {
+    private mutating func fastChunk(_ i: IP, _ size: Int) throws(Fault) -> Int {
         let asz = i.asz
         let am = addrMask(asz)
         let count = r[1] & am

@@ -6,7 +6,7 @@ import Foundation
 
 extension CPUCore {
     @inline(never)
-    mutating func execSlow(_ i: DInst) throws(Fault) {
+    mutating func execSlow(_ i: IP) throws(Fault) {
         let size = i.size
         let next = rip &+ UInt64(i.len)
         switch i.op {
@@ -286,11 +286,11 @@ extension CPUCore {
         if bits & mask != 0 { throw Fault.gp(0) }
     }
 
-    func reportUnimplemented(_ i: DInst) {
+    mutating func reportUnimplemented(_ i: IP) {
         UnimplementedLog.report(op: i.op, aux: i.aux, rip: rip, csBase: segs[SegReg.cs].base)
     }
 
-    mutating func accessRights(_ i: DInst) throws(Fault) {
+    mutating func accessRights(_ i: IP) throws(Fault) {
         if !protectedMode || v86 { throw Fault.ud }
         let sel = UInt16(truncatingIfNeeded: try readRm(i, 2))
         var ok = false
@@ -316,7 +316,7 @@ extension CPUCore {
         if i.op == .lsl { setReg(i.reg, i.size, UInt64(d.limit)) }
     }
 
-    mutating func bcd(_ i: DInst) throws(Fault) {
+    mutating func bcd(_ i: IP) throws(Fault) {
         var al = r[0] & 0xFF
         var f = arithFlags()
         let oldCF = f & RFlag.cf != 0
@@ -364,6 +364,8 @@ extension CPUCore {
 /// Names each unimplemented opcode once on stderr.
 enum UnimplementedLog {
     private static let seen = SeenSet()
+    /// How many distinct unimplemented encodings were reported (tests).
+    static var reportedCount: Int { seen.count }
     static func report(op: Op, aux: UInt16, rip: UInt64, csBase: UInt64) {
         let key = UInt32(op.rawValue) << 16 | UInt32(aux)
         guard seen.insert(key) else { return }
@@ -386,6 +388,7 @@ enum UnimplementedLog {
 import Synchronization
 
 final class SeenSet: Sendable {
-    private let set = Mutex<Set<UInt32>>([])
-    func insert(_ k: UInt32) -> Bool { set.withLock { $0.insert(k).inserted } }
+    private let keys = Mutex<Set<UInt32>>([])
+    func insert(_ k: UInt32) -> Bool { keys.withLock { $0.insert(k).inserted } }
+    var count: Int { keys.withLock { $0.count } }
 }

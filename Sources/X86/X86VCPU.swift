@@ -117,7 +117,7 @@ extension CPUCore {
         refreshMode()
     }
 
-    func exportRegisters() -> X86Registers {
+    mutating func exportRegisters() -> X86Registers {
         var x = X86Registers()
         for k in 0..<16 { x.gpr[k] = r[k] }
         x.rip = rip

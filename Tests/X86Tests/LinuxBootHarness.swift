@@ -122,7 +122,7 @@ final class LinuxBootHarness: XCTestCase {
         let ramMiB = Int(env["X86_LINUX_RAM_MIB"] ?? "256") ?? 256
         let plat = BootPlatform(ramMiB: ramMiB, seconds: seconds)
         plat.marker = env["X86_LINUX_MARKER"]
-        let cmdline = env["X86_LINUX_CMDLINE"] ?? "console=ttyS0 earlyprintk=serial,ttyS0 nokaslr"
+        let cmdline = env["X86_LINUX_CMDLINE"] ?? "console=ttyS0 earlyprintk=serial,ttyS0 nokaslr lpj=4000000"
 
         // Setup header.
         let setupSects = Int(kernel[0x1F1] == 0 ? 4 : kernel[0x1F1])

@@ -47,7 +47,8 @@ public enum FileProtocol: ProtocolDriver {
     }
 
     /// Creates (or truncates) a file of `size` bytes with the requested preallocation.
-    public static func create(filename: String, size: UInt64, preallocation: Preallocation) throws {
+    public static func create(filename: String, size requested: UInt64, preallocation: Preallocation) throws {
+        let size = (requested + 511) & ~511   // QEMU's file driver rounds up to whole sectors
         var fd: Int32
         repeat { fd = Glibc.open(filename, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } while fd < 0 && errno == EINTR
         if fd < 0 {

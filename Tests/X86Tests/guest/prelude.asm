@@ -307,7 +307,7 @@ isr_common:
 .go:
     mov [rsp+32], rax
     mov qword [rsp+40], 0x18       ; resume in kernel code
-    mov qword [rsp+56], 0x10
+    mov qword [rsp+64], 0x10
     pop rsi
     pop rax
     add rsp, 16
@@ -506,7 +506,8 @@ dump16:
     neg bx
     add bx, 7
     shl bx, 2
-    mov eax, [ss:bp + bx]
+    mov di, bx
+    mov eax, [ss:bp + di]
     call hex16
     mov al, 10
     call putc16

@@ -1,0 +1,229 @@
+import Foundation
+import XCTest
+
+/// imgtool and qemu-img side by side: same output, same exit status, same files.
+final class ImgtoolVsQemuImgTests: XCTestCase {
+    func testCreateOutputErrorsAndFiles() throws {
+        try requireQemuImg()
+        let d = TempDir()
+        let cases: [[String]] = [
+            ["-f", "qcow2", "X", "64M"],
+            ["-f", "qcow2", "-o", "cluster_size=4k", "-o", "lazy_refcounts=on,cluster_size=8k", "X", "1M"],
+            ["-f", "qcow2", "-o", "compat=0.10,refcount_bits=16", "X", "3G"],
+            ["-f", "qcow2", "-o", "extended_l2=on,preallocation=metadata", "X", "5M"],
+            ["-f", "raw", "X", "1000"],
+            ["-f", "raw", "-o", "preallocation=full", "X", "1M"],
+            ["-f", "qcow2", "-o", "foo=bar", "X", "1M"],
+            ["-f", "qcow2", "-o", "lazy_refcounts=maybe", "X", "1M"],
+            ["-f", "qcow2", "-o", "cluster_size=1000", "X", "1M"],
+            ["-f", "qcow2", "-o", "compat=0.10,refcount_bits=1", "X", "1M"],
+            ["-f", "qcow2", "-o", "refcount_bits=abc", "X", "1M"],
+            ["-f", "qcow2", "-o", "size=1M", "X", "1M"],
+            ["-f", "qcow2", "X"],
+            ["-f", "qcow2", "X", "1Q"],
+            ["-f", "nonesuch", "X", "1M"],
+            ["-f", "qcow2", "-o", "help"],
+            ["-f", "raw", "-o", "help", "X"],
+            ["-f", "qcow2", "-o", "help", "X"],
+            ["-f", "qcow2", "-o", "", "X", "1M"],
+            ["-f", "qcow2", "X", "1M", "extra"],
+            ["-x"],
+            [],
+        ]
+        for (i, c) in cases.enumerated() {
+            let ours = c.map { $0 == "X" ? "ours\(i).img" : $0 }
+            let theirs = c.map { $0 == "X" ? "ours\(i).img" : $0 }
+            let a = try imgtool(["create"] + ours, cwd: d.path)
+            let ourFile = d.file("ours\(i).img")
+            let ourBytes = try? Data(contentsOf: URL(fileURLWithPath: ourFile))
+            try? FileManager.default.removeItem(atPath: ourFile)
+            let b = try qemuImg(["create"] + theirs, cwd: d.path)
+            let theirBytes = try? Data(contentsOf: URL(fileURLWithPath: ourFile))
+            try? FileManager.default.removeItem(atPath: ourFile)
+            XCTAssertEqual(a.status, b.status, "status for \(c)")
+            XCTAssertEqual(a.stdout, b.stdout, "stdout for \(c)")
+            XCTAssertEqual(a.stderr, asOurs(b.stderr), "stderr for \(c)")
+            XCTAssertEqual(ourBytes, theirBytes, "file for \(c)")
+        }
+    }
+
+    func testInfoMatchesQemuImgOnEveryVariant() throws {
+        let v = try Variants.shared()
+        for name in v.names {
+            let f = name + ".qcow2"
+            let a = try imgtool(["info", f], cwd: v.dir.path)
+            let b = try qemuImg(["info", f], cwd: v.dir.path)
+            XCTAssertEqual(a.status, 0, a.stderr)
+            XCTAssertEqual(withoutChildNodes(a.stdout), b.stdout, name)
+            let aj = try imgtool(["info", "--output=json", "--backing-chain", f], cwd: v.dir.path)
+            let bj = try qemuImg(["info", "--output=json", "--backing-chain", f], cwd: v.dir.path)
+            XCTAssertEqual(try stripChildren(aj.stdout), try normalizeJSON(bj.stdout), name)
+        }
+    }
+
+    /// Our JSON without "children" (QEMU 8.0+), for comparison with the 7.2 oracle.
+    func stripChildren(_ s: String) throws -> String {
+        func strip(_ o: Any) -> Any {
+            if var d = o as? [String: Any] { d["children"] = nil; return d.mapValues(strip) }
+            if let a = o as? [Any] { return a.map(strip) }
+            return o
+        }
+        let o = try JSONSerialization.jsonObject(with: Data(s.utf8))
+        return String(decoding: try JSONSerialization.data(withJSONObject: strip(o), options: [.sortedKeys]), as: UTF8.self)
+    }
+
+    func normalizeJSON(_ s: String) throws -> String {
+        let o = try JSONSerialization.jsonObject(with: Data(s.utf8))
+        return String(decoding: try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]), as: UTF8.self)
+    }
+
+    func testJSONKeyOrderIsQemus() throws {
+        let v = try Variants.shared()
+        // With the children removed by text, the 7.2 oracle prints the same bytes (QDict order).
+        let a = try imgtool(["info", "--output=json", "snap.qcow2"], cwd: v.dir.path).stdout
+        let b = try qemuImg(["info", "--output=json", "snap.qcow2"], cwd: v.dir.path).stdout
+        let lines = a.split(separator: "\n", omittingEmptySubsequences: false)
+        guard let end = lines.firstIndex(where: { $0 == "    ]," }) else { return XCTFail("no children list") }
+        XCTAssertEqual(([lines[0]] + lines[(end + 1)...]).joined(separator: "\n"), b)
+    }
+
+    func testCheckMapMeasureOnEveryVariant() throws {
+        let v = try Variants.shared()
+        for name in v.names {
+            let f = name + ".qcow2"
+            for args in [["check", f], ["check", "--output=json", f], ["map", f], ["measure", "-O", "qcow2", f],
+                         ["measure", "--output=json", "-O", "raw", f]] {
+                let a = try imgtool(args, cwd: v.dir.path)
+                let b = try qemuImg(args, cwd: v.dir.path)
+                XCTAssertEqual(a.status, b.status, "\(args)")
+                XCTAssertEqual(a.stdout, b.stdout, "\(args)")
+                XCTAssertEqual(a.stderr, asOurs(b.stderr), "\(args)")
+            }
+            let a = try imgtool(["map", "--output=json", f], cwd: v.dir.path)
+            let b = try qemuImg(["map", "--output=json", f], cwd: v.dir.path)
+            // QEMU 8.2+ adds "compressed"; the 7.2 oracle does not have it.
+            XCTAssertEqual(a.stdout.replacingOccurrences(of: #", "compressed": (true|false)"#, with: "", options: .regularExpression), b.stdout, name)
+        }
+    }
+
+    func testConvertIsByteIdenticalToQemuImg() throws {
+        let v = try Variants.shared()
+        let out = TempDir()
+        for name in v.names {
+            for fmt in ["raw", "qcow2"] {
+                let ours = out.file("ours.\(fmt)"), theirs = out.file("theirs.\(fmt)")
+                let a = try imgtool(["convert", "-O", fmt, name + ".qcow2", ours], cwd: v.dir.path)
+                XCTAssertEqual(a.status, 0, a.stderr)
+                XCTAssertEqual(try qemuImg(["convert", "-O", fmt, name + ".qcow2", theirs], cwd: v.dir.path).status, 0)
+                XCTAssertTrue(FileManager.default.contentsEqual(atPath: ours, andPath: theirs), "\(name) -> \(fmt)")
+                XCTAssertEqual(try qemuImg(["compare", "-f", "qcow2", "-F", fmt, v.dir.file(name + ".qcow2"), ours]).status, 0)
+            }
+        }
+    }
+
+    func testConvertFeatures() throws {
+        let v = try Variants.shared()
+        let d = TempDir()
+        let src = v.dir.file("default.qcow2")
+        // Compression, zlib and zstd, parallel workers: valid images with the same content.
+        for ct in ["zlib", "zstd"] {
+            let out = d.file("c-\(ct).qcow2")
+            XCTAssertEqual(try imgtool(["convert", "-c", "-m", "4", "-O", "qcow2", "-o", "compression_type=\(ct)", src, out]).status, 0)
+            XCTAssertEqual(try qemuImg(["check", out]).status, 0)
+            XCTAssertEqual(try qemuImg(["compare", src, out]).status, 0)
+            XCTAssertTrue(try qemuImg(["check", out]).stdout.contains("compressed clusters"))
+        }
+        // T3: -S 0 allocates everything; T2: a raw target gets holes.
+        let full = d.file("full.raw"), sparse = d.file("sparse.raw")
+        XCTAssertEqual(try imgtool(["convert", "-S", "0", "-O", "raw", src, full]).status, 0)
+        XCTAssertEqual(try imgtool(["convert", "-O", "raw", src, sparse]).status, 0)
+        let st = { (p: String) -> Int in (try? FileManager.default.attributesOfItem(atPath: p)[.size] as? Int) ?? 0 }
+        XCTAssertEqual(allocatedBytes(full), st(full))
+        XCTAssertLessThan(allocatedBytes(sparse), st(sparse) / 2)
+        // -n into an existing raw file full of data: zero areas are punched, not written.
+        XCTAssertEqual(try runProcess("sh", ["-c", "head -c \(st(full)) /dev/urandom > '\(d.file("dirty.raw"))'"]).status, 0)
+        XCTAssertEqual(try imgtool(["convert", "-n", "-O", "raw", src, d.file("dirty.raw")]).status, 0)
+        XCTAssertEqual(try qemuImg(["compare", "-F", "raw", src, d.file("dirty.raw")]).status, 0)
+        XCTAssertLessThan(allocatedBytes(d.file("dirty.raw")), st(full) / 2)
+        // Out-of-order writes, one worker, snapshots, backing files.
+        XCTAssertEqual(try imgtool(["convert", "-W", "-m", "3", "-O", "qcow2", src, d.file("w.qcow2")]).status, 0)
+        XCTAssertEqual(try qemuImg(["compare", src, d.file("w.qcow2")]).status, 0)
+        XCTAssertEqual(try imgtool(["convert", "-l", "first", "-O", "raw", v.dir.file("snap.qcow2"), d.file("snap.raw")]).status, 0)
+        XCTAssertTrue(FileManager.default.contentsEqual(atPath: d.file("snap.raw"), andPath: v.dir.file("snap-first.raw")))
+        let b = try imgtool(["convert", "-O", "qcow2", "-b", v.dir.file("chain1.qcow2"), "-F", "qcow2", v.dir.file("chain2.qcow2"), d.file("top.qcow2")])
+        XCTAssertEqual(b.status, 0, b.stderr)
+        XCTAssertEqual(try qemuImg(["compare", v.dir.file("chain2.qcow2"), d.file("top.qcow2")]).status, 0)
+        // Only the top layer was copied.
+        XCTAssertLessThan(allocatedBytes(d.file("top.qcow2")), allocatedBytes(v.dir.file("chain2.qcow2")) + 300_000)
+        // Errors in qemu-img's words.
+        for args in [["convert", "-m", "0", src, d.file("x")], ["convert", "-c", "-O", "raw", src, d.file("x")],
+                     ["convert", "--target-is-zero", src, d.file("x")], ["convert", src],
+                     ["convert", "-S", "100", src, d.file("x")], ["convert", "-O", "qcow2", "-o", "foo=bar", src, d.file("x")]] {
+            let a = try imgtool(args), q = try qemuImg(args)
+            XCTAssertEqual(a.status, q.status, "\(args)")
+            XCTAssertEqual(a.stderr, asOurs(q.stderr), "\(args)")
+        }
+    }
+
+    func testCompareExitCodes() throws {
+        let v = try Variants.shared()
+        let pairs: [[String]] = [["default.qcow2", "default.raw"], ["default.qcow2", "c512.raw"], ["-s", "default.qcow2", "default.raw"],
+                                 ["chain2.qcow2", "chain1.qcow2"], ["default.qcow2", "missing"], ["-f", "raw", "-F", "raw", "default.raw", "v2.raw"]]
+        for p in pairs {
+            let a = try imgtool(["compare"] + p, cwd: v.dir.path), b = try qemuImg(["compare"] + p, cwd: v.dir.path)
+            XCTAssertEqual(a.status, b.status, "\(p)")
+            XCTAssertEqual(a.stdout, b.stdout, "\(p)")
+            XCTAssertEqual(a.stderr, asOurs(b.stderr), "\(p)")
+        }
+    }
+
+    func testCheckRepairsLikeQemuImg() throws {
+        let v = try Variants.shared()
+        let d = TempDir()
+        // Leaks (refcounts past the end) and a refcount that is too high.
+        for (i, fix) in [["check"], ["check", "-r", "leaks"], ["check", "-r", "all"], ["check", "--output=json", "-r", "all"]].enumerated() {
+            let ours = d.file("l\(i)a.qcow2"), theirs = d.file("l\(i)b.qcow2")
+            for p in [ours, theirs] {
+                try FileManager.default.copyItem(atPath: v.dir.file("default.qcow2"), toPath: p)
+                try corruptRefcounts(p)
+            }
+            let a = try imgtool(fix + [ours]), b = try qemuImg(fix + [theirs])
+            XCTAssertEqual(a.status, b.status, "\(fix)")
+            XCTAssertEqual(a.stdout.replacingOccurrences(of: ours, with: "F"), b.stdout.replacingOccurrences(of: theirs, with: "F"), "\(fix)")
+            XCTAssertEqual(a.stderr, asOurs(b.stderr), "\(fix)")
+            XCTAssertTrue(FileManager.default.contentsEqual(atPath: ours, andPath: theirs), "repaired files for \(fix)")
+        }
+        // raw cannot be checked.
+        let r = try imgtool(["check", v.dir.file("default.raw")])
+        XCTAssertEqual(r.status, 63)
+        XCTAssertEqual(r.stderr, "imgtool: This image format does not support checks\n")
+    }
+
+    func testProgramNameFollowsArgv0() throws {
+        let d = TempDir()
+        let link = d.file("qemu-img")
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: productsDirectory + "/imgtool")
+        let r = try runProcess(link, ["info", d.file("nope")])
+        XCTAssertEqual(r.stderr, "qemu-img: Could not open '\(d.file("nope"))': Could not open '\(d.file("nope"))': No such file or directory\n")
+        XCTAssertEqual(r.status, 1)
+    }
+}
+
+/// Raises one cluster's refcount and marks two clusters past the end as used.
+func corruptRefcounts(_ path: String) throws {
+    let h = FileHandle(forUpdatingAtPath: path)!
+    defer { try? h.close() }
+    let data = try h.readToEnd() ?? Data()
+    func be64(_ o: Int) -> UInt64 { data[o..<o + 8].reduce(0) { $0 << 8 | UInt64($1) } }
+    let rt = Int(be64(48)), rb = Int(be64(rt))
+    let n = data.count / 65536
+    for (cluster, value) in [(n, UInt16(1)), (n + 1, UInt16(1)), (3, UInt16(2))] {
+        try h.seek(toOffset: UInt64(rb + 2 * cluster))
+        h.write(Data([UInt8(value >> 8), UInt8(value & 0xFF)]))
+    }
+}
+
+func allocatedBytes(_ path: String) -> Int {
+    var st = stat()
+    return stat(path, &st) == 0 ? Int(st.st_blocks) * 512 : -1
+}
