@@ -1,6 +1,6 @@
 // imgtool convert: qemu-img convert's options, checks and messages on top of the library's
 // Converter (Jobs/Convert.swift), which does the sparse, parallel copy.
-import Foundation
+
 import ImageFormats
 
 private let optObject: Int32 = 256, optImageOpts: Int32 = 257, optTargetImageOpts: Int32 = 258,
@@ -199,15 +199,17 @@ private func openSource(_ name: String, _ src: ImageSource, _ extra: BlockOption
 
 /// qemu-img's progress line: "    (xx.xx/100%)\r", printed when it moves by at least 1%.
 final class ProgressPrinter: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Monitor()
     private var last = -1.0
     func update(_ fraction: Double) {
-        lock.lock()
-        defer { lock.unlock() }
+        lock.locked { update(locked: fraction) }
+    }
+
+    private func update(locked fraction: Double) {
         let pct = fraction * 100
         guard pct - last >= 1 || (pct >= 100 && last < 100) || last < 0 else { return }
         last = pct
-        out(String(format: "    (%3.2f/100%%)\r", pct), terminator: "")
+        out(cFormat("    (%3.2f/100%%)\r", pct), terminator: "")
         Stdout.shared.flush()
     }
 }
