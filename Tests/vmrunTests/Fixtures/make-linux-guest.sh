@@ -6,7 +6,7 @@
 # sequential read of the disk when the command line has vmrun.bench, and powers off.
 set -euo pipefail
 out=${1:-/tmp/vmrun-linux-guest}
-version=2
+version=3
 [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.gz" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ] && exit 0
 mkdir -p "$out"
 work=$(mktemp -d)
@@ -38,6 +38,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo "VMRUN-USERSPACE-OK"
+echo "VMRUN-CPUS $(grep -c ^processor /proc/cpuinfo)"
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
     insmod /lib/modules/$m.ko || echo "VMRUN-INSMOD-FAILED $m"
 done
