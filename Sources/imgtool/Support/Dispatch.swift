@@ -18,12 +18,15 @@ func handler(for name: String) -> (([String]) throws -> Int32)? {
     case "commit": return runCommit
     case "rebase": return runRebase
     case "amend": return runAmend
+    case "dd": return runDD
+    case "bench": return runBench
+    case "bitmap": return runBitmap
     default: return nil
     }
 }
 
 /// qemu-img subcommands that exist but are not implemented here yet: a clear message, status 1.
-let notYet = ["bench", "bitmap", "dd"]
+let notYet: [String] = []
 
 func runMain() -> Int32 {
     toolName = programName

@@ -23,7 +23,10 @@ extension Qcow2Node {
                 b.setBE64(0, newSize)
                 try b.withUnsafeBytes { try file.write(at: 24, from: $0, flags: []) }
                 try file.flush()
-                metaLock.withLock { meta.header.size = newSize }
+                metaLock.withLock {
+                    meta.header.size = newSize
+                    resizeBitmaps(newSize)
+                }
                 setSize(newSize)
                 return
             }
@@ -48,8 +51,23 @@ extension Qcow2Node {
             b.setBE64(0, newSize)
             try b.withUnsafeBytes { try file.write(at: 24, from: $0, flags: []) }
             try file.flush()
-            metaLock.withLock { meta.header.size = newSize }
+            metaLock.withLock {
+                meta.header.size = newSize
+                resizeBitmaps(newSize)
+            }
             setSize(newSize)
+        }
+    }
+
+    /// Bitmaps follow the disk size (new granules start clean), as QEMU's do.
+    func resizeBitmaps(_ newSize: UInt64) {
+        guard let set = bitmapSet else { return }
+        for i in set.bitmaps.indices where !set.bitmaps[i].inconsistent {
+            let words = Qcow2Bitmap.wordCount(diskSize: newSize, granularityBits: set.bitmaps[i].granularityBits)
+            var bits = set.bitmaps[i].bits
+            if bits.count > words { bits.removeLast(bits.count - words) } else { bits += [UInt64](repeating: 0, count: words - bits.count) }
+            set.bitmaps[i].bits = bits
+            set.changed = true
         }
     }
 
