@@ -10,6 +10,8 @@ let package = Package(
         .executable(name: "imgtool", targets: ["imgtool"]),
         .executable(name: "nbdserver", targets: ["nbdserver"]),
         .library(name: "X86", targets: ["X86"]),
+        .library(name: "Machine", targets: ["Machine"]),
+        .executable(name: "vmrun", targets: ["vmrun"]),
     ],
     targets: [
         // C shim for the Linux calls Swift's Glibc module hides (_GNU_SOURCE names, ioctl macros).
@@ -26,6 +28,7 @@ let package = Package(
         .target(name: "X86"),
 
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
+        .testTarget(name: "X86Tests", dependencies: ["X86"], exclude: ["guest"]),
         // Runs the built imgtool binary side by side with qemu-img.
         .testTarget(name: "imgtoolTests", dependencies: ["imgtool"]),
 
@@ -35,5 +38,11 @@ let package = Package(
         .executableTarget(name: "nbdserver", dependencies: ["ImageFormats", "NBD", "CLinux"]),
         .testTarget(name: "NBDTests", dependencies: ["NBD"]),
         .testTarget(name: "nbdserverTests", dependencies: ["nbdserver", "NBD", "ImageFormats"]),
+
+        // The virtual machine (boards, devices, firmware, accelerators, monitor) and its thin front end.
+        .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"], exclude: ["README.md"]),
+        .executableTarget(name: "vmrun", dependencies: ["Machine", "ImageFormats"]),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "ImageFormats", "X86"]),
+        .testTarget(name: "vmrunTests", dependencies: ["Machine"], exclude: ["Guests", "Fixtures"]),
     ]
 )
