@@ -39,6 +39,7 @@ extension Qcow2Node {
                 }
             }
         }
+        markBitmaps(offset, UInt64(buffer.count))
         if flags.contains(.fua) { try flush() }
     }
 
@@ -251,6 +252,7 @@ extension Qcow2Node {
                 try meta.setL2Entry(table: l2, index: index, entry: entry, bitmap: 0)
             }
         }
+        markBitmaps(offset, min(meta.clusterSize, size - offset))
     }
 
     public var compressionType: String { compression.name }
@@ -291,6 +293,7 @@ extension Qcow2Node {
         if meta.header.dataFileRaw {
             try meta.dataHost.writeZeroes(at: offset, length: length, flags: flags)
         }
+        markBitmaps(offset, length)
         if flags.contains(.fua) { try flush() }
     }
 
@@ -416,6 +419,7 @@ extension Qcow2Node {
                 pos += cs
             }
         }
+        markBitmaps(start, end - start)
     }
 
     /// QEMU's discard_in_l2_slice for one cluster (full_discard = false: the cluster then reads as

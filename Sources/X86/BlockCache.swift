@@ -1,0 +1,211 @@
+// Decoded blocks: straight-line runs of up to `maxBlockInsts` instructions, decoded once and kept
+// in a flat arena, found again through a direct-mapped table keyed by virtual RIP.
+//
+// A block is valid while (a) its virtual RIP and decode mode match, (b) RIP still translates to the
+// same physical address, and (c) the generations of its physical page(s) are unchanged (CodeTracker
+// bumps them on writes). When the arena fills up, everything is dropped and decoding starts over.
+
+let maxBlockInsts = 48
+
+struct BlockInfo {
+    var vaddr: UInt64 = .max
+    var phys: UInt64 = .max
+    var phys2: UInt64 = .max
+    var gen: UInt32 = 0
+    var gen2: UInt32 = 0
+    var first: Int32 = 0
+    var count: Int32 = 0
+    var mode: UInt8 = 0
+    /// Guest instructions in the block (fused pairs count twice).
+    var guestCount: Int32 = 0
+}
+
+struct BlockCache {
+    static let arenaSize = 1 << 20
+    static let infoSize = 1 << 17
+    static let tableSize = 1 << 16
+    var insts: UnsafeMutablePointer<DInst>
+    var used = 0
+    var infos: UnsafeMutablePointer<BlockInfo>
+    var infoCount = 0
+    var table: UnsafeMutablePointer<Int32>
+    var seenEpoch: UInt64 = 0
+
+    init() {
+        insts = .allocate(capacity: Self.arenaSize)
+        infos = .allocate(capacity: Self.infoSize)
+        table = .allocate(capacity: Self.tableSize)
+        table.initialize(repeating: -1, count: Self.tableSize)
+    }
+
+    func deallocate() {
+        insts.deallocate(); infos.deallocate(); table.deallocate()
+    }
+
+    mutating func flush() {
+        used = 0
+        infoCount = 0
+        table.update(repeating: -1, count: Self.tableSize)
+    }
+
+    @inline(__always) static func slot(_ rip: UInt64) -> Int {
+        Int(truncatingIfNeeded: (rip ^ (rip >> 16) ^ (rip >> 32)) & UInt64(tableSize - 1))
+    }
+}
+
+extension CPUCore {
+    /// Linear address of RIP, with the code segment's limit checked outside long mode.
+    @inline(__always) mutating func codeLinear() throws(Fault) -> UInt64 {
+        if mode == .m64 { return rip }
+        if rip > UInt64(segs[SegReg.cs].limit) { throw Fault.gp(0) }
+        return (segs[SegReg.cs].base &+ rip) & 0xFFFF_FFFF
+    }
+
+    /// Physical page and host address for instruction fetch at `lin`.
+    @inline(__always) mutating func fetchPage(_ lin: UInt64) throws(Fault) -> (phys: UInt64, host: UnsafeRawPointer?) {
+        let page = lin >> 12
+        let e = tlb + Int(page & tlbMask)
+        if e.pointee.xtag == page {
+            return (e.pointee.physPage << 12 | (lin & 0xFFF), UnsafeRawPointer(bitPattern: UInt(truncatingIfNeeded: lin &+ e.pointee.addend)))
+        }
+        let p = try translate(lin, .exec, user: cpl == 3)
+        if e.pointee.xtag == page {
+            return (p, UnsafeRawPointer(bitPattern: UInt(truncatingIfNeeded: lin &+ e.pointee.addend)))
+        }
+        return (p, nil)   // MMIO: not executable from our cache
+    }
+
+    /// The block starting at RIP, decoding it if needed.
+    @inline(__always) mutating func currentBlock() throws(Fault) -> UnsafeMutablePointer<BlockInfo> {
+        let lin = try codeLinear()
+        let (phys, _) = try fetchPage(lin)
+        let slot = BlockCache.slot(rip)
+        let idx = blocks.table[slot]
+        if idx >= 0 {
+            let b = blocks.infos + Int(idx)
+            if b.pointee.vaddr == rip && b.pointee.phys == phys && b.pointee.mode == mode.rawValue
+                && code.generation(phys >> 12) == b.pointee.gen
+                && (b.pointee.phys2 == .max || code.generation(b.pointee.phys2) == b.pointee.gen2) {
+                return b
+            }
+        }
+        return try buildBlock(lin: lin, phys: phys, slot: slot)
+    }
+
+    @inline(never)
+    mutating func buildBlock(lin: UInt64, phys: UInt64, slot: Int) throws(Fault) -> UnsafeMutablePointer<BlockInfo> {
+        if blocks.used + maxBlockInsts > BlockCache.arenaSize || blocks.infoCount >= BlockCache.infoSize {
+            blocks.flush()
+        }
+        let page = phys >> 12
+        code.markCode(page)
+        var info = BlockInfo(vaddr: rip, phys: phys, phys2: .max, gen: code.generation(page), gen2: 0,
+                             first: Int32(blocks.used), count: 0, mode: mode.rawValue)
+        var pc = rip
+        var l = lin
+        var buf = (UInt64(0), UInt64(0))
+        var n = 0
+        var guestInsts = 0
+        while n < maxBlockInsts {
+            let (_, host) = try fetchPage(l)
+            guard let host else {
+                if n == 0 { throw Fault.gp(0) }
+                break
+            }
+            let room = Int(0x1000 - (l & 0xFFF))
+            var d: DInst
+            if room >= 15 {
+                var dec = Decoder(host.assumingMemoryBound(to: UInt8.self), avail: 15, mode: mode, features: decoderFeatures)
+                d = dec.decode(rip: pc)
+            } else {
+                // The instruction may cross into the next page: gather bytes from both.
+                d = try withUnsafeMutableBytes(of: &buf) { raw throws(Fault) -> DInst in
+                    let b = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                    for k in 0..<room { b[k] = host.load(fromByteOffset: k, as: UInt8.self) }
+                    var dec = Decoder(UnsafePointer(b), avail: room, mode: mode, features: decoderFeatures)
+                    let first = dec.decode(rip: pc)
+                    if first.len != 0 { return first }
+                    // Needs the next page.
+                    let nextLin = (l | 0xFFF) &+ 1
+                    let nextHost: UnsafeRawPointer?
+                    let nextPhys: UInt64
+                    do throws(Fault) {
+                        (nextPhys, nextHost) = try fetchPage(mode == .m64 ? nextLin : nextLin & 0xFFFF_FFFF)
+                    } catch {
+                        if n == 0 { throw error }
+                        return DInst(op: .ud, len: 0)
+                    }
+                    guard let nextHost else { return DInst(op: .ud, len: 0) }
+                    for k in room..<15 { b[k] = nextHost.load(fromByteOffset: k - room, as: UInt8.self) }
+                    var dec2 = Decoder(UnsafePointer(b), avail: 15, mode: mode, features: decoderFeatures)
+                    let d2 = dec2.decode(rip: pc)
+                    if d2.len != 0 {
+                        code.markCode(nextPhys >> 12)
+                        info.phys2 = nextPhys >> 12
+                        info.gen2 = code.generation(nextPhys >> 12)
+                    }
+                    return d2
+                }
+                if d.len == 0 { break }
+            }
+            guestInsts += 1
+            if d.op == .jcc && n > 0 && fuse(&blocks.insts[blocks.used + n - 1], d) {
+                pc &+= UInt64(d.len)
+                if mode != .m64 { pc &= 0xFFFF_FFFF }
+                l &+= UInt64(d.len)
+                break
+            }
+            blocks.insts[blocks.used + n] = d
+            n += 1
+            pc &+= UInt64(d.len)
+            if mode != .m64 { pc &= 0xFFFF_FFFF }
+            l &+= UInt64(d.len)
+            if isTerminator(d.op) || info.phys2 != .max { break }
+            if (l >> 12) != (lin >> 12) { break }  // blocks stay on their first page
+        }
+        info.count = Int32(n)
+        info.guestCount = Int32(guestInsts)
+        blocks.used += n
+        let idx = blocks.infoCount
+        blocks.infos[idx] = info
+        blocks.infoCount += 1
+        blocks.table[slot] = Int32(idx)
+        syncCodeEpoch()
+        return blocks.infos + idx
+    }
+
+    /// Fuses a register CMP/TEST with the Jcc that follows it into `prev`. The flags are still
+    /// recorded for later readers; only the dispatch and the flag decoding disappear.
+    mutating func fuse(_ prev: inout DInst, _ j: DInst) -> Bool {
+        guard !prev.isMem else { return false }
+        var f = prev
+        switch prev.op {
+        case .cmpRmR4: f.op = .cmpjRR4
+        case .cmpRmR8: f.op = .cmpjRR8
+        case .cmpRRm4: f.op = .cmpjRR4; f.rm = prev.reg; f.reg = prev.rm
+        case .cmpRRm8: f.op = .cmpjRR8; f.rm = prev.reg; f.reg = prev.rm
+        case .cmpRmI4: f.op = .cmpjRI4; f.disp = prev.imm
+        case .cmpRmI8: f.op = .cmpjRI8; f.disp = prev.imm
+        case .testRmR4: f.op = .testjRR4
+        case .testRmR8: f.op = .testjRR8
+        default: return false
+        }
+        f.imm = j.imm
+        f.aux = j.aux
+        f.len = prev.len &+ j.len
+        prev = f
+        return true
+    }
+
+    mutating func isTerminator(_ op: Op) -> Bool {
+        switch op {
+        case .jcc, .jmp, .jmpRm, .call, .callRm, .ret, .jcxz, .loop, .loope, .loopne,
+             .jmpFarI, .jmpFarM, .callFarI, .callFarM, .retf, .int, .int3, .into, .int1, .iret, .hlt,
+             .syscall, .sysret, .sysenter, .sysexit, .ud, .unimpl, .movToCR, .lmsw, .wrmsr, .popf, .sti,
+             .cmpjRR4, .cmpjRR8, .cmpjRI4, .cmpjRI8, .testjRR4, .testjRR8:
+            return true
+        default:
+            return false
+        }
+    }
+}

@@ -1,0 +1,386 @@
+// SSE, SSE2 and SSE3 (what qemu64 advertises, and what Linux and glibc's baseline x86-64 code
+// use), plus MMX moves. Registers are 16-byte SIMD2<UInt64> values; lane arithmetic goes through
+// Swift SIMD types, which compile to the host's vector instructions.
+//
+// `aux` = map << 12 | prefix << 8 | opcode (prefix: 0 none, 1 = 66, 2 = F3, 3 = F2).
+
+typealias V128 = SIMD2<UInt64>
+
+@inline(__always) func asBytes(_ v: V128) -> SIMD16<UInt8> { unsafeBitCast(v, to: SIMD16<UInt8>.self) }
+@inline(__always) func asWords(_ v: V128) -> SIMD8<UInt16> { unsafeBitCast(v, to: SIMD8<UInt16>.self) }
+@inline(__always) func asDwords(_ v: V128) -> SIMD4<UInt32> { unsafeBitCast(v, to: SIMD4<UInt32>.self) }
+@inline(__always) func asSBytes(_ v: V128) -> SIMD16<Int8> { unsafeBitCast(v, to: SIMD16<Int8>.self) }
+@inline(__always) func asSWords(_ v: V128) -> SIMD8<Int16> { unsafeBitCast(v, to: SIMD8<Int16>.self) }
+@inline(__always) func asSDwords(_ v: V128) -> SIMD4<Int32> { unsafeBitCast(v, to: SIMD4<Int32>.self) }
+@inline(__always) func asFloats(_ v: V128) -> SIMD4<Float> { unsafeBitCast(v, to: SIMD4<Float>.self) }
+@inline(__always) func asDoubles(_ v: V128) -> SIMD2<Double> { unsafeBitCast(v, to: SIMD2<Double>.self) }
+@inline(__always) func v128<T: SIMD>(_ v: T) -> V128 { unsafeBitCast(v, to: V128.self) }
+
+extension CPUCore {
+    mutating func sseAvailable() throws(Fault) {
+        if cr0 & 4 != 0 || cr4 & 0x200 == 0 { throw Fault.ud }   // EM set or OSFXSR clear
+        if cr0 & 8 != 0 { throw Fault.nm }
+    }
+
+    @inline(__always) mutating func xget(_ n: UInt8) -> V128 { xmm[Int(n & 15)] }
+    @inline(__always) mutating func xset(_ n: UInt8, _ v: V128) { xmm[Int(n & 15)] = v }
+
+    mutating func load128(_ i: IP, aligned: Bool = false) throws(Fault) -> V128 {
+        if !i.isMem { return xget(i.rm) }
+        let e = ea(i)
+        if aligned && e & 15 != 0 { throw Fault.gp(0) }
+        let lin = try opLinear(i, 16)
+        return V128(try load(lin, UInt64.self), try load(lin &+ 8, UInt64.self))
+    }
+
+    mutating func store128(_ i: IP, _ v: V128, aligned: Bool = false) throws(Fault) {
+        if !i.isMem { xset(i.rm, v); return }
+        let e = ea(i)
+        if aligned && e & 15 != 0 { throw Fault.gp(0) }
+        let lin = try opLinear(i, 16, write: true)
+        try probeWrite(lin, 16)
+        try store(lin, v[0]); try store(lin &+ 8, v[1])
+    }
+
+    /// The low 64 bits of the source operand (register or 8-byte memory).
+    mutating func load64(_ i: IP) throws(Fault) -> UInt64 {
+        if !i.isMem { return xget(i.rm)[0] }
+        return try load(try opLinear(i, 8), UInt64.self)
+    }
+    mutating func load32(_ i: IP) throws(Fault) -> UInt32 {
+        if !i.isMem { return UInt32(truncatingIfNeeded: xget(i.rm)[0]) }
+        return try load(try opLinear(i, 4), UInt32.self)
+    }
+
+    mutating func execSSE(_ i: IP) throws(Fault) {
+        let aux = i.aux
+        let map = aux >> 12
+        let pfx = (aux >> 8) & 3
+        let opc = UInt8(aux & 0xFF)
+        if map != 1 { reportUnimplemented(i); throw Fault.ud }
+        // MMX forms (no prefix, integer opcodes) work on the x87 register file.
+        if pfx == 0 && (opc >= 0x60 && opc <= 0x7F || opc >= 0xD0) && opc != 0x77 {
+            try execMMX(i, opc)
+            return
+        }
+        try sseAvailable()
+        let d = i.reg
+        switch opc {
+        // MARK: moves
+        case 0x10, 0x11:
+            let toReg = opc == 0x10
+            switch pfx {
+            case 0, 1:
+                if toReg { xset(d, try load128(i)) } else { try store128(i, xget(d)) }
+            case 2: // MOVSS
+                if toReg {
+                    if i.isMem { xset(d, V128(UInt64(try load32(i)), 0)) }
+                    else { var v = xget(d); v[0] = (v[0] & ~0xFFFF_FFFF) | (xget(i.rm)[0] & 0xFFFF_FFFF); xset(d, v) }
+                } else {
+                    if i.isMem { try store(try opLinear(i, 4, write: true), UInt32(truncatingIfNeeded: xget(d)[0])) }
+                    else { var v = xget(i.rm); v[0] = (v[0] & ~0xFFFF_FFFF) | (xget(d)[0] & 0xFFFF_FFFF); xset(i.rm, v) }
+                }
+            default: // MOVSD
+                if toReg {
+                    if i.isMem { xset(d, V128(try load64(i), 0)) }
+                    else { var v = xget(d); v[0] = xget(i.rm)[0]; xset(d, v) }
+                } else {
+                    if i.isMem { try store(try opLinear(i, 8, write: true), xget(d)[0]) }
+                    else { var v = xget(i.rm); v[0] = xget(d)[0]; xset(i.rm, v) }
+                }
+            }
+        case 0x12, 0x13:
+            if opc == 0x12 && pfx == 3 { let x = try load64(i); xset(d, V128(x, x)); return }     // MOVDDUP
+            if opc == 0x12 && pfx == 2 { let f = asDwords(try load128(i)); xset(d, v128(SIMD4<UInt32>(f[0], f[0], f[2], f[2]))); return } // MOVSLDUP
+            if opc == 0x12 {
+                var v = xget(d)
+                v[0] = i.isMem ? try load64(i) : xget(i.rm)[1]   // MOVLPS / MOVHLPS
+                xset(d, v)
+            } else {
+                try store(try opLinear(i, 8, write: true), xget(d)[0])
+            }
+        case 0x14: // UNPCKLPS / UNPCKLPD
+            let a = xget(d), b = try load128(i)
+            if pfx == 1 { xset(d, V128(a[0], b[0])) }
+            else { let x = asDwords(a), y = asDwords(b); xset(d, v128(SIMD4<UInt32>(x[0], y[0], x[1], y[1]))) }
+        case 0x15:
+            let a = xget(d), b = try load128(i)
+            if pfx == 1 { xset(d, V128(a[1], b[1])) }
+            else { let x = asDwords(a), y = asDwords(b); xset(d, v128(SIMD4<UInt32>(x[2], y[2], x[3], y[3]))) }
+        case 0x16, 0x17:
+            if opc == 0x16 && pfx == 2 { let f = asDwords(try load128(i)); xset(d, v128(SIMD4<UInt32>(f[1], f[1], f[3], f[3]))); return } // MOVSHDUP
+            if opc == 0x16 {
+                var v = xget(d)
+                v[1] = i.isMem ? try load64(i) : xget(i.rm)[0]   // MOVHPS / MOVLHPS
+                xset(d, v)
+            } else {
+                try store(try opLinear(i, 8, write: true), xget(d)[1])
+            }
+        case 0x28: xset(d, try load128(i, aligned: true))
+        case 0x29: try store128(i, xget(d), aligned: true)
+        case 0x2B, 0xE7: try store128(i, xget(d), aligned: true)
+        case 0x6F:
+            if pfx == 0 { throw Fault.ud }
+            xset(d, try load128(i, aligned: pfx == 1))
+        case 0x7F:
+            try store128(i, xget(d), aligned: pfx == 1)
+        case 0xF0:
+            if pfx != 3 { throw Fault.ud }
+            xset(d, try load128(i))
+        case 0x6E: // MOVD/MOVQ xmm, r/m
+            let v = try readRm(i, i.size)
+            xset(d, V128(v, 0))
+        case 0x7E:
+            if pfx == 2 { xset(d, V128(try load64(i), 0)) }   // MOVQ xmm, xmm/m64
+            else { try writeRm(i, i.size, xget(d)[0] & sizeMask(i.size)) }
+        case 0xD6:
+            if pfx == 1 {
+                if i.isMem { try store(try opLinear(i, 8, write: true), xget(d)[0]) } else { xset(i.rm, V128(xget(d)[0], 0)) }
+            } else { throw Fault.ud }
+        case 0x50:
+            let v = xget(i.rm)
+            var m: UInt64 = 0
+            if pfx == 1 { m = (v[0] >> 63) | ((v[1] >> 63) << 1) }
+            else { let f = asDwords(v); for k in 0..<4 { m |= UInt64(f[k] >> 31) << UInt64(k) } }
+            setReg(d, 4, m)
+        case 0xD7: // PMOVMSKB
+            let b = asBytes(xget(i.rm))
+            var m: UInt64 = 0
+            for k in 0..<16 { m |= UInt64(b[k] >> 7) << UInt64(k) }
+            setReg(d, 4, m)
+        case 0xC3: // MOVNTI
+            try writeRm(i, i.size, getReg(d, i.size))
+
+        // MARK: logic
+        case 0x54: xset(d, xget(d) & (try load128(i)))
+        case 0x55: xset(d, ~xget(d) & (try load128(i)))
+        case 0x56: xset(d, xget(d) | (try load128(i)))
+        case 0x57: xset(d, xget(d) ^ (try load128(i)))
+        case 0xDB: xset(d, xget(d) & (try load128(i)))
+        case 0xDF: xset(d, ~xget(d) & (try load128(i)))
+        case 0xEB: xset(d, xget(d) | (try load128(i)))
+        case 0xEF: xset(d, xget(d) ^ (try load128(i)))
+
+        // MARK: floating point
+        case 0x51, 0x58, 0x59, 0x5C, 0x5D, 0x5E, 0x5F:
+            try sseFloatArith(i, opc, pfx)
+        case 0xC2: try sseCompare(i, pfx)
+        case 0x2E, 0x2F:
+            if pfx == 1 {
+                let a = asDoubles(xget(d))[0], b = Double(bitPattern: try load64(i))
+                setArith(a.isNaN || b.isNaN ? RFlag.zf | RFlag.pf | RFlag.cf : (a < b ? RFlag.cf : (a == b ? RFlag.zf : 0)))
+            } else {
+                let a = asFloats(xget(d))[0], b = Float(bitPattern: try load32(i))
+                setArith(a.isNaN || b.isNaN ? RFlag.zf | RFlag.pf | RFlag.cf : (a < b ? RFlag.cf : (a == b ? RFlag.zf : 0)))
+            }
+        case 0x2A: try sseConvertFromInt(i, pfx)
+        case 0x2C, 0x2D: try sseConvertToInt(i, pfx, truncate: opc == 0x2C)
+        case 0x5A, 0x5B, 0xE6: try sseConvertVector(i, opc, pfx)
+        case 0xC6: // SHUFPS / SHUFPD
+            let a = xget(d), b = try load128(i)
+            let s = i.imm
+            if pfx == 1 { xset(d, V128(a[Int(s & 1)], b[Int((s >> 1) & 1)])) }
+            else {
+                let x = asDwords(a), y = asDwords(b)
+                xset(d, v128(SIMD4<UInt32>(x[Int(s & 3)], x[Int((s >> 2) & 3)], y[Int((s >> 4) & 3)], y[Int((s >> 6) & 3)])))
+            }
+        case 0xD0: // ADDSUBPD/PS
+            let a = xget(d), b = try load128(i)
+            if pfx == 1 { let x = asDoubles(a), y = asDoubles(b); xset(d, v128(SIMD2<Double>(x[0] - y[0], x[1] + y[1]))) }
+            else if pfx == 3 { let x = asFloats(a), y = asFloats(b); xset(d, v128(SIMD4<Float>(x[0] - y[0], x[1] + y[1], x[2] - y[2], x[3] + y[3]))) }
+            else { throw Fault.ud }
+        case 0x7C, 0x7D: // HADD/HSUB PD/PS
+            let a = xget(d), b = try load128(i)
+            let sub = opc == 0x7D
+            if pfx == 1 {
+                let x = asDoubles(a), y = asDoubles(b)
+                xset(d, v128(sub ? SIMD2<Double>(x[0] - x[1], y[0] - y[1]) : SIMD2<Double>(x[0] + x[1], y[0] + y[1])))
+            } else if pfx == 3 {
+                let x = asFloats(a), y = asFloats(b)
+                xset(d, v128(sub ? SIMD4<Float>(x[0] - x[1], x[2] - x[3], y[0] - y[1], y[2] - y[3])
+                                 : SIMD4<Float>(x[0] + x[1], x[2] + x[3], y[0] + y[1], y[2] + y[3])))
+            } else { throw Fault.ud }
+
+        case 0x70 where pfx == 2 || pfx == 3: // PSHUFHW / PSHUFLW
+            let src = asWords(try load128(i))
+            var o = src
+            let base = pfx == 2 ? 4 : 0
+            for k in 0..<4 { o[base + k] = src[base + Int((i.imm >> UInt64(2 * k)) & 3)] }
+            xset(d, v128(o))
+        default:
+            if pfx == 1 { try execSSEInt(i, opc); return }
+            reportUnimplemented(i)
+            throw Fault.ud
+        }
+    }
+
+    mutating func sseFloatArith(_ i: IP, _ opc: UInt8, _ pfx: UInt16) throws(Fault) {
+        let d = i.reg
+        func f32(_ a: Float, _ b: Float) -> Float {
+            switch opc {
+            case 0x51: return b.squareRoot()
+            case 0x58: return a + b
+            case 0x59: return a * b
+            case 0x5C: return a - b
+            case 0x5D: return a < b ? a : b
+            case 0x5E: return a / b
+            default: return a > b ? a : b
+            }
+        }
+        func f64(_ a: Double, _ b: Double) -> Double {
+            switch opc {
+            case 0x51: return b.squareRoot()
+            case 0x58: return a + b
+            case 0x59: return a * b
+            case 0x5C: return a - b
+            case 0x5D: return a < b ? a : b
+            case 0x5E: return a / b
+            default: return a > b ? a : b
+            }
+        }
+        switch pfx {
+        case 0:
+            let a = asFloats(xget(d)), b = asFloats(try load128(i))
+            xset(d, v128(SIMD4<Float>(f32(a[0], b[0]), f32(a[1], b[1]), f32(a[2], b[2]), f32(a[3], b[3]))))
+        case 1:
+            let a = asDoubles(xget(d)), b = asDoubles(try load128(i))
+            xset(d, v128(SIMD2<Double>(f64(a[0], b[0]), f64(a[1], b[1]))))
+        case 2:
+            var a = asFloats(xget(d))
+            a[0] = f32(a[0], Float(bitPattern: try load32(i)))
+            xset(d, v128(a))
+        default:
+            var a = asDoubles(xget(d))
+            a[0] = f64(a[0], Double(bitPattern: try load64(i)))
+            xset(d, v128(a))
+        }
+    }
+
+    mutating func sseCompare(_ i: IP, _ pfx: UInt16) throws(Fault) {
+        let d = i.reg
+        let p = Int(i.imm & 7)
+        func c<T: BinaryFloatingPoint>(_ a: T, _ b: T) -> Bool {
+            switch p {
+            case 0: return a == b
+            case 1: return a < b
+            case 2: return a <= b
+            case 3: return a.isNaN || b.isNaN
+            case 4: return !(a == b)
+            case 5: return !(a < b)
+            case 6: return !(a <= b)
+            default: return !(a.isNaN || b.isNaN)
+            }
+        }
+        switch pfx {
+        case 0:
+            let a = asFloats(xget(d)), b = asFloats(try load128(i))
+            var r = SIMD4<UInt32>()
+            for k in 0..<4 { r[k] = c(a[k], b[k]) ? .max : 0 }
+            xset(d, v128(r))
+        case 1:
+            let a = asDoubles(xget(d)), b = asDoubles(try load128(i))
+            xset(d, V128(c(a[0], b[0]) ? .max : 0, c(a[1], b[1]) ? .max : 0))
+        case 2:
+            var a = asDwords(xget(d))
+            a[0] = c(Float(bitPattern: a[0]), Float(bitPattern: try load32(i))) ? .max : 0
+            xset(d, v128(a))
+        default:
+            var a = xget(d)
+            a[0] = c(Double(bitPattern: a[0]), Double(bitPattern: try load64(i))) ? .max : 0
+            xset(d, a)
+        }
+    }
+
+    /// Float to integer with SSE's rounding (MXCSR.RC) or truncation; out of range gives the
+    /// "integer indefinite" value.
+    mutating func sseToInt<T: BinaryFloatingPoint>(_ v: T, bits: Int, truncate: Bool) -> UInt64 {
+        let rule: FloatingPointRoundingRule
+        if truncate { rule = .towardZero } else {
+            switch (mxcsr >> 13) & 3 {
+            case 0: rule = .toNearestOrEven
+            case 1: rule = .down
+            case 2: rule = .up
+            default: rule = .towardZero
+            }
+        }
+        let r = v.rounded(rule)
+        let lim = T(sign: .plus, exponent: T.Exponent(bits - 1), significand: 1)
+        if r.isNaN || r >= lim || r < -lim { return UInt64(1) << UInt64(bits - 1) }
+        return UInt64(bitPattern: Int64(r)) & sizeMask(bits / 8)
+    }
+
+    mutating func sseConvertToInt(_ i: IP, _ pfx: UInt16, truncate: Bool) throws(Fault) {
+        let bits = i.size * 8
+        switch pfx {
+        case 2: setReg(i.reg, i.size, sseToInt(Float(bitPattern: try load32(i)), bits: bits, truncate: truncate))
+        case 3: setReg(i.reg, i.size, sseToInt(Double(bitPattern: try load64(i)), bits: bits, truncate: truncate))
+        default: throw Fault.ud   // CVTPS2PI & co (MMX): not implemented
+        }
+    }
+
+    mutating func sseConvertFromInt(_ i: IP, _ pfx: UInt16) throws(Fault) {
+        let d = i.reg
+        switch pfx {
+        case 2, 3:
+            let raw = try readRm(i, i.size)
+            let v = i.size == 8 ? Int64(bitPattern: raw) : Int64(Int32(truncatingIfNeeded: raw))
+            var x = xget(d)
+            if pfx == 2 { x[0] = (x[0] & ~0xFFFF_FFFF) | UInt64(Float(v).bitPattern) } else { x[0] = Double(v).bitPattern }
+            xset(d, x)
+        default: throw Fault.ud
+        }
+    }
+
+    mutating func sseConvertVector(_ i: IP, _ opc: UInt8, _ pfx: UInt16) throws(Fault) {
+        let d = i.reg
+        switch (opc, pfx) {
+        case (0x5A, 0): // CVTPS2PD
+            let f = asFloats(V128(try load64(i), 0))
+            xset(d, v128(SIMD2<Double>(Double(f[0]), Double(f[1]))))
+        case (0x5A, 1): // CVTPD2PS
+            let a = asDoubles(try load128(i))
+            xset(d, v128(SIMD4<Float>(Float(a[0]), Float(a[1]), 0, 0)))
+        case (0x5A, 2): // CVTSS2SD
+            var x = xget(d); x[0] = Double(Float(bitPattern: try load32(i))).bitPattern; xset(d, x)
+        case (0x5A, 3): // CVTSD2SS
+            var x = xget(d)
+            x[0] = (x[0] & ~0xFFFF_FFFF) | UInt64(Float(Double(bitPattern: try load64(i))).bitPattern)
+            xset(d, x)
+        case (0x5B, 0): // CVTDQ2PS
+            let a = asSDwords(try load128(i))
+            xset(d, v128(SIMD4<Float>(Float(a[0]), Float(a[1]), Float(a[2]), Float(a[3]))))
+        case (0x5B, 1), (0x5B, 2): // CVTPS2DQ / CVTTPS2DQ
+            let a = asFloats(try load128(i))
+            var r = SIMD4<UInt32>()
+            for k in 0..<4 { r[k] = UInt32(truncatingIfNeeded: sseToInt(a[k], bits: 32, truncate: pfx == 2)) }
+            xset(d, v128(r))
+        case (0xE6, 2): // CVTDQ2PD
+            let a = asSDwords(V128(try load64(i), 0))
+            xset(d, v128(SIMD2<Double>(Double(a[0]), Double(a[1]))))
+        case (0xE6, 1), (0xE6, 3): // CVTTPD2DQ / CVTPD2DQ
+            let a = asDoubles(try load128(i))
+            let lo = sseToInt(a[0], bits: 32, truncate: pfx == 1), hi = sseToInt(a[1], bits: 32, truncate: pfx == 1)
+            xset(d, V128(lo | hi << 32, 0))
+        default: throw Fault.ud
+        }
+    }
+
+    mutating func execMMX(_ i: IP, _ opc: UInt8) throws(Fault) {
+        try fpuAvailable()
+        let d = Int(i.reg & 7)
+        switch opc {
+        case 0x6E: fpu.setMMX(d, try readRm(i, i.size))
+        case 0x7E: try writeRm(i, i.size, fpu.mmx(d) & sizeMask(i.size))
+        case 0x6F: fpu.setMMX(d, i.isMem ? try load(try opLinear(i, 8), UInt64.self) : fpu.mmx(Int(i.rm)))
+        case 0x7F:
+            if i.isMem { try store(try opLinear(i, 8, write: true), fpu.mmx(d)) } else { fpu.setMMX(Int(i.rm), fpu.mmx(d)) }
+        case 0xEF, 0xEB, 0xDB, 0xDF:
+            let b = i.isMem ? try load(try opLinear(i, 8), UInt64.self) : fpu.mmx(Int(i.rm))
+            let a = fpu.mmx(d)
+            fpu.setMMX(d, opc == 0xEF ? a ^ b : (opc == 0xEB ? a | b : (opc == 0xDB ? a & b : ~a & b)))
+        default:
+            reportUnimplemented(i)
+            throw Fault.ud
+        }
+    }
+}

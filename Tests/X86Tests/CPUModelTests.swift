@@ -1,0 +1,54 @@
+import XCTest
+@testable import X86
+
+final class CPUModelTests: XCTestCase {
+    func testParsesQEMUSyntax() throws {
+        let m = try CPUModel(parsing: "qemu64,+x2apic,-sse3,nx=off")
+        XCTAssertEqual(m.vendor, "AuthenticAMD")
+        XCTAssertTrue(m.has("x2apic"))
+        XCTAssertFalse(m.has("pni"))
+        XCTAssertFalse(m.has("nx"))
+        XCTAssertTrue(m.has("sse2"))
+        XCTAssertTrue(m.warnings.isEmpty)
+    }
+
+    func testUnimplementedFeaturesAreDroppedWithAWarning() throws {
+        let m = try CPUModel(parsing: "qemu64,+avx,+sse4.2")
+        XCTAssertFalse(m.has("avx"))
+        XCTAssertFalse(m.has("sse4.2"))
+        XCTAssertEqual(m.warnings.count, 2)
+    }
+
+    func testErrors() {
+        XCTAssertThrowsError(try CPUModel(parsing: "pentium9"))
+        XCTAssertThrowsError(try CPUModel(parsing: "qemu64,+frobnicate"))
+        XCTAssertThrowsError(try CPUModel(parsing: "qemu64,nx=maybe"))
+    }
+
+    func testMaxReportsOnlyImplementedFeatures() throws {
+        let m = CPUModel.max
+        for f in cpuidFeatureTable {
+            XCTAssertEqual(m.has(f.name), f.implemented, f.name)
+        }
+    }
+
+    func testRegisterRoundTrip() throws {
+        let plat = TestPlatform(bios: [UInt8](repeating: 0xF4, count: 0x10000))
+        let cpu = X86VCPU(index: 0, platform: plat, model: .qemu64)
+        var r = cpu.registers
+        XCTAssertEqual(r.rip, 0xFFF0)
+        XCTAssertEqual(r.cs.base, 0xFFFF_0000)
+        r.cs = .flatCode64(); r.ds = .flatData(); r.ss = .flatData()
+        r.cr0 = 0x8000_0011; r.cr4 = 0x20; r.efer = 0x500; r.cr3 = 0x1000
+        r.rax = 42; r.rip = 0x100_0000; r.gs.base = 0xFFFF_8880_0000_0000
+        cpu.registers = r
+        let back = cpu.registers
+        XCTAssertEqual(back.rax, 42)
+        XCTAssertEqual(back.rip, 0x100_0000)
+        XCTAssertEqual(back.gs.base, 0xFFFF_8880_0000_0000)
+        XCTAssertEqual(back.efer, 0x500)
+        XCTAssertEqual(back.cs.attributes, 0xA09B)
+        let ap = X86VCPU(index: 1, platform: plat, model: .qemu64)
+        XCTAssertEqual(ap.activityState, .waitForSIPI)
+    }
+}
