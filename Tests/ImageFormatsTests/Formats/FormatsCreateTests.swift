@@ -26,18 +26,31 @@ final class FormatsCreateTests: XCTestCase {
         }
     }
 
-    /// The CID line masked and the extent names ("a-..." / "q-...") unified, in the text part.
+    /// The CID value (random, of varying hex length) replaced by "X" and the extent names
+    /// ("a-..." / "q-...") unified, in the text part; the zero padding after the text keeps the
+    /// length of a monolithic sparse file.
     static func normalizedVMDK(_ b: [UInt8], ourName: String, theirName: String) -> [UInt8] {
         var out = b
         let limit = min(out.count, 64 << 10)
         let from = Array(ourName.utf8), to = Array(theirName.utf8)
         var i = 0
-        while i + 4 <= limit {
-            if out[i] == 0x43, out[i + 1] == 0x49, out[i + 2] == 0x44, out[i + 3] == 0x3d, i == 0 || out[i - 1] == 0x0a {
-                var j = i + 4
-                while j < limit && out[j] != 0x0a { out[j] = 0x58; j += 1 }
+        while i + from.count <= limit {
+            if Array(out[i..<i + from.count]) == from { out.replaceSubrange(i..<i + from.count, with: to) }
+            i += 1
+        }
+        let key = Array("\nCID=".utf8)
+        i = 0
+        while i + key.count <= min(out.count, limit) {
+            if Array(out[i..<i + key.count]) == key {
+                let start = i + key.count
+                var j = start
+                while j < out.count && out[j] != 0x0a { j += 1 }
+                out.replaceSubrange(start..<j, with: [0x58])
+                if let nul = out[start...].firstIndex(of: 0), j - start > 1 {
+                    out.insert(contentsOf: [UInt8](repeating: 0, count: j - start - 1), at: nul)
+                }
+                break
             }
-            if Array(out[i..<min(i + from.count, limit)]) == from { out.replaceSubrange(i..<i + from.count, with: to) }
             i += 1
         }
         return out
@@ -61,7 +74,8 @@ final class FormatsCreateTests: XCTestCase {
         for f in files {
             let sa = try FileManager.default.attributesOfItem(atPath: dir.file("a" + f.dropFirst()))[.size] as? Int ?? -1
             let sb = try FileManager.default.attributesOfItem(atPath: dir.file(f))[.size] as? Int ?? -2
-            XCTAssertEqual(sa, sb, "\(format) \(o) \(f) size")
+            // (A VMDK descriptor file's length follows its random CID's.)
+            if format != "vmdk" || sb > 1 << 20 { XCTAssertEqual(sa, sb, "\(format) \(o) \(f) size") }
             // Flat extents are only truncated: their length is all there is to compare.
             if sb > 32 << 20 { continue }
             var a = try fileBytes(dir.file("a" + f.dropFirst())), b = try fileBytes(dir.file(f))
