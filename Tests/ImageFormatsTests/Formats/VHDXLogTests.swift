@@ -77,3 +77,23 @@ final class VHDXLogTests: XCTestCase {
         try n.close()
     }
 }
+
+extension VHDXLogTests {
+    /// `imgtool check -r all` on a dirty image prints what `qemu-img check -r all` prints.
+    func testCheckRepairOutputMatchesQemu() throws {
+        try requireQemuImg()
+        let bundle = ProcessInfo.processInfo.arguments.first { $0.hasSuffix(".xctest") } ?? CommandLine.arguments[0]
+        let tool = URL(fileURLWithPath: bundle).deletingLastPathComponent().appendingPathComponent("imgtool").path
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: tool), "imgtool is not built next to the tests")
+        let dir = TempDir()
+        let path = try makeDirty(dir)
+        let copy = dir.file("copy.vhdx")
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        let a = try runProcess(tool, ["check", "-r", "all", "dirty.vhdx"], cwd: dir.path)
+        let b = try runProcess("qemu-img", ["check", "-r", "all", "copy.vhdx"], cwd: dir.path)
+        XCTAssertEqual(a.status, b.status)
+        XCTAssertEqual(a.stdout, b.stdout)
+        let ra = try runProcess(tool, ["info", "dirty.vhdx"], cwd: dir.path)
+        XCTAssertEqual(ra.status, 0, ra.stderr)
+    }
+}
