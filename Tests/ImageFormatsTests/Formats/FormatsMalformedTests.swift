@@ -156,3 +156,41 @@ final class FormatsMalformedTests: XCTestCase {
         }
     }
 }
+
+extension FormatsMalformedTests {
+    /// Descriptors naming missing files, bad lines or themselves get errors, not crashes or loops.
+    func testVmdkDescriptorTraps() throws {
+        let dir = TempDir()
+        func desc(_ extents: String) -> String {
+            "# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\n\n\(extents)\n"
+        }
+        let cases: [(String, String)] = [
+            ("RW 100 FLAT \"missing.img\" 0", "Could not open"),
+            ("RW 100 FLAT \"x.img\"", "Invalid extent line: RW 100 FLAT \"x.img\""),
+            ("RW 100 VMFS \"x.img\" 5", "Invalid extent line"),
+            ("RW 100 SPARSE \"d.vmdk\"", "Image not in VMDK format"),
+            ("RW 100 SESPARSE \"d.vmdk\"", "Unsupported extent type 'SESPARSE'"),
+        ]
+        for (line, expected) in cases {
+            try Data(desc(line).utf8).write(to: URL(fileURLWithPath: dir.file("d.vmdk")))
+            XCTAssertThrowsError(try openImage(dir.file("d.vmdk"), "vmdk"), line) { e in
+                XCTAssertTrue((e as? BlockError)?.message.contains(expected) == true, "\(line): \(e)")
+            }
+        }
+        try Data(desc("").replacingOccurrences(of: "monolithicFlat", with: "fancy").utf8).write(to: URL(fileURLWithPath: dir.file("d.vmdk")))
+        XCTAssertThrowsError(try openImage(dir.file("d.vmdk"), "vmdk")) {
+            XCTAssertEqual(($0 as? BlockError)?.message, "Unsupported image type 'fancy'")
+        }
+        // A sparse header with capacity 0 whose embedded descriptor names the file itself.
+        var h = VMDK4Header()
+        h.capacity = 0
+        h.descOffset = 1
+        var file = h.bytes + [UInt8](repeating: 0, count: 512 - VMDK.headerStructSize)
+        file += Array(desc("RW 100 SPARSE \"self.vmdk\"").utf8)
+        file += [UInt8](repeating: 0, count: 4096)
+        try Data(file).write(to: URL(fileURLWithPath: dir.file("self.vmdk")))
+        XCTAssertThrowsError(try openImage(dir.file("self.vmdk"), "vmdk")) {
+            XCTAssertTrue(($0 as? BlockError)?.message.contains("nested descriptor") == true, "\($0)")
+        }
+    }
+}

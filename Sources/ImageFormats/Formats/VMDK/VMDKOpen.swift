@@ -8,6 +8,8 @@ struct VMDKOpen {
     var extents: [VMDKExtent] = []
     var createType: String = ""
     var descOffset: UInt64 = 0
+    /// Descriptors being parsed (a sparse extent may carry one naming further extents).
+    var depth = 0
 
     static let supportedTypes = ["monolithicFlat", "vmfs", "vmfsSparse", "seSparse", "twoGbMaxExtentSparse", "twoGbMaxExtentFlat"]
 
@@ -43,6 +45,8 @@ struct VMDKOpen {
             if raw.count < VMDK.headerStructSize - 4 { raw += [UInt8](repeating: 0, count: VMDK.headerStructSize - 4 - raw.count) }
             let h = VMDK4Header(afterMagic: raw)
             if h.capacity == 0 && h.descOffset != 0 {
+                // A descriptor inside an extent named by a descriptor: refuse the loop it could make.
+                if depth > 0 { throw BlockError.invalid("Invalid VMDK extent '\(file.filename)': nested descriptor") }
                 let (off, o) = h.descOffset.multipliedReportingOverflow(by: 512)
                 if o || off >= file.size { throw BlockError.invalid("Could not read from file") }
                 try openDescriptor(try VMDKOpen.readDesc(file, at: off), descriptorFile: file, context: context)
@@ -72,6 +76,8 @@ struct VMDKOpen {
         guard VMDKOpen.supportedTypes.contains(ct) else { throw BlockError.unsupported("Unsupported image type '\(ct)'") }
         createType = ct
         descOffset = 0
+        depth += 1
+        defer { depth -= 1 }
         var dir: String? = nil
         for line in VMDKDescriptor.lines(desc) {
             guard let (e, matches) = VMDKDescriptor.parseExtentLine(line), e.access == "RW" else { continue }
