@@ -28,17 +28,21 @@ extension VHDXNode {
         try VHDXNode.updateHeaders(file, &headers, &current, session: sessionGUID, newDataGUID: newDataGUID, logGUID: logGUID)
     }
 
+    /// QEMU's vhdx_user_visible_write: a new data write GUID before the first change of guest data.
+    func noteVisibleWrite() throws {
+        guard metaLock.withLock({ firstVisibleWrite }) else { return }
+        try rw.write {
+            if metaLock.withLock({ firstVisibleWrite }) {
+                try updateHeaders(newDataGUID: true, logGUID: nil)
+                metaLock.withLock { firstVisibleWrite = false }
+            }
+        }
+    }
+
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer, flags: WriteFlags) throws {
         guard !isReadOnly else { throw BlockError(.readOnly, "Block node is read-only", errno: EROFS) }
         try checkRequest(offset, UInt64(buffer.count))
-        if metaLock.withLock({ firstVisibleWrite }) {
-            try rw.write {
-                if metaLock.withLock({ firstVisibleWrite }) {
-                    try updateHeaders(newDataGUID: true, logGUID: nil)
-                    metaLock.withLock { firstVisibleWrite = false }
-                }
-            }
-        }
+        try noteVisibleWrite()
         var done = 0
         while done < buffer.count {
             let pos = offset + UInt64(done)
@@ -105,6 +109,7 @@ extension VHDXNode {
             let pos = offset + done
             let m = mapping(pos, maxLength: length - done)
             if m.state == VHDX.fullyPresent {
+                try noteVisibleWrite()
                 var f = flags
                 f.remove(.noFallback)
                 f.remove(.mayUnmap)
