@@ -25,12 +25,36 @@ extension CPUCore {
             let d = r[Int(i.rm)] & m
             let s = (i.op == .cmpjRR4 || i.op == .cmpjRR8 ? r[Int(i.reg)] : i.disp) & m
             setLazy(LazyKind.sub, sz, res: (d &- s) & m, dst: d, src: s)
-            pc = cond(UInt8(i.aux)) ? i.imm : next
+            let taken: Bool
+            switch i.aux {
+            case 2: taken = d < s
+            case 3: taken = d >= s
+            case 4: taken = d == s
+            case 5: taken = d != s
+            case 6: taken = d <= s
+            case 7: taken = d > s
+            case 12, 13, 14, 15:
+                let sh = UInt64(64 - 8 * sz)
+                let a = Int64(bitPattern: d << sh), b = Int64(bitPattern: s << sh)
+                taken = i.aux == 12 ? a < b : (i.aux == 13 ? a >= b : (i.aux == 14 ? a <= b : a > b))
+            default: taken = cond(UInt8(i.aux))
+            }
+            pc = taken ? i.imm : next
             continue
         case .testjRR4, .testjRR8:
             let m: UInt64 = i.op == .testjRR4 ? 0xFFFF_FFFF : .max
-            setLogicFlags(i.op == .testjRR4 ? 4 : 8, r[Int(i.rm)] & r[Int(i.reg)] & m)
-            pc = cond(UInt8(i.aux)) ? i.imm : next
+            let v = r[Int(i.rm)] & r[Int(i.reg)] & m
+            setLogicFlags(i.op == .testjRR4 ? 4 : 8, v)
+            let sign: UInt64 = i.op == .testjRR4 ? 0x8000_0000 : 0x8000_0000_0000_0000
+            let taken: Bool
+            switch i.aux {
+            case 4: taken = v == 0
+            case 5: taken = v != 0
+            case 8: taken = v & sign != 0
+            case 9: taken = v & sign == 0
+            default: taken = cond(UInt8(i.aux))
+            }
+            pc = taken ? i.imm : next
             continue
 
         // MARK: size-specialized hot forms
