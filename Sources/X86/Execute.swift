@@ -5,14 +5,19 @@
 // guest instruction costs more than most instructions.
 
 extension CPUCore {
-    mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>) throws(Fault) {
+    /// With `chain`, a block that runs to its end continues straight into the next block when that
+    /// one is already decoded and valid (see `peekBlock`), until a poll is due: the lookup and this
+    /// function's entry are paid once per chain instead of once per block.
+    mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>, chain: Bool) throws(Fault) {
         // RIP lives in a local while the block runs (a store and reload per instruction otherwise
         // chains every instruction through memory); it is written back before anything that reads
         // it (slow paths), at the block's end, and by the catch below when an instruction faults.
         var p = start
+        var blockEnd = end
         var pc = rip
         do throws(Fault) {
-        while p < end {
+        while true {
+        while p < blockEnd {
         let i = p
         p += 1
         let size = i.size
@@ -417,6 +422,14 @@ extension CPUCore {
         if stopBlock { stopBlock = false; rip = pc; return }
         }
         rip = pc
+        if !chain { return }
+        pollCountdown &-= 1
+        if pollNow || pollCountdown <= 0 { return }
+        guard let nb = peekBlock() else { return }
+        instructions &+= UInt64(nb.pointee.guestCount)
+        p = UnsafePointer(blocks.insts + Int(nb.pointee.first))
+        blockEnd = p + Int(nb.pointee.count)
+        }
         } catch {
             // A fault leaves RIP on the faulting instruction; "exit block" set RIP itself.
             if error.vector != 0xFF { rip = pc }

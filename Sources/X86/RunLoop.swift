@@ -80,7 +80,7 @@ extension CPUCore {
         }
         let guest = n == Int(b.pointee.count) ? UInt64(b.pointee.guestCount) : UInt64(n)
         do {
-            try execBlock(start, start + n)
+            try execBlock(start, start + n, chain: n == Int(b.pointee.count) && !traceBlocks)
         } catch {
             stopBlock = false
             if error.vector != 0xFF { raise(error) }
