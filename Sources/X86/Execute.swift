@@ -319,10 +319,17 @@ extension CPUCore {
         case .xadd: try xadd(i)
 
         // MARK: stack
-        case .pushR: try push(getReg(i.reg, size), size)
+        case .pushR:
+            if size == 8 && mode == .m64, let h = stackHost(r[4] &- 8, write: true) {
+                h.storeBytes(of: r[Int(i.reg)], as: UInt64.self); r[4] &-= 8
+            } else { try push(getReg(i.reg, size), size) }
         case .popR:
-            let v = try pop(size)
-            setReg(i.reg, size, v)
+            if size == 8 && mode == .m64, let h = stackHost(r[4], write: false) {
+                let v = h.loadUnaligned(as: UInt64.self); r[4] &+= 8; r[Int(i.reg)] = v
+            } else {
+                let v = try pop(size)
+                setReg(i.reg, size, v)
+            }
         case .pushI: try push(i.imm, size)
         case .pushRm: try push(try readRm(i, size), size)
         case .popRm:
@@ -377,7 +384,23 @@ extension CPUCore {
 
         // MARK: control flow
         case .jcc:
-            pc = cond(UInt8(i.aux)) ? i.imm : next
+            let cc = UInt8(i.aux)
+            let taken: Bool
+            if lop >> 2 == LazyKind.sub && cc >= 2 && cc <= 7 {
+                switch cc {
+                case 2: taken = ldst < lsrc
+                case 3: taken = ldst >= lsrc
+                case 4: taken = ldst == lsrc
+                case 5: taken = ldst != lsrc
+                case 6: taken = ldst <= lsrc
+                default: taken = ldst > lsrc
+                }
+            } else if lop >> 2 == LazyKind.logic && (cc == 4 || cc == 5) {
+                taken = (lres == 0) == (cc == 4)
+            } else {
+                taken = cond(cc)
+            }
+            pc = taken ? i.imm : next
             continue
         case .jmp:
             pc = i.imm
@@ -386,7 +409,9 @@ extension CPUCore {
             pc = try readRm(i, size)
             continue
         case .call:
-            try push(next, size)
+            if size == 8 && mode == .m64, let h = stackHost(r[4] &- 8, write: true) {
+                h.storeBytes(of: next, as: UInt64.self); r[4] &-= 8
+            } else { try push(next, size) }
             pc = i.imm
             continue
         case .callRm:
@@ -395,7 +420,10 @@ extension CPUCore {
             pc = t
             continue
         case .ret:
-            let t = try pop(size)
+            let t: UInt64
+            if size == 8 && mode == .m64, let h = stackHost(r[4], write: false) {
+                t = h.loadUnaligned(as: UInt64.self); r[4] &+= 8
+            } else { t = try pop(size) }
             setSP(r[4] &+ i.imm)
             pc = t
             continue
