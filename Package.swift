@@ -8,15 +8,20 @@ let package = Package(
     products: [
         .library(name: "ImageFormats", targets: ["ImageFormats"]),
         .executable(name: "imgtool", targets: ["imgtool"]),
+        .executable(name: "nbdserver", targets: ["nbdserver"]),
         .library(name: "X86", targets: ["X86"]),
+        .library(name: "Machine", targets: ["Machine"]),
+        .executable(name: "vmrun", targets: ["vmrun"]),
     ],
     targets: [
         // C shim for the Linux calls Swift's Glibc module hides (_GNU_SOURCE names, ioctl macros).
         .target(name: "CLinux", cSettings: [.define("_GNU_SOURCE")]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        // A faster raw-deflate compressor than zlib for convert -c (the output is ordinary deflate).
+        .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
 
-        .target(name: "ImageFormats", dependencies: ["CLinux", "CZlib", "CZstd"]),
+        .target(name: "ImageFormats", dependencies: ["CLinux", "CZlib", "CZstd", "CDeflate", "NBD"]),
         .executableTarget(name: "imgtool", dependencies: ["ImageFormats", "CLinux"]),
 
         // The x86 interpreter CPU (vmrun's accelerator when KVM is not usable).
@@ -26,5 +31,18 @@ let package = Package(
         .testTarget(name: "X86Tests", dependencies: ["X86"], exclude: ["guest"]),
         // Runs the built imgtool binary side by side with qemu-img.
         .testTarget(name: "imgtoolTests", dependencies: ["imgtool"]),
+
+        // NBD: the wire protocol (both peers), used by nbdserver and ImageFormats' nbd driver.
+        .systemLibrary(name: "CGnuTLS", pkgConfig: "gnutls", providers: [.apt(["libgnutls28-dev"])]),
+        .target(name: "NBD", dependencies: ["CGnuTLS"]),
+        .executableTarget(name: "nbdserver", dependencies: ["ImageFormats", "NBD", "CLinux"]),
+        .testTarget(name: "NBDTests", dependencies: ["NBD"]),
+        .testTarget(name: "nbdserverTests", dependencies: ["nbdserver", "NBD", "ImageFormats"]),
+
+        // The virtual machine (boards, devices, firmware, accelerators, monitor) and its thin front end.
+        .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"], exclude: ["README.md"]),
+        .executableTarget(name: "vmrun", dependencies: ["Machine", "ImageFormats"]),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "ImageFormats", "X86"]),
+        .testTarget(name: "vmrunTests", dependencies: ["Machine"], exclude: ["Guests", "Fixtures"]),
     ]
 )

@@ -5,4 +5,5 @@
 #define CLINUX_H
 #include "clinux_fs.h"
 #include "clinux_getopt.h"
+#include "clinux_kvm.h"
 #endif

@@ -55,7 +55,7 @@ public protocol ProtocolDriver {
 }
 
 public enum ProtocolRegistry {
-    nonisolated(unsafe) private static var drivers: [any ProtocolDriver.Type] = [FileProtocol.self, NullProtocol.self]
+    nonisolated(unsafe) private static var drivers: [any ProtocolDriver.Type] = [FileProtocol.self, NullProtocol.self, NBDProtocol.self]
     private static let lock = NSLockLite()
 
     public static var all: [any ProtocolDriver.Type] { lock.withLock { drivers } }
@@ -204,6 +204,9 @@ public enum BlockGraph {
         let path = resolveBackingPath(backing, relativeTo: overlayFilename)
         var ctx = context.forBacking
         ctx.flags.remove(.noIO)
+        if let id = FileIdentity(path: path), context.writableBacking.contains(id) {
+            ctx.flags.insert(.readWrite)
+        }
         do {
             try BackingLoopGuard.enter(path)
             defer { BackingLoopGuard.leave(path) }
@@ -270,5 +273,18 @@ final class NSLockLite: @unchecked Sendable {
         pthread_mutex_lock(&m)
         defer { pthread_mutex_unlock(&m) }
         return try body()
+    }
+}
+
+/// A file's identity (device and inode), to recognise one file under different names.
+public struct FileIdentity: Hashable, Sendable {
+    public let device: UInt64
+    public let inode: UInt64
+
+    public init?(path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
     }
 }

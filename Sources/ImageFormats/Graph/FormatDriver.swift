@@ -74,6 +74,8 @@ public enum CacheMode: String, Sendable, CaseIterable {
 /// Everything an open needs besides the filename and options.
 public struct OpenContext: Sendable {
     public var flags: OpenFlags
+    /// Backing files (by identity, see `FileIdentity`) to open writable: the base of a commit.
+    public var writableBacking: Set<FileIdentity> = []
     public var cache: CacheMode
     public var locking: FileNode.Locking
 

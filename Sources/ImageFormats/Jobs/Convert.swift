@@ -80,7 +80,11 @@ public final class Converter: @unchecked Sendable {
 
     /// Runs the conversion; throws the first error (as qemu-img words it).
     public func run() throws {
-        let workers = max(1, min(options.workers, 16))
+        // -m is an upper bound: beyond a few requests in flight per core, more workers only add
+        // buffers (memory) without adding throughput; compression wants one per core.
+        let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let useful = options.compress ? max(2 * cores, 2) : max(2 * cores, 2)
+        let workers = max(1, min(options.workers, 16, useful))
         runThreads(workers) { [self] _ in worker() }
         if let f = failure { throw f }
         options.progress?(1)

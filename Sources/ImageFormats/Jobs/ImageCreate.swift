@@ -20,6 +20,12 @@ public struct CreateOptions: Sendable {
         self.specs = specs
     }
 
+    /// An option list of its own (qemu-img amend's).
+    public init(format: String, specs: [CreateOptionSpec]) {
+        self.format = format
+        self.specs = specs
+    }
+
     /// Whether "help" or "?" is among the options (qemu-img's has_help_option).
     public static func asksForHelp(_ optionString: String) -> Bool {
         BlockOptions.splitEscaped(optionString).contains { $0 == "help" || $0 == "?" }

@@ -1,6 +1,6 @@
 // imgtool check: human and JSON reports, -r leaks|all, qemu-img's exit codes
 // (0 clean, 1 check failed, 2 corruptions, 3 leaks only, 63 format cannot be checked).
-import Foundation
+
 import ImageFormats
 
 private let optOutput: Int32 = 256, optObject: Int32 = 257, optImageOpts: Int32 = 258
@@ -108,7 +108,7 @@ func printHumanCheck(_ r: CheckResult) {
     }
     if r.totalClusters != 0 && r.allocatedClusters != 0 {
         let a = Double(r.allocatedClusters)
-        out(String(format: "%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters",
+        out(cFormat("%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters",
                    r.allocatedClusters, r.totalClusters, a * 100 / Double(r.totalClusters),
                    Double(r.fragmentedClusters) * 100 / a, Double(r.compressedClusters) * 100 / a))
     }

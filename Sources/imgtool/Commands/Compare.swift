@@ -1,6 +1,6 @@
 // imgtool compare: exit 0 identical, 1 different, 2 open error, 3 allocation-test error,
 // 4 read error, as qemu-img.
-import Foundation
+
 import ImageFormats
 
 private let optObject: Int32 = 256, optImageOpts: Int32 = 257

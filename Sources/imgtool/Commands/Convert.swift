@@ -1,6 +1,6 @@
 // imgtool convert: qemu-img convert's options, checks and messages on top of the library's
 // Converter (Jobs/Convert.swift), which does the sparse, parallel copy.
-import Foundation
+
 import ImageFormats
 
 private let optObject: Int32 = 256, optImageOpts: Int32 = 257, optTargetImageOpts: Int32 = 258,
@@ -22,6 +22,7 @@ func runConvert(_ args: [String]) throws -> Int32 {
     var copyOffload = false
     var targetImageOpts = false
     var targetIsZero = false
+    var copyBitmaps = false, skipBroken = false
     let (events, operands) = getopt(args, "hf:O:B:b:F:Cco:l:S:pt:T:qnm:WUr:", [
         LongOption(name: "help", hasArgument: false, code: Character("h").code),
         LongOption(name: "object", hasArgument: true, code: optObject),
@@ -40,8 +41,9 @@ func runConvert(_ args: [String]) throws -> Int32 {
         case optImageOpts: src.imageOpts = true
         case optTargetImageOpts: targetImageOpts = true
         case optTargetIsZero: targetIsZero = true
-        case optBitmaps: throw fail("--bitmaps is not implemented yet")
-        case optObject, optSalvage, optSkipBroken: break
+        case optBitmaps: copyBitmaps = true
+        case optSkipBroken: skipBroken = true
+        case optObject, optSalvage: break
         default:
             switch c.optionChar {
             case "h": printHelp(); return 0
@@ -101,6 +103,8 @@ func runConvert(_ args: [String]) throws -> Int32 {
     }
     if skipCreate && !optionStrings.isEmpty { throw fail("-o has no effect when skipping image creation") }
     if sourceNames.count > 1 && snapshot != nil { throw fail("No support for concatenating multiple snapshot") }
+    if copyBitmaps && sourceNames.count > 1 { throw fail("Copying bitmaps only possible with single source") }
+    if skipBroken && !copyBitmaps { throw fail("--skip-broken-bitmaps requires --bitmaps") }
     guard let srcMode = try? CacheMode.parse(srcCache) else { throw fail("Invalid source cache option: \(srcCache)") }
     guard let dstMode = try? CacheMode.parse(targetCache) else { throw fail("Invalid cache option: \(targetCache)") }
     src.cache = srcMode
@@ -167,6 +171,7 @@ func runConvert(_ args: [String]) throws -> Int32 {
     }
     do {
         try Converter(sources: sources, target: target, options: conv).run()
+        if copyBitmaps { try copyPersistentBitmaps(from: sources[0], to: target, skipBroken: skipBroken) }
         try target.flush()
     } catch let e as ConvertError {
         if progress { out("") }
@@ -199,15 +204,44 @@ private func openSource(_ name: String, _ src: ImageSource, _ extra: BlockOption
 
 /// qemu-img's progress line: "    (xx.xx/100%)\r", printed when it moves by at least 1%.
 final class ProgressPrinter: @unchecked Sendable {
-    private let lock = NSLock()
+    private let lock = Monitor()
     private var last = -1.0
     func update(_ fraction: Double) {
-        lock.lock()
-        defer { lock.unlock() }
+        lock.locked { update(locked: fraction) }
+    }
+
+    private func update(locked fraction: Double) {
         let pct = fraction * 100
         guard pct - last >= 1 || (pct >= 100 && last < 100) || last < 0 else { return }
         last = pct
-        out(String(format: "    (%3.2f/100%%)\r", pct), terminator: "")
+        out(cFormat("    (%3.2f/100%%)\r", pct), terminator: "")
         Stdout.shared.flush()
+    }
+}
+
+/// QEMU's convert_copy_bitmaps: every persistent bitmap of the source, with its granularity,
+/// enabled state and bits, into the target.
+private func copyPersistentBitmaps(from source: any BlockNode, to target: any BlockNode, skipBroken: Bool) throws {
+    guard let src = source as? Qcow2Node else { return }
+    guard let dst = target as? any BitmapCapableNode else { throw fail("Target does not support bitmaps") }
+    for b in src.persistentBitmaps {
+        let contents: (granularity: UInt64, words: [UInt64], enabled: Bool)
+        do {
+            contents = try src.bitmapContents(b.name)
+        } catch {
+            if skipBroken {
+                printError("warning: Skipping inconsistent bitmap '\(b.name)'")
+                continue
+            }
+            printError("Cannot copy inconsistent bitmap '\(b.name)'")
+            printStderr("Try --skip-broken-bitmaps, or use '\(programName) bitmap --remove' to delete it")
+            throw ExitStatus(code: 1)
+        }
+        do {
+            try dst.importBitmap(name: b.name, granularity: contents.granularity, enabled: contents.enabled, words: contents.words)
+        } catch let e as BlockError {
+            report(e, prefix: "Failed to add bitmap \(b.name): ")
+            throw ExitStatus(code: 1)
+        }
     }
 }

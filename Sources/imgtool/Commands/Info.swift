@@ -1,6 +1,6 @@
 // imgtool info: human and JSON output in QEMU 8.0+'s shape (every node with its children),
 // --backing-chain, -U, --image-opts.
-import Foundation
+
 import ImageFormats
 
 private let optOutput: Int32 = 256, optBackingChain: Int32 = 257, optObject: Int32 = 258, optImageOpts: Int32 = 259
@@ -140,7 +140,7 @@ func dumpObject(_ v: JSONValue, indentation: Int) {
     switch v {
     case .object(let members):
         for (k, val) in members {
-            let key = k.replacingOccurrences(of: "-", with: " ")
+            let key = String(k.map { $0 == "-" ? " " : $0 })
             if let s = scalar(val) { out("\(pad)\(key): \(s)") } else {
                 out("\(pad)\(key):")
                 dumpObject(val, indentation: indentation + 1)
@@ -168,7 +168,7 @@ func snapshotLine(_ s: JSONValue) -> String {
     let clockNsec = UInt64(s["vm-clock-nsec"]?.int64Value ?? 0)
     let total = clockSec * 1_000_000_000 + clockNsec
     let secs = total / 1_000_000_000
-    let clock = String(format: "%02d:%02d:%02d.%03d", Int(secs / 3600), Int((secs / 60) % 60), Int(secs % 60), Int((total / 1_000_000) % 1000))
+    let clock = cFormat("%02d:%02d:%02d.%03d", Int(secs / 3600), Int((secs / 60) % 60), Int(secs % 60), Int((total / 1_000_000) % 1000))
     let size = sizeToString(UInt64(s["vm-state-size"]?.int64Value ?? 0))
     let date = formatLocalDate(Int(s["date-sec"]?.int64Value ?? 0))
     let icount = s["icount"]?.int64Value.map { String($0) } ?? ""

@@ -1,5 +1,5 @@
 // imgtool map: the allocation map, human and JSON, merged as qemu-img merges it.
-import Foundation
+
 import ImageFormats
 
 private let optOutput: Int32 = 256, optObject: Int32 = 257, optImageOpts: Int32 = 258

@@ -1,5 +1,5 @@
 // imgtool measure: required and fully allocated sizes for a new image, human and JSON.
-import Foundation
+
 import ImageFormats
 
 private let optImageOpts: Int32 = 256, optObject: Int32 = 257, optOutput: Int32 = 258, optSize: Int32 = 259

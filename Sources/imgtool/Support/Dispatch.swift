@@ -1,5 +1,5 @@
 // The subcommand table, help and version text, and the top-level argv handling.
-import Foundation
+
 import Glibc
 import ImageFormats
 
@@ -13,14 +13,23 @@ func handler(for name: String) -> (([String]) throws -> Int32)? {
     case "map": return runMap
     case "compare": return runCompare
     case "measure": return runMeasure
+    case "snapshot": return runSnapshot
+    case "resize": return runResize
+    case "commit": return runCommit
+    case "rebase": return runRebase
+    case "amend": return runAmend
+    case "dd": return runDD
+    case "bench": return runBench
+    case "bitmap": return runBitmap
     default: return nil
     }
 }
 
 /// qemu-img subcommands that exist but are not implemented here yet: a clear message, status 1.
-let notYet = ["amend", "bench", "bitmap", "commit", "dd", "rebase", "resize", "snapshot"]
+let notYet: [String] = []
 
 func runMain() -> Int32 {
+    toolName = programName
     let args = CommandLine.arguments
     let (events, operands) = getopt(args, "+hVT:", [
         LongOption(name: "help", hasArgument: false, code: Character("h").code),

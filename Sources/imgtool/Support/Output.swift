@@ -1,10 +1,21 @@
 // How imgtool talks: messages prefixed with the program name as invoked (imgtool, or qemu-img via
 // a symlink), QEMU's human size format, and the exit statuses qemu-img uses.
-import Foundation
+
 import Glibc
 import ImageFormats
 
 /// The name messages start with: the basename of argv[0].
+/// Writes all of `s` to a file descriptor.
+func writeAll(_ fd: Int32, _ s: String) {
+    var bytes = Array(s.utf8)
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+        if n < 0 { if errno == EINTR { continue }; return }
+        done += n
+    }
+}
+
 let programName: String = {
     let a0 = CommandLine.arguments.first ?? "imgtool"
     return a0.split(separator: "/").last.map(String.init) ?? "imgtool"
@@ -16,12 +27,12 @@ struct ExitStatus: Error {
 }
 
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data("\(programName): \(message)\n".utf8))
+    writeAll(2, "\(programName): \(message)\n")
 }
 
 /// Prints a raw line to stderr (hints, warnings that carry their own prefix).
 func printStderr(_ text: String) {
-    FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+    writeAll(2, text.hasSuffix("\n") ? text : text + "\n")
 }
 
 /// A library error with its hint, as QEMU's error_report_err prints it.
@@ -60,7 +71,7 @@ final class Stdout: @unchecked Sendable {
     }
     func flush() {
         guard !buffer.isEmpty else { return }
-        FileHandle.standardOutput.write(Data(buffer.utf8))
+        writeAll(1, buffer)
         buffer = ""
     }
 }
@@ -74,7 +85,7 @@ func sizeToString(_ value: UInt64) -> String {
     _ = frexp(Double(value) / (1000.0 / 1024.0), &exponent)
     let i = Int((exponent - 1) / 10)   // C integer division truncates toward zero
     let div = Double(UInt64(1) << UInt64(i * 10))
-    return String(format: "%0.3g %@B", Double(value) / div, suffixes[i])
+    return cFormat("%0.3g ", Double(value) / div) + suffixes[i] + "B"
 }
 
 /// Parses --output=human|json with qemu-img's message.
@@ -95,6 +106,6 @@ func formatLocalDate(_ secs: Int) -> String {
     var t = time_t(secs)
     var tmv = tm()
     localtime_r(&t, &tmv)
-    return String(format: "%04d-%02d-%02d %02d:%02d:%02d", Int(tmv.tm_year) + 1900, Int(tmv.tm_mon) + 1, Int(tmv.tm_mday),
+    return cFormat("%04d-%02d-%02d %02d:%02d:%02d", Int(tmv.tm_year) + 1900, Int(tmv.tm_mon) + 1, Int(tmv.tm_mday),
                   Int(tmv.tm_hour), Int(tmv.tm_min), Int(tmv.tm_sec))
 }

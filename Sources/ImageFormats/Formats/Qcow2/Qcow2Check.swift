@@ -53,27 +53,36 @@ extension Qcow2Node: CheckableNode {
         }
     }
 
-    /// The in-memory refcount table being rebuilt.
+    /// The in-memory refcount table being rebuilt: dense over the file, sparse past its end (a
+    /// corrupted entry pointing far away must not make us allocate for it).
     private struct IMRT {
         var counts: [UInt32]
+        var beyond: [UInt64: UInt32] = [:]
         let clusterSize: UInt64
         let max: UInt64
 
+        func count(_ c: UInt64) -> UInt64 {
+            c < UInt64(counts.count) ? UInt64(counts[Int(c)]) : UInt64(beyond[c] ?? 0)
+        }
+
         mutating func add(_ offset: UInt64, _ size: UInt64, _ res: inout CheckResult, log: (String) -> Void) {
             guard size > 0 else { return }
+            let (endExclusive, overflow) = offset.addingReportingOverflow(size)
+            guard !overflow else { res.corruptions += 1; return }
             var c = offset / clusterSize
-            let last = (offset + size - 1) / clusterSize
+            let last = (endExclusive - 1) / clusterSize
+            guard last - c < 1 << 24 else { res.corruptions += 1; return }   // no real range is this long
             while c <= last {
-                if c >= UInt64(counts.count) {
-                    guard c < (1 << 31) else { res.checkErrors += 1; return }
-                    counts += [UInt32](repeating: 0, count: Int(c) + 1 - counts.count)
-                }
-                if UInt64(counts[Int(c)]) >= Swift.min(max, UInt64(UInt32.max)) {
+                if count(c) >= Swift.min(max, UInt64(UInt32.max)) {
                     log("ERROR: overflow cluster offset=\(hex(c * clusterSize))")
                     log("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing")
                     res.corruptions += 1
-                } else {
+                } else if c < UInt64(counts.count) {
                     counts[Int(c)] += 1
+                } else if beyond.count < 1 << 20 {
+                    beyond[c, default: 0] += 1
+                } else {
+                    res.checkErrors += 1
                 }
                 c += 1
             }
@@ -178,8 +187,8 @@ extension Qcow2Node: CheckableNode {
             }
             if off != 0 {
                 imrt.add(off, cs, &res, log: log)
-                if imrt.counts[Int(off / cs)] != 1 {
-                    log("ERROR refcount block \(i) refcount=\(imrt.counts[Int(off / cs)])")
+                if imrt.count(off / cs) != 1 {
+                    log("ERROR refcount block \(i) refcount=\(imrt.count(off / cs))")
                     res.corruptions += 1
                     rebuild = true
                 }
@@ -269,7 +278,15 @@ extension Qcow2Node: CheckableNode {
         highest = 0
         let n = UInt64(imrt.counts.count)
         var i: UInt64 = 0
-        while i < n {
+        // Dense clusters in order, then referenced clusters past the end of the file.
+        let extra = imrt.beyond.keys.sorted()
+        var extraIndex = 0
+        func nextIndex() -> UInt64? {
+            if i < n { return i }
+            if extraIndex < extra.count { i = extra[extraIndex]; extraIndex += 1; return i }
+            return nil
+        }
+        while let _ = nextIndex() {
             let stored: UInt64
             do { stored = try meta.refcount(ofCluster: i) } catch {
                 log("Can't get refcount for cluster \(i): \(error)")
@@ -277,7 +294,7 @@ extension Qcow2Node: CheckableNode {
                 i += 1
                 continue
             }
-            let computed = UInt64(imrt.counts[Int(i)])
+            let computed = imrt.count(i)
             if stored > 0 || computed > 0 { highest = i }
             if stored != computed {
                 var fixing = false

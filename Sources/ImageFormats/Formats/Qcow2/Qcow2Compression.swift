@@ -4,8 +4,10 @@
 // sectors, so trailing bytes (possibly the start of the next compressed cluster) are ignored.
 // Compression reports "does not fit" when the result would not be smaller than a cluster, and the
 // caller then writes the cluster uncompressed (as QEMU does).
+import CDeflate
 import CZlib
 import CZstd
+import Glibc
 
 enum Qcow2CompressionType: UInt8, Sendable {
     case zlib = 0
@@ -61,7 +63,28 @@ enum Qcow2Compression {
         guard s.avail_out == 0 else { throw corrupt() }
     }
 
+    /// Raw deflate with libdeflate (several times faster than zlib at the same ratio). A small
+    /// sample is tried first: data that does not shrink there is not worth a full attempt.
     static func deflateRaw(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Int? {
+        let c = DeflateCompressors.current()
+        if input.count >= 16384 {
+            // Three 1 KiB samples; random data compresses to more than its size.
+            var sampleOut = [UInt8](repeating: 0, count: 2048)
+            var total = 0
+            for start in [0, input.count / 2, input.count - 1024] {
+                let n = sampleOut.withUnsafeMutableBytes {
+                    libdeflate_deflate_compress(c, input.baseAddress! + start, 1024, $0.baseAddress, 2048)
+                }
+                total += n == 0 ? 2048 : n
+            }
+            if total >= 3 * 1024 * 99 / 100 { return nil }
+        }
+        let n = libdeflate_deflate_compress(c, input.baseAddress, input.count, output.baseAddress, output.count)
+        return n == 0 ? nil : n
+    }
+
+    /// zlib's raw deflate (kept for comparison and as a reference implementation).
+    static func deflateRawZlib(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Int? {
         var s = z_stream()
         guard deflateInit2_(&s, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -12, 9, Z_DEFAULT_STRATEGY,
                             ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else { return nil }
@@ -93,5 +116,21 @@ enum Qcow2Compression {
         let r = ZSTD_compress(output.baseAddress, output.count, input.baseAddress, input.count, 0)
         if ZSTD_isError(r) != 0 { return nil }
         return r
+    }
+}
+
+/// One libdeflate compressor per thread (they are not thread-safe and are costly to create).
+enum DeflateCompressors {
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        pthread_key_create(&k) { p in libdeflate_free_compressor(OpaquePointer(p)) }
+        return k
+    }()
+
+    static func current() -> OpaquePointer {
+        if let p = pthread_getspecific(key) { return OpaquePointer(p) }
+        let c = libdeflate_alloc_compressor(3)!
+        pthread_setspecific(key, UnsafeRawPointer(c))
+        return c
     }
 }

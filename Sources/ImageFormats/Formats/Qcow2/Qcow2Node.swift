@@ -24,6 +24,8 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
     /// Set when the image looked like metadata preallocation (QEMU's detection, done once).
     private var metadataPreallocation: Bool?
     private let closed = Atomic<Bool>(false)
+    /// Persistent dirty bitmaps (nil when the image has none loaded).
+    var bitmapSet: Qcow2BitmapSet?
     /// The snapshot whose tables are shown instead of the active ones (`-l`), if any.
     public let loadedSnapshot: String?
 
@@ -93,8 +95,9 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
 
         // Drop autoclear bits we do not maintain (a writer unaware of them must clear them).
         var headerChanged = false
-        if writable && header.autoclearFeatures & ~Qcow2.autoclearDataFileRaw != 0 {
-            header.autoclearFeatures &= Qcow2.autoclearDataFileRaw
+        let known = Qcow2.autoclearDataFileRaw | Qcow2.autoclearBitmaps
+        if writable && header.autoclearFeatures & ~known != 0 {
+            header.autoclearFeatures &= known
             headerChanged = true
         }
 
@@ -138,6 +141,11 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
             }
         }
 
+        if loadedSnapshot == nil && !context.flags.contains(.checkRepair) {
+            try loadBitmaps(writable: writable)
+        } else if context.flags.contains(.checkRepair) {
+            try? loadBitmaps(writable: false)
+        }
         if writable {
             if header.isDirty && !repairing {
                 try Qcow2Check(node: self).repairDirtyOnOpen()
@@ -267,6 +275,7 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
         if !isReadOnly {
             do {
                 try metaLock.withLock {
+                    if let set = bitmapSet, set.changed || set.markedInUse { try storeBitmaps() }
                     try meta.flushCaches()
                     if meta.header.isDirty && !meta.header.lazyRefcounts {
                         meta.header.incompatibleFeatures &= ~Qcow2.incompatDirty
@@ -305,6 +314,7 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
             data.append(("compat", .string("1.1")))
             data.append(("compression-type", .string(compression.name)))
             data.append(("lazy-refcounts", .bool(h.lazyRefcounts)))
+            if let bm = bitmapInfo { data.append(("bitmaps", bm)) }
             data.append(("refcount-bits", .int(Int64(h.refcountBits))))
             if h.hasDataFile {
                 if let d = h.dataFile { data.append(("data-file", .string(d))) }

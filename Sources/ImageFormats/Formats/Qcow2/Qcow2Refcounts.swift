@@ -253,6 +253,39 @@ extension Qcow2Meta {
         throw Qcow2RetryAllocation()
     }
 
+    /// QEMU's qcow2_shrink_reftable: refcount blocks counting nothing but (maybe) themselves are
+    /// dropped from the table and freed.
+    func shrinkRefcountTable() throws {
+        let order = header.refcountOrder
+        var newTable = refcountTable
+        for (i, e) in refcountTable.enumerated() {
+            let off = e & Qcow2.refTableOffsetMask
+            guard off != 0 else { continue }
+            let selfIndex = (off / clusterSize) / refcountBlockEntries == UInt64(i) ? (off / clusterSize) % refcountBlockEntries : nil
+            let unused: Bool = try refcountCache.read(off) { block in
+                var b = block
+                if let si = selfIndex { Qcow2Meta.setRefcount(&b, si, 0, order: order) }
+                return b.isAllZero
+            }
+            if unused { newTable[i] = 0 }
+        }
+        guard newTable != refcountTable else { return }
+        var bytes = [UInt8](repeating: 0, count: newTable.count * 8)
+        for (i, e) in newTable.enumerated() { bytes.setBE64(i * 8, e) }
+        try bytes.withUnsafeBytes { try file.write(at: header.refcountTableOffset, from: $0, flags: []) }
+        try file.flush()
+        let old = refcountTable
+        refcountTable = newTable
+        for (i, e) in old.enumerated() where e != 0 && newTable[i] == 0 {
+            let off = e & Qcow2.refTableOffsetMask
+            refcountCache.discard(off)
+            // Its own refcount lives in another block (or was in itself, now gone).
+            if (off / clusterSize) / refcountBlockEntries != UInt64(i) {
+                try freeClusters(offset: off, length: clusterSize, discard: .always)
+            }
+        }
+    }
+
     /// QEMU's qcow2_refcount_metadata_size: refcount blocks and table clusters needed to cover
     /// `clusters` clusters plus themselves.
     static func refcountMetadataSize(clusters: UInt64, clusterSize: UInt64, refcountOrder: UInt32,

@@ -18,7 +18,17 @@ extension Qcow2Node {
                 if preallocation != .off {
                     throw BlockError(.invalidArgument, "Preallocation can't be used for shrinking an image", errno: EINVAL)
                 }
-                throw BlockError(.unsupported, "Shrinking qcow2 images is not implemented yet", errno: ENOTSUP)
+                try shrink(from: old, to: newSize)
+                var b = [UInt8](repeating: 0, count: 8)
+                b.setBE64(0, newSize)
+                try b.withUnsafeBytes { try file.write(at: 24, from: $0, flags: []) }
+                try file.flush()
+                metaLock.withLock {
+                    meta.header.size = newSize
+                    resizeBitmaps(newSize)
+                }
+                setSize(newSize)
+                return
             }
             let needed = Qcow2Header.l1EntriesNeeded(size: newSize, clusterBits: meta.header.clusterBits, l2EntrySize: meta.l2EntrySize)
             try metaLock.withLock { try meta.growL1Table(minSize: needed, exact: true) }
@@ -41,8 +51,70 @@ extension Qcow2Node {
             b.setBE64(0, newSize)
             try b.withUnsafeBytes { try file.write(at: 24, from: $0, flags: []) }
             try file.flush()
-            metaLock.withLock { meta.header.size = newSize }
+            metaLock.withLock {
+                meta.header.size = newSize
+                resizeBitmaps(newSize)
+            }
             setSize(newSize)
+        }
+    }
+
+    /// Bitmaps follow the disk size (new granules start clean), as QEMU's do.
+    func resizeBitmaps(_ newSize: UInt64) {
+        guard let set = bitmapSet else { return }
+        for i in set.bitmaps.indices where !set.bitmaps[i].inconsistent {
+            let words = Qcow2Bitmap.wordCount(diskSize: newSize, granularityBits: set.bitmaps[i].granularityBits)
+            var bits = set.bitmaps[i].bits
+            if bits.count > words { bits.removeLast(bits.count - words) } else { bits += [UInt64](repeating: 0, count: words - bits.count) }
+            set.bitmaps[i].bits = bits
+            set.changed = true
+        }
+    }
+
+    /// QEMU's shrink: drop every cluster past the new end, the L2 tables past it, refcount blocks
+    /// that became empty, and the file's tail after the last cluster in use.
+    private func shrink(from old: UInt64, to newSize: UInt64) throws {
+        let cs = meta.clusterSize
+        var pos = roundUp(newSize, cs)
+        while pos < old {
+            try metaLock.withLock {
+                let (l1Index, index) = meta.l2Location(pos)
+                guard l1Index < meta.l1Table.count, meta.l1Table[l1Index] & Qcow2.l1OffsetMask != 0 else { return }
+                let l2 = try meta.l2TableForWrite(l1Index)
+                let (entry, bitmap) = try meta.l2Entry(table: l2, index: index)
+                if entry != 0 || bitmap != 0 {
+                    try meta.setL2Entry(table: l2, index: index, entry: 0, bitmap: 0)
+                    try meta.freeAnyCluster(entry, discard: .always)
+                }
+            }
+            pos += cs
+        }
+        try metaLock.withLock {
+            try meta.flushCaches()
+            // Shrink the L1 table's contents (its size field stays, as in QEMU).
+            let newL1 = Int(Qcow2Header.l1EntriesNeeded(size: newSize, clusterBits: meta.header.clusterBits, l2EntrySize: meta.l2EntrySize))
+            if newL1 < meta.l1Table.count {
+                let zeros = [UInt8](repeating: 0, count: (meta.l1Table.count - newL1) * 8)
+                try zeros.withUnsafeBytes { try file.write(at: meta.header.l1TableOffset + UInt64(newL1) * 8, from: $0, flags: []) }
+                try file.flush()
+                for i in stride(from: meta.l1Table.count - 1, through: newL1, by: -1) {
+                    let l2 = meta.l1Table[i] & Qcow2.l1OffsetMask
+                    if l2 != 0 {
+                        try meta.freeClusters(offset: l2, length: cs, discard: .always)
+                        meta.l2Cache.discard(l2)
+                    }
+                    meta.l1Table[i] = 0
+                }
+            }
+            try meta.shrinkRefcountTable()
+            try meta.flushCaches()
+            // Cut the file after the last cluster in use.
+            let fileSize = file.size
+            var last = Int64((fileSize + cs - 1) / cs) - 1
+            while last >= 0, try meta.refcount(ofCluster: UInt64(last)) == 0 { last -= 1 }
+            if last >= 0 && UInt64(last + 1) * cs < fileSize {
+                try? file.truncate(to: UInt64(last + 1) * cs, preallocation: .off, exact: false)
+            }
         }
     }
 

@@ -27,6 +27,10 @@ extension Qcow2Node {
                 let end = offset + UInt64(buffer.count)
                 let cs = meta.clusterSize
                 while pos < end {
+                    if pos % cs == 0, end - pos >= 2 * cs {
+                        let n = try writeNewClusterRun(pos, UnsafeRawBufferPointer(rebasing: buffer[Int(pos - offset)...]))
+                        if n > 0 { pos += n; continue }
+                    }
                     let cStart = pos - pos % cs
                     let wEnd = min(end, cStart + cs)
                     let part = UnsafeRawBufferPointer(rebasing: buffer[Int(pos - offset)..<Int(wEnd - offset)])
@@ -35,6 +39,7 @@ extension Qcow2Node {
                 }
             }
         }
+        markBitmaps(offset, UInt64(buffer.count))
         if flags.contains(.fua) { try flush() }
     }
 
@@ -57,6 +62,40 @@ extension Qcow2Node {
             try meta.dataHost.write(at: p.host, from: UnsafeRawBufferPointer(rebasing: buffer[p.start..<p.start + p.count]), flags: [])
         }
         return true
+    }
+
+    /// The common case of sequential writes to fresh space: whole clusters with nothing to keep
+    /// (unallocated, zero, no backing data under them) get one contiguous host run, one data write
+    /// and their L2 entries. Returns the bytes written (0 when the fast path does not apply).
+    private func writeNewClusterRun(_ start: UInt64, _ data: UnsafeRawBufferPointer) throws -> UInt64 {
+        let cs = meta.clusterSize
+        guard !meta.isExtendedL2, !meta.hasDataFile else { return 0 }
+        let (l1Index, first) = meta.l2Location(start)
+        let maxClusters = min(UInt64(data.count) / cs, meta.l2Entries - first)
+        guard maxClusters >= 2 else { return 0 }
+        let plan: (l2: UInt64, count: UInt64, old: [UInt64], host: UInt64)? = try metaLock.withLock {
+            let l2 = try meta.l2TableForWrite(l1Index)
+            var old: [UInt64] = []
+            for i in 0..<maxClusters {
+                let (e, _) = try meta.l2Entry(table: l2, index: first + i)
+                let t = meta.clusterType(e)
+                // Only entries whose replacement needs no copy-on-write and frees nothing shared.
+                guard t == .unallocated || t == .zeroPlain else { break }
+                old.append(e)
+            }
+            guard old.count >= 2 else { return nil }
+            let count = UInt64(old.count)
+            return (l2, count, old, try meta.allocateClusters(bytes: count * cs))
+        }
+        guard let plan else { return 0 }
+        let bytes = Int(plan.count * cs)
+        try meta.dataHost.write(at: plan.host, from: UnsafeRawBufferPointer(rebasing: data[0..<bytes]), flags: [])
+        try metaLock.withLock {
+            for i in 0..<plan.count {
+                try meta.setL2Entry(table: plan.l2, index: first + i, entry: (plan.host + i * cs) | Qcow2.oflagCopied, bitmap: 0)
+            }
+        }
+        return UInt64(bytes)
     }
 
     /// Writes `data` at `writeStart` inside the guest cluster starting at `cStart` (rw held exclusively).
@@ -213,6 +252,7 @@ extension Qcow2Node {
                 try meta.setL2Entry(table: l2, index: index, entry: entry, bitmap: 0)
             }
         }
+        markBitmaps(offset, min(meta.clusterSize, size - offset))
     }
 
     public var compressionType: String { compression.name }
@@ -253,6 +293,7 @@ extension Qcow2Node {
         if meta.header.dataFileRaw {
             try meta.dataHost.writeZeroes(at: offset, length: length, flags: flags)
         }
+        markBitmaps(offset, length)
         if flags.contains(.fua) { try flush() }
     }
 
@@ -378,6 +419,7 @@ extension Qcow2Node {
                 pos += cs
             }
         }
+        markBitmaps(start, end - start)
     }
 
     /// QEMU's discard_in_l2_slice for one cluster (full_discard = false: the cluster then reads as

@@ -1,0 +1,138 @@
+// The ACPI tables of the pc machine, built as bytes at a chosen guest address: RSDP (revision 2,
+// pointing at both RSDT and XSDT), FADT (revision 3, PIIX4 PM blocks, reset register 0xCF9), FACS,
+// MADT (local APICs, the I/O APIC, QEMU's interrupt source overrides), HPET (when present) and the
+// DSDT from DSDT.swift. Tables are laid out one after the other with the alignment each needs,
+// and every checksum is computed over the final bytes, so the result can be copied into RAM as is.
+
+public struct ACPIConfig: Sendable {
+    public var cpuCount: Int
+    public var memoryMap: PCMemoryMap
+    public var hasHPET: Bool
+    /// PCI devices whose INTx the DSDT routes (device numbers on bus 0).
+    public var pciSlots: [Int]
+    public init(cpuCount: Int, memoryMap: PCMemoryMap, hasHPET: Bool, pciSlots: [Int]) {
+        self.cpuCount = cpuCount
+        self.memoryMap = memoryMap
+        self.hasHPET = hasHPET
+        self.pciSlots = pciSlots
+    }
+}
+
+public struct ACPITables: Sendable {
+    /// The bytes to copy to `base`.
+    public var blob: [UInt8]
+    public var base: UInt64
+    /// Where the RSDP is (inside the blob, 16-byte aligned).
+    public var rsdpAddress: UInt64
+
+    public static let oemID = Array("BOCHS ".utf8)
+    public static let oemTableID = Array("BXPC    ".utf8)
+
+    /// Builds all tables for a blob placed at `base`.
+    public static func build(_ cfg: ACPIConfig, base: UInt64) -> ACPITables {
+        var blob: [UInt8] = []
+        func place(_ table: [UInt8], align: Int) -> UInt64 {
+            while blob.count % align != 0 { blob.append(0) }
+            let at = base + UInt64(blob.count)
+            blob += table
+            return at
+        }
+        let rsdpOffset = 0
+        blob += [UInt8](repeating: 0, count: 36)   // RSDP, filled in last
+        let facs = place(facsTable(), align: 64)
+        let dsdt = place(DSDT.build(cfg), align: 16)
+        let fadt = place(fadtTable(facs: facs, dsdt: dsdt), align: 16)
+        let madt = place(madtTable(cfg), align: 16)
+        var pointers = [fadt, madt]
+        if cfg.hasHPET { pointers.append(place(hpetTable(), align: 16)) }
+        let rsdt = place(table("RSDT", revision: 1, body: pointers.flatMap { AML.le($0, 4) }), align: 16)
+        let xsdt = place(table("XSDT", revision: 1, body: pointers.flatMap { AML.le($0, 8) }), align: 16)
+        let rsdp = rsdpTable(rsdt: rsdt, xsdt: xsdt)
+        blob.replaceSubrange(rsdpOffset..<rsdpOffset + 36, with: rsdp)
+        return ACPITables(blob: blob, base: base, rsdpAddress: base + UInt64(rsdpOffset))
+    }
+
+    /// A table: the 36-byte header then `body`, checksummed.
+    static func table(_ sig: String, revision: UInt8, body: [UInt8]) -> [UInt8] {
+        var t = Array(sig.utf8) + AML.le(UInt64(36 + body.count), 4) + [revision, 0] + oemID + oemTableID
+            + AML.le(1, 4) + Array("BXPC".utf8) + AML.le(1, 4)
+        t += body
+        t[9] = checksum(t)
+        return t
+    }
+
+    static func checksum(_ bytes: some Collection<UInt8>) -> UInt8 {
+        0 &- bytes.reduce(0, &+)
+    }
+
+    static func rsdpTable(rsdt: UInt64, xsdt: UInt64) -> [UInt8] {
+        var r = Array("RSD PTR ".utf8) + [0] + oemID + [2] + AML.le(rsdt, 4) + AML.le(36, 4) + AML.le(xsdt, 8) + [0, 0, 0, 0]
+        r[8] = checksum(r[0..<20])
+        r[32] = checksum(r)
+        return r
+    }
+
+    static func facsTable() -> [UInt8] {
+        var f = Array("FACS".utf8) + AML.le(64, 4)
+        f += [UInt8](repeating: 0, count: 64 - f.count)
+        f[32] = 1   // version
+        return f
+    }
+
+    /// Generic Address Structure (12 bytes).
+    static func gas(space: UInt8, bits: UInt8, access: UInt8, address: UInt64) -> [UInt8] {
+        [space, bits, 0, access] + AML.le(address, 8)
+    }
+
+    static func fadtTable(facs: UInt64, dsdt: UInt64) -> [UInt8] {
+        var b = [UInt8](repeating: 0, count: 244 - 36)
+        func put(_ off: Int, _ bytes: [UInt8]) { b.replaceSubrange(off - 36..<off - 36 + bytes.count, with: bytes) }
+        put(36, AML.le(facs, 4))
+        put(40, AML.le(dsdt, 4))
+        put(46, AML.le(UInt64(PIIX4PM.sciIRQ), 2))
+        put(56, AML.le(UInt64(PIIX4PM.pmBase), 4))          // PM1a_EVT_BLK
+        put(64, AML.le(UInt64(PIIX4PM.pmBase) + 4, 4))      // PM1a_CNT_BLK
+        put(76, AML.le(UInt64(PIIX4PM.pmBase) + 8, 4))      // PM_TMR_BLK
+        put(80, AML.le(UInt64(PIIX4PM.gpeBase), 4))         // GPE0_BLK
+        put(88, [4, 2, 0, 4, 4])                             // PM1_EVT_LEN .. GPE0_BLK_LEN
+        put(96, AML.le(0xFFF, 2))                            // P_LVL2_LAT: no C2
+        put(98, AML.le(0xFFFF, 2))                           // P_LVL3_LAT: no C3
+        put(108, [0x32])                                     // CENTURY
+        put(109, AML.le(0x0003, 2))                          // IAPC_BOOT_ARCH: legacy devices, 8042
+        // WBINVD | PROC_C1 | SLP_BUTTON (no fixed sleep button) | RTC_S4 | RESET_REG_SUP
+        let flags: UInt32 = (1 << 0) | (1 << 2) | (1 << 5) | (1 << 7) | (1 << 10)
+        put(112, AML.le(UInt64(flags), 4))
+        put(116, gas(space: 1, bits: 8, access: 1, address: 0xCF9))   // RESET_REG
+        put(128, [0x06])                                               // RESET_VALUE
+        put(132, AML.le(facs, 8))
+        put(140, AML.le(dsdt, 8))
+        put(148, gas(space: 1, bits: 32, access: 0, address: UInt64(PIIX4PM.pmBase)))
+        put(172, gas(space: 1, bits: 16, access: 0, address: UInt64(PIIX4PM.pmBase) + 4))
+        put(208, gas(space: 1, bits: 32, access: 0, address: UInt64(PIIX4PM.pmBase) + 8))
+        put(220, gas(space: 1, bits: 32, access: 0, address: UInt64(PIIX4PM.gpeBase)))
+        return table("FACP", revision: 3, body: b)
+    }
+
+    static func madtTable(_ cfg: ACPIConfig) -> [UInt8] {
+        var b = AML.le(PCMemoryMap.lapicBase, 4) + AML.le(1, 4)   // PCAT_COMPAT: dual 8259s present
+        for i in 0..<cfg.cpuCount {
+            b += [0, 8, UInt8(i), UInt8(i)] + AML.le(1, 4)          // Processor Local APIC, enabled
+        }
+        b += [1, 12, UInt8(cfg.cpuCount), 0] + AML.le(PCMemoryMap.ioapicBase, 4) + AML.le(0, 4)
+        // QEMU's overrides: IRQ0 -> GSI2 (edge), and the PCI/SCI IRQs level, active high.
+        b += [2, 10, 0, 0] + AML.le(2, 4) + AML.le(0, 2)
+        for irq: UInt8 in [5, 9, 10, 11] {
+            b += [2, 10, 0, irq] + AML.le(UInt64(irq), 4) + AML.le(0x000D, 2)
+        }
+        b += [4, 6, 0xFF, 0, 0, 1]   // LINT1 is NMI on every processor
+        return table("APIC", revision: 1, body: b)
+    }
+
+    static func hpetTable() -> [UInt8] {
+        // Event timer block ID: rev 1, 3 comparators (count-1 = 2), 64-bit, legacy-capable, vendor 8086.
+        let id: UInt32 = 0x8086_0000 | (1 << 15) | (1 << 13) | (2 << 8) | 1
+        let b = AML.le(UInt64(id), 4) + gas(space: 0, bits: 0, access: 0, address: PCMemoryMap.hpetBase)
+            + [0] + AML.le(0x80, 2) + [0]
+        return table("HPET", revision: 1, body: b)
+    }
+}

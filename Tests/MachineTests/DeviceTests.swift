@@ -1,0 +1,173 @@
+// Unit tests of the small devices: buses, the UART, CMOS, i8042, PIIX4 PM, debug exit and fw_cfg,
+// each driven through its registers with injected sinks, as a guest driver would.
+import Synchronization
+import XCTest
+@testable import Machine
+
+final class CollectingOutput: SerialOutput, @unchecked Sendable {
+    private let bytes = Mutex<[UInt8]>([])
+    func serialWrite(_ b: [UInt8]) { bytes.withLock { $0 += b } }
+    var text: String { String(decoding: bytes.withLock { $0 }, as: UTF8.self) }
+}
+
+final class ByteRegister: BusDevice, @unchecked Sendable {
+    var last: (UInt64, Int, UInt64)?
+    func busRead(offset: UInt64, size: Int) -> UInt64 { offset }
+    func busWrite(offset: UInt64, size: Int, value: UInt64) { last = (offset, size, value) }
+}
+
+final class BusTests: XCTestCase {
+    func testDispatchOffsetsAndUnclaimed() throws {
+        let bus = IOBus(name: "io")
+        let dev = ByteRegister()
+        try bus.register(dev, base: 0x100, length: 8, name: "dev")
+        XCTAssertEqual(bus.read(0x103, size: 1), 3)
+        XCTAssertEqual(bus.read(0x108, size: 1), 0xFF)
+        XCTAssertEqual(bus.read(0x0FF, size: 4), 0xFFFF_FFFF)
+        XCTAssertTrue(bus.write(0x107, size: 2, value: 0x1_2345))
+        XCTAssertEqual(dev.last?.0, 7)
+        XCTAssertEqual(dev.last?.2, 0x2345, "values are masked to the access size")
+        XCTAssertFalse(bus.write(0x200, size: 1, value: 0))
+    }
+
+    func testOverlapIsRefused() throws {
+        let bus = IOBus(name: "io")
+        try bus.register(ByteRegister(), base: 0x100, length: 8, name: "a")
+        XCTAssertThrowsError(try bus.register(ByteRegister(), base: 0x107, length: 2, name: "b"))
+        XCTAssertThrowsError(try bus.register(ByteRegister(), base: 0x0F0, length: 0x11, name: "c"))
+        XCTAssertNoThrow(try bus.register(ByteRegister(), base: 0x108, length: 1, name: "d"))
+        XCTAssertThrowsError(try bus.register(ByteRegister(), base: UInt64.max, length: 2, name: "wrap"))
+    }
+}
+
+final class SerialTests: XCTestCase {
+    func make() -> (Serial16550, CollectingOutput, RecordingInterruptSink) {
+        let out = CollectingOutput()
+        let sink = RecordingInterruptSink()
+        return (Serial16550(irq: IRQLine(sink: sink, gsi: 4), output: out), out, sink)
+    }
+
+    func testTransmitGoesToTheSink() {
+        let (uart, out, _) = make()
+        for b in "hi\n".utf8 { uart.busWrite(offset: 0, size: 1, value: UInt64(b)) }
+        XCTAssertEqual(out.text, "hi\n")
+        XCTAssertEqual(uart.busRead(offset: 5, size: 1) & 0x60, 0x60, "THR and transmitter always empty")
+    }
+
+    func testTHREInterruptNeedsOUT2AndClearsOnIIRRead() {
+        let (uart, _, sink) = make()
+        uart.busWrite(offset: 4, size: 1, value: 0x00)     // OUT2 off: no interrupt to the PIC
+        uart.busWrite(offset: 1, size: 1, value: 0x02)
+        XCTAssertFalse(sink.level(4))
+        uart.busWrite(offset: 4, size: 1, value: 0x08)
+        XCTAssertTrue(sink.level(4))
+        XCTAssertEqual(uart.busRead(offset: 2, size: 1) & 0x0F, 0x02)
+        XCTAssertFalse(sink.level(4))
+        XCTAssertEqual(uart.busRead(offset: 2, size: 1) & 0x0F, 0x01)
+    }
+
+    func testReceiveFIFODataReadyAndOverrun() {
+        let (uart, _, sink) = make()
+        uart.busWrite(offset: 1, size: 1, value: 0x01)
+        XCTAssertEqual(uart.enqueue(Array("ab".utf8)), 2)
+        XCTAssertTrue(sink.level(4))
+        XCTAssertEqual(uart.busRead(offset: 2, size: 1) & 0x0F, 0x04)
+        XCTAssertEqual(uart.busRead(offset: 0, size: 1), UInt64(UInt8(ascii: "a")))
+        XCTAssertEqual(uart.busRead(offset: 0, size: 1), UInt64(UInt8(ascii: "b")))
+        XCTAssertEqual(uart.busRead(offset: 5, size: 1) & 1, 0)
+        XCTAssertFalse(sink.level(4))
+        XCTAssertEqual(uart.enqueue([UInt8](repeating: 1, count: 100)), Serial16550.fifoSize)
+        XCTAssertEqual(uart.busRead(offset: 5, size: 1) & 0x02, 0x02, "overrun reported once")
+        XCTAssertEqual(uart.busRead(offset: 5, size: 1) & 0x02, 0)
+    }
+
+    func testDivisorLatchAndLoopback() {
+        let (uart, out, _) = make()
+        uart.busWrite(offset: 3, size: 1, value: 0x83)
+        uart.busWrite(offset: 0, size: 1, value: 0x01)
+        uart.busWrite(offset: 1, size: 1, value: 0x00)
+        XCTAssertEqual(uart.busRead(offset: 0, size: 1), 1)
+        uart.busWrite(offset: 3, size: 1, value: 0x03)
+        uart.busWrite(offset: 4, size: 1, value: 0x10)       // loopback
+        uart.busWrite(offset: 0, size: 1, value: 0x5A)
+        XCTAssertEqual(out.text, "")
+        XCTAssertEqual(uart.busRead(offset: 0, size: 1), 0x5A)
+    }
+}
+
+final class SmallDeviceTests: XCTestCase {
+    func testCMOSTimeIsBCDAndMemoryBytes() {
+        let cmos = CMOS(now: { 1_700_000_000 })   // 2023-11-14 22:13:20 UTC
+        func reg(_ i: UInt64) -> UInt64 { cmos.busWrite(offset: 0, size: 1, value: i); return cmos.busRead(offset: 1, size: 1) }
+        XCTAssertEqual(reg(0x00), 0x20)
+        XCTAssertEqual(reg(0x02), 0x13)
+        XCTAssertEqual(reg(0x04), 0x22)
+        XCTAssertEqual(reg(0x07), 0x14)
+        XCTAssertEqual(reg(0x08), 0x11)
+        XCTAssertEqual(reg(0x09), 0x23)
+        XCTAssertEqual(reg(0x32), 0x20)
+        cmos.busWrite(offset: 0, size: 1, value: 0x0B)
+        cmos.busWrite(offset: 1, size: 1, value: 0x06)       // binary, 24 h
+        XCTAssertEqual(reg(0x04), 22)
+        cmos.setMemoryInfo(below4G: 0xC000_0000, above4G: 0x4000_0000, cpus: 2)
+        XCTAssertEqual(reg(0x5F), 1)
+        XCTAssertEqual(reg(0x5B) | reg(0x5C) << 8, 0x4000)   // 1 GiB above 4 GiB in 64 KiB units
+        XCTAssertEqual(reg(0x80 | 0x0D), 0x80, "bit 7 of the index is the NMI mask")
+    }
+
+    func testI8042SelfTestAndResetLine() {
+        let resets = Mutex(0)
+        let kbd = I8042(irq: nil, reset: { resets.withLock { $0 += 1 } })
+        kbd.busWrite(offset: 4, size: 1, value: 0xAA)
+        XCTAssertEqual(kbd.busRead(offset: 4, size: 1) & 1, 1)
+        XCTAssertEqual(kbd.busRead(offset: 0, size: 1), 0x55)
+        kbd.busWrite(offset: 4, size: 1, value: 0xFE)
+        XCTAssertEqual(resets.withLock { $0 }, 1)
+        kbd.busWrite(offset: 4, size: 1, value: 0xD1)
+        kbd.busWrite(offset: 0, size: 1, value: 0x02)        // output port bit 0 low: reset
+        XCTAssertEqual(resets.withLock { $0 }, 2)
+    }
+
+    func testPort92AndCF9Reset() {
+        let resets = Mutex(0)
+        let p92 = Port92(reset: { resets.withLock { $0 += 1 } })
+        p92.busWrite(offset: 0, size: 1, value: 0x02)
+        XCTAssertEqual(resets.withLock { $0 }, 0)
+        p92.busWrite(offset: 0, size: 1, value: 0x03)
+        XCTAssertEqual(resets.withLock { $0 }, 1)
+        let cf9 = ResetControlRegister(reset: { resets.withLock { $0 += 1 } })
+        cf9.busWrite(offset: 0, size: 1, value: 0x02)
+        cf9.busWrite(offset: 0, size: 1, value: 0x06)
+        XCTAssertEqual(resets.withLock { $0 }, 2)
+    }
+
+    func testDebugExitStatusIsQEMUs() {
+        let code = Mutex<Int32>(-1)
+        let d = DebugExit(exit: { c in code.withLock { $0 = c } })
+        d.busWrite(offset: 0, size: 1, value: 0x10)
+        XCTAssertEqual(code.withLock { $0 }, 33)
+    }
+
+    func testPMPowerOffPowerButtonAndTimer() {
+        let sink = RecordingInterruptSink()
+        let sleeps = Mutex<[PIIX4PM.SleepRequest]>([])
+        let now = Mutex<UInt64>(0)
+        let pm = PIIX4PM(sci: IRQLine(sink: sink, gsi: 9), sleep: { r in sleeps.withLock { $0.append(r) } },
+                         clock: { now.withLock { $0 } })
+        let regs = pm.pmRegisters
+        XCTAssertEqual(regs.busRead(offset: 4, size: 2) & 1, 1, "SCI_EN: ACPI mode from reset")
+        now.withLock { $0 = 1_000_000_000 }
+        XCTAssertEqual(regs.busRead(offset: 8, size: 4), 3_579_545 & 0xFF_FFFF)
+        pm.pressPowerButton()
+        XCTAssertFalse(sink.level(9), "no SCI until the OS enables the power button event")
+        regs.busWrite(offset: 2, size: 2, value: 0x100)
+        XCTAssertTrue(sink.level(9))
+        XCTAssertEqual(regs.busRead(offset: 0, size: 2) & 0x100, 0x100)
+        regs.busWrite(offset: 0, size: 2, value: 0x100)      // write 1 to clear
+        XCTAssertFalse(sink.level(9))
+        regs.busWrite(offset: 4, size: 2, value: 0x2000 | (0 << 10) | 1)
+        XCTAssertEqual(sleeps.withLock { $0 }, [.softOff])
+        regs.busWrite(offset: 4, size: 2, value: 0x2000 | (1 << 10))
+        XCTAssertEqual(sleeps.withLock { $0 }.last, .suspend(1))
+    }
+}

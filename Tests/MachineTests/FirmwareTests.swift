@@ -1,0 +1,252 @@
+// Firmware pieces: the pc memory map (feature S4) and e820, AML encodings, the ACPI tables
+// (checksums, pointers, and, where acpica's iasl is installed, a full disassembly of our DSDT),
+// the Linux boot protocol plan, multiboot, and fw_cfg.
+import Foundation
+import XCTest
+@testable import Machine
+
+final class MemoryMapTests: XCTestCase {
+    func testS4Split() {
+        let table: [(UInt64, UInt64, UInt64)] = [
+            (512 << 20, 512 << 20, 0),
+            (0xDFF0_0000, 0xDFF0_0000, 0),                        // just under 3.5 GiB: all low
+            (0xE000_0000, 0xC000_0000, 0x2000_0000),              // 3.5 GiB: 3 GiB low
+            (4 << 30, 0xC000_0000, 1 << 30),
+            (8 << 30, 0xC000_0000, 5 << 30),
+        ]
+        for (ram, below, above) in table {
+            let m = PCMemoryMap(ramSize: ram)
+            XCTAssertEqual(m.below4G, below, "ram \(ram)")
+            XCTAssertEqual(m.above4G, above, "ram \(ram)")
+        }
+    }
+
+    func testE820MatchesTheSplit() {
+        let e = E820.pcMap(PCMemoryMap(ramSize: 4 << 30), biosSize: 0)
+        let ram = e.filter { $0.kind == .ram }
+        XCTAssertEqual(ram.map(\.address), [0, 0x10_0000, 1 << 32])
+        XCTAssertEqual(ram.reduce(0) { $0 + $1.size }, 0x9_FC00 + 0xC000_0000 - 0x10_0000 + (1 << 30))
+        XCTAssertEqual(e.first!.bytes.count, 20)
+    }
+}
+
+final class AMLTests: XCTestCase {
+    func testEncodings() {
+        XCTAssertEqual(AML.pkgLength(10), [11])
+        XCTAssertEqual(AML.pkgLength(62), [63])
+        XCTAssertEqual(AML.pkgLength(63), [0x41, 0x04])   // 63 + 2 = 65
+        XCTAssertEqual(AML.eisaID("PNP0A03").bytes, [0x0C, 0x41, 0xD0, 0x0A, 0x03])
+        XCTAssertEqual(AML.nameString("_SB.PCI0"), [0x2E] + Array("_SB_PCI0".utf8))
+        XCTAssertEqual(AML.nameString("\\_S5"), [0x5C] + Array("_S5_".utf8))
+        XCTAssertEqual(AML.integer(0x1234).bytes, [0x0B, 0x34, 0x12])
+        XCTAssertEqual(AML.integer(0x1_0000_0000).bytes, [0x0E, 0, 0, 0, 0, 1, 0, 0, 0])
+        XCTAssertEqual(AML.package([AML.zero, AML.one]).bytes, [0x12, 0x04, 0x02, 0x00, 0x01])
+    }
+}
+
+final class ACPITableTests: XCTestCase {
+    func tables(cpus: Int = 2) -> ACPITables {
+        ACPITables.build(ACPIConfig(cpuCount: cpus, memoryMap: PCMemoryMap(ramSize: 6 << 30), hasHPET: true,
+                                    pciSlots: [0, 1, 2]), base: 0xE_0000)
+    }
+
+    /// The table at guest address `a` inside the blob.
+    func table(_ t: ACPITables, at a: UInt64) -> [UInt8] {
+        let off = Int(a - t.base)
+        let len = Int(t.blob[off + 4]) | Int(t.blob[off + 5]) << 8 | Int(t.blob[off + 6]) << 16
+        return Array(t.blob[off..<off + len])
+    }
+
+    func u32(_ b: [UInt8], _ o: Int) -> UInt64 { (0..<4).reduce(0) { $0 | UInt64(b[o + $1]) << (8 * UInt64($1)) } }
+    func u64(_ b: [UInt8], _ o: Int) -> UInt64 { u32(b, o) | u32(b, o + 4) << 32 }
+
+    func testEveryTableChecksumsAndIsReachable() {
+        let t = tables()
+        let rsdp = Array(t.blob[0..<36])
+        XCTAssertEqual(Array(rsdp[0..<8]), Array("RSD PTR ".utf8))
+        XCTAssertEqual(rsdp[0..<20].reduce(0, &+), 0)
+        XCTAssertEqual(rsdp.reduce(0, &+), 0)
+        let xsdt = table(t, at: u64(rsdp, 24))
+        let rsdt = table(t, at: u32(rsdp, 16))
+        XCTAssertEqual(String(decoding: xsdt[0..<4], as: UTF8.self), "XSDT")
+        var sigs: [String] = []
+        for i in 0..<(xsdt.count - 36) / 8 {
+            let tb = table(t, at: u64(xsdt, 36 + 8 * i))
+            XCTAssertEqual(tb.reduce(0, &+), 0)
+            sigs.append(String(decoding: tb[0..<4], as: UTF8.self))
+            XCTAssertEqual(u32(rsdt, 36 + 4 * i), u64(xsdt, 36 + 8 * i), "RSDT and XSDT agree")
+            if sigs.last == "FACP" {
+                XCTAssertEqual(tb.count, 244)
+                let dsdt = table(t, at: u64(tb, 140))
+                XCTAssertEqual(String(decoding: dsdt[0..<4], as: UTF8.self), "DSDT")
+                XCTAssertEqual(dsdt.reduce(0, &+), 0)
+                XCTAssertEqual(u32(tb, 40), u64(tb, 140))
+                XCTAssertEqual(tb[46], 9, "SCI on IRQ 9")
+                let facs = table(t, at: u64(tb, 132))
+                XCTAssertEqual(String(decoding: facs[0..<4], as: UTF8.self), "FACS")
+                XCTAssertEqual((u64(tb, 132) - t.base) % 64, 0)
+            }
+            if sigs.last == "APIC" {
+                // Two local APICs and one I/O APIC.
+                var types: [UInt8] = []
+                var o = 44
+                while o < tb.count { types.append(tb[o]); o += Int(tb[o + 1]) }
+                XCTAssertEqual(types.filter { $0 == 0 }.count, 2)
+                XCTAssertEqual(types.filter { $0 == 1 }.count, 1)
+            }
+        }
+        XCTAssertEqual(sigs, ["FACP", "APIC", "HPET"])
+        XCTAssertLessThan(t.blob.count, 0x1_0000)
+    }
+
+    func testDSDTDisassemblesWithIASL() throws {
+        let iasl = "/usr/bin/iasl"
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: iasl), "acpica-tools (iasl) is not installed")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dsdt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let t = tables()
+        let fadt = table(t, at: u64(Array(t.blob[0..<36]), 24) == 0 ? 0 : {
+            let x = table(t, at: u64(Array(t.blob[0..<36]), 24)); return u64(x, 36) }())
+        let dsdt = table(t, at: u64(fadt, 140))
+        let file = dir.appendingPathComponent("dsdt.dat")
+        try Data(dsdt).write(to: file)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: iasl)
+        p.arguments = ["-d", file.path]
+        p.currentDirectoryURL = dir
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+        let dsl = try String(contentsOf: dir.appendingPathComponent("dsdt.dsl"), encoding: .utf8)
+        for needle in ["Device (PCI0)", "EisaId (\"PNP0A03\")", "_S5, Package (0x04)", "Name (_PRT, Package (0x7C)",
+                       "WordBusNumber", "DWordMemory", "QWordMemory", "Device (COM1)", "EisaId (\"PNP0501\")",
+                       "IRQNoFlags ()", "Device (HPET)"] {
+            XCTAssertTrue(dsl.contains(needle), "DSDT lacks \(needle)")
+        }
+    }
+}
+
+final class LinuxBootPlanTests: XCTestCase {
+    /// A minimal bzImage: boot sector with the setup header, 4 setup sectors, a 4 KiB kernel.
+    func fakeBzImage(version: UInt16 = 0x020F, cmdlineSize: UInt32 = 2048, initrdMax: UInt32 = 0x7FFF_FFFF) -> [UInt8] {
+        var d = [UInt8](repeating: 0, count: 5 * 512 + 4096)
+        func put(_ o: Int, _ b: [UInt8]) { d.replaceSubrange(o..<o + b.count, with: b) }
+        d[0x1F1] = 4
+        put(0x1FE, [0x55, 0xAA])
+        d[0x201] = 0x6A
+        put(0x202, Array("HdrS".utf8))
+        put(0x206, AML.le(UInt64(version), 2))
+        d[0x211] = 0x01
+        put(0x214, AML.le(0x10_0000, 4))
+        put(0x22C, AML.le(UInt64(initrdMax), 4))
+        put(0x238, AML.le(UInt64(cmdlineSize), 4))
+        put(0x260, AML.le(0x10_0000, 4))     // init_size
+        return d
+    }
+
+    func testPlanPlacesEverythingAndFillsTheZeroPage() throws {
+        let e820 = E820.pcMap(PCMemoryMap(ramSize: 256 << 20), biosSize: 0)
+        let plan = try LinuxBootPlan.plan(kernel: fakeBzImage(), cmdline: "console=ttyS0", initrd: [1, 2, 3],
+                                          ramBelow4G: 256 << 20, e820: e820, rsdp: 0xE0000)
+        XCTAssertEqual(plan.kernel.count, 4096)
+        XCTAssertEqual(plan.initrdAddress % 4096, 0)
+        XCTAssertLessThan(plan.initrdAddress + 3, 256 << 20)
+        let zp = plan.zeroPage
+        XCTAssertEqual(zp[0x210], 0xB0)
+        XCTAssertEqual(zp[0x211] & 0x81, 0x81)
+        XCTAssertEqual(Int(zp[0x1E8]), e820.count)
+        XCTAssertEqual(Array(zp[0x202..<0x206]), Array("HdrS".utf8))
+        XCTAssertEqual(Array(zp[0x228..<0x22C]), AML.le(0x2_0000, 4))
+        XCTAssertEqual(Array(zp[0x070..<0x078]), AML.le(0xE0000, 8))
+        XCTAssertEqual(plan.cmdline.last, 0)
+        guard case let .protected32(eip, esi, _, _, _, limit) = plan.cpuEntry else { return XCTFail() }
+        XCTAssertEqual(eip, 0x10_0000)
+        XCTAssertEqual(esi, 0x1_0000)
+        XCTAssertEqual(limit, 31)
+    }
+
+    func testRefusals() {
+        let e820 = E820.pcMap(PCMemoryMap(ramSize: 64 << 20), biosSize: 0)
+        XCTAssertThrowsError(try LinuxBootPlan.plan(kernel: [UInt8](repeating: 0, count: 4096), cmdline: "", initrd: nil,
+                                                    ramBelow4G: 64 << 20, e820: e820, rsdp: nil))
+        XCTAssertThrowsError(try LinuxBootPlan.plan(kernel: fakeBzImage(version: 0x0204), cmdline: "", initrd: nil,
+                                                    ramBelow4G: 64 << 20, e820: e820, rsdp: nil))
+        XCTAssertThrowsError(try LinuxBootPlan.plan(kernel: fakeBzImage(cmdlineSize: 4), cmdline: "too long", initrd: nil,
+                                                    ramBelow4G: 64 << 20, e820: e820, rsdp: nil)) {
+            XCTAssertTrue("\($0)".contains("command line too long"))
+        }
+        XCTAssertThrowsError(try LinuxBootPlan.plan(kernel: fakeBzImage(), cmdline: "", initrd: [UInt8](repeating: 0, count: 70 << 20),
+                                                    ramBelow4G: 64 << 20, e820: e820, rsdp: nil)) {
+            XCTAssertTrue("\($0)".contains("initrd is too large"))
+        }
+        var truncated = fakeBzImage()
+        truncated[0x1F1] = 200
+        XCTAssertThrowsError(try LinuxBootPlan.plan(kernel: truncated, cmdline: "", initrd: nil,
+                                                    ramBelow4G: 64 << 20, e820: e820, rsdp: nil))
+    }
+
+    func testMultibootHeaderSearchAndELF64Refusal() throws {
+        var d = [UInt8](repeating: 0, count: 64)
+        d[0] = 0x7F; d[1] = 0x45; d[2] = 0x4C; d[3] = 0x46; d[4] = 2
+        let ram = try GuestRAM(size: 4 << 20)
+        ram.mapRAM(at: 0, size: 4 << 20, hostOffset: 0)
+        XCTAssertThrowsError(try Multiboot.load(kernel: d, cmdline: "", initrd: nil, ram: ram, e820: [], kernelPath: "k")) {
+            XCTAssertEqual("\($0)", "qemu: Cannot load x86-64 image, give a 32bit one.")
+        }
+        var h = [UInt8](repeating: 0, count: 32)
+        h.replaceSubrange(12..<24, with: AML.le(0x1BAD_B002, 4) + AML.le(0, 4) + AML.le(UInt64(UInt32(0) &- 0x1BAD_B002), 4))
+        XCTAssertEqual(Multiboot.findHeader(h), 12)
+    }
+}
+
+final class FwCfgTests: XCTestCase {
+    func testSignatureFilesAndDMA() throws {
+        let ram = try GuestRAM(size: 1 << 20)
+        ram.mapRAM(at: 0, size: 1 << 20, hostOffset: 0)
+        let fw = FwCfg(ram: ram, cpus: 2)
+        fw.addFile("etc/e820", [1, 2, 3, 4])
+        fw.busWrite(offset: 0, size: 2, value: 0)
+        let sig = (0..<4).map { _ in UInt8(fw.busRead(offset: 1, size: 1)) }
+        XCTAssertEqual(sig, Array("QEMU".utf8))
+        fw.busWrite(offset: 0, size: 2, value: 0x19)
+        let count = (0..<4).reduce(UInt32(0)) { v, _ in v << 8 | UInt32(fw.busRead(offset: 1, size: 1)) }
+        XCTAssertEqual(count, 1)
+        let entry = (0..<64).map { _ in UInt8(fw.busRead(offset: 1, size: 1)) }
+        XCTAssertEqual(Array(entry[0..<4]), [0, 0, 0, 4])
+        XCTAssertEqual(Array(entry[4..<6]), [0, 0x20])
+        XCTAssertEqual(String(decoding: entry[8..<16], as: UTF8.self), "etc/e820")
+        // DMA: select 0x20 and read 6 bytes (2 past the end read as zero) to 0x1000.
+        let desc: UInt64 = 0x800
+        ram.store(desc, (UInt32(0x20) << 16 | 0x08 | 0x02).byteSwapped)
+        ram.store(desc + 4, UInt32(6).byteSwapped)
+        ram.store(desc + 8, UInt64(0x1000).byteSwapped)
+        fw.busWrite(offset: 4, size: 4, value: 0)
+        fw.busWrite(offset: 8, size: 4, value: UInt64(UInt32(desc).byteSwapped))
+        XCTAssertEqual(ram.readBytes(0x1000, count: 6), [1, 2, 3, 4, 0, 0])
+        XCTAssertEqual(ram.load(desc, as: UInt32.self), 0, "control cleared: success")
+        // A descriptor pointing outside RAM reports an error instead of trapping.
+        ram.store(desc, (UInt32(0x20) << 16 | 0x08 | 0x02).byteSwapped)
+        ram.store(desc + 8, UInt64(0xFFFF_FFF0).byteSwapped)
+        fw.busWrite(offset: 8, size: 4, value: UInt64(UInt32(desc).byteSwapped))
+        XCTAssertEqual(ram.load(desc, as: UInt32.self), UInt32(1).byteSwapped)
+    }
+}
+
+final class MPTableTests: XCTestCase {
+    func testChecksumsAndEntries() {
+        let b = MPTable.build(cpuCount: 2, pciSlots: [0, 1, 2], address: 0xF0100)
+        XCTAssertEqual(Array(b[0..<4]), Array("_MP_".utf8))
+        XCTAssertEqual(b[0..<16].reduce(0, &+), 0)
+        XCTAssertEqual(Array(b[4..<8]), AML.le(0xF0110, 4))
+        let table = Array(b[16...])
+        XCTAssertEqual(Array(table[0..<4]), Array("PCMP".utf8))
+        XCTAssertEqual(Int(table[4]) | Int(table[5]) << 8, table.count)
+        XCTAssertEqual(table.reduce(0, &+), 0)
+        // 2 CPUs (20 bytes each) first; the BSP flag only on the first.
+        XCTAssertEqual(table[44], 0); XCTAssertEqual(table[47], 3)
+        XCTAssertEqual(table[64], 0); XCTAssertEqual(table[67], 1)
+    }
+}

@@ -1,0 +1,86 @@
+// PCI: configuration mechanism #1, BAR sizing and mapping, masks, the PIIX3 PIRQ router.
+import Synchronization
+import XCTest
+@testable import Machine
+
+final class PCITests: XCTestCase {
+    final class Dummy: PCIDevice, @unchecked Sendable {
+        let pciName = "dummy"
+        let config: Mutex<PCIConfigSpace>
+        let regs = ByteRegister()
+        var line: IRQLine?
+        init() {
+            var c = PCIConfigSpace(vendor: 0x1234, device: 0x5678, classCode: 0xFF_00_00, interruptPin: 1)
+            let regs = self.regs
+            c.declareBAR(0, PCIBARSpec(kind: .io, size: 0x20, device: regs))
+            c.declareBAR(2, PCIBARSpec(kind: .memory64, size: 0x4000, device: regs), address: 0xFE00_0000)
+            config = Mutex(c)
+        }
+        func attachInterrupt(_ l: IRQLine) { line = l }
+    }
+
+    func configAddress(_ dev: Int, _ reg: Int) -> UInt64 { UInt64(0x8000_0000 | dev << 11 | reg) }
+
+    func testConfigMechanismAndBARSizing() throws {
+        let ports = IOBus(name: "io"), mmio = IOBus(name: "mem")
+        let bus = PCIBus(ports: ports, mmio: mmio, intxRouter: nil)
+        let d = Dummy()
+        bus.plug(d, at: PCIAddress(device: 3))
+        let cfg = PCIConfigPorts(bus: bus)
+        cfg.busWrite(offset: 0, size: 4, value: configAddress(3, 0))
+        XCTAssertEqual(cfg.busRead(offset: 4, size: 4), 0x5678_1234)
+        XCTAssertEqual(cfg.busRead(offset: 6, size: 2), 0x5678)
+        cfg.busWrite(offset: 0, size: 4, value: configAddress(4, 0))
+        XCTAssertEqual(cfg.busRead(offset: 4, size: 4), 0xFFFF_FFFF, "empty slot")
+        // Size BAR0 (I/O, 32 bytes)
+        cfg.busWrite(offset: 0, size: 4, value: configAddress(3, 0x10))
+        cfg.busWrite(offset: 4, size: 4, value: 0xFFFF_FFFF)
+        XCTAssertEqual(cfg.busRead(offset: 4, size: 4), 0xFFFF_FFE1)
+        cfg.busWrite(offset: 4, size: 4, value: 0xC000)
+        // BAR2/3: 64-bit memory, pre-assigned
+        cfg.busWrite(offset: 0, size: 4, value: configAddress(3, 0x18))
+        XCTAssertEqual(cfg.busRead(offset: 4, size: 4), 0xFE00_0004)
+        XCTAssertNil(mmio.lookup(0xFE00_0000), "not decoded before the command register enables memory")
+        cfg.busWrite(offset: 0, size: 4, value: configAddress(3, 0x04))
+        cfg.busWrite(offset: 4, size: 2, value: 0x3)
+        XCTAssertNotNil(mmio.lookup(0xFE00_3FFF))
+        XCTAssertNotNil(ports.lookup(0xC01F))
+        // Move BAR0: the old range is unmapped.
+        cfg.busWrite(offset: 0, size: 4, value: configAddress(3, 0x10))
+        cfg.busWrite(offset: 4, size: 4, value: 0xD000)
+        XCTAssertNil(ports.lookup(0xC000))
+        XCTAssertNotNil(ports.lookup(0xD000))
+        // Read-only fields stay.
+        cfg.busWrite(offset: 0, size: 4, value: configAddress(3, 0))
+        cfg.busWrite(offset: 4, size: 4, value: 0)
+        XCTAssertEqual(cfg.busRead(offset: 4, size: 4), 0x5678_1234)
+    }
+
+    func testMisalignedConfigAccessesAreHarmless() {
+        var c = PCIConfigSpace(vendor: 1, device: 2, classCode: 0)
+        XCTAssertEqual(c.read(255, size: 4), 0xFFFF_FFFF)
+        XCTAssertEqual(c.read(3, size: 2), 0xFFFF)
+        c.write(254, size: 4, value: 0)
+        c.write(-1, size: 1, value: 0)
+        XCTAssertEqual(c.read(0, size: 4), 0x0002_0001)
+    }
+
+    func testPIRQRoutingIsWiredOrAndFollowsRerouting() {
+        let sink = RecordingInterruptSink()
+        let piix = PIIX3(sink: sink)
+        let a = piix.line(forPIRQ: 0), b = piix.line(forPIRQ: 0)
+        a.raise()
+        XCTAssertTrue(sink.level(10))
+        b.raise()
+        a.lower()
+        XCTAssertTrue(sink.level(10), "the other source still holds the shared line")
+        b.lower()
+        XCTAssertFalse(sink.level(10))
+        XCTAssertEqual(PCIBus.pirq(device: 2, pin: 1), 1)
+        XCTAssertEqual(PCIBus.pirq(device: 1, pin: 1), 0)
+        a.raise()
+        piix.config.withLock { $0.set8(0x60, 0x80) }   // disable link A
+        piix.configDidWrite(offset: 0x60, size: 1)
+        XCTAssertFalse(sink.level(10))
+    }
+}

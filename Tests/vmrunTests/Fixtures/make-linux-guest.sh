@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the Linux test guest in $1 (default /tmp/vmrun-linux-guest), once: Debian's kernel
+# (linux-image-amd64, downloaded with apt-get download and unpacked with dpkg -x, never installed)
+# and a busybox-static initramfs whose /init prints VMRUN-USERSPACE-OK, loads the virtio modules,
+# prints the md5 of the first MiB of /dev/vda, writes GUEST-WROTE-THIS at byte 1 MiB, times a
+# sequential read of the disk when the command line has vmrun.bench, and powers off.
+set -euo pipefail
+out=${1:-/tmp/vmrun-linux-guest}
+version=3
+[ -f "$out/vmlinuz" ] && [ -f "$out/initrd.gz" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ] && exit 0
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+[ -n "$pkg" ] || { echo "make-linux-guest: cannot resolve linux-image-amd64 (run apt-get update)" >&2; exit 1; }
+apt-get download "$pkg" >/dev/null 2>&1 || { echo "make-linux-guest: apt-get download $pkg failed" >&2; exit 1; }
+dpkg -x ./*.deb x
+kernel=$(ls x/boot/vmlinuz-*)
+mods=$(ls -d x/lib/modules/*)
+busybox=/bin/busybox
+[ -x /usr/bin/busybox ] && busybox=/usr/bin/busybox
+file "$busybox" 2>/dev/null | grep -q "statically linked" || { echo "make-linux-guest: needs busybox-static" >&2; exit 1; }
+mkdir -p ird/bin ird/lib/modules ird/proc ird/sys ird/dev
+cp "$busybox" ird/bin/busybox
+for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_modern_dev virtio/virtio_pci_legacy_dev virtio/virtio_pci block/virtio_blk; do
+    f=$(ls "$mods/kernel/drivers/$m".ko* | head -1)
+    case "$f" in
+        *.xz) xz -dc "$f" > "ird/lib/modules/$(basename "$m").ko" ;;
+        *.zst) zstd -qdc "$f" > "ird/lib/modules/$(basename "$m").ko" ;;
+        *) cp "$f" "ird/lib/modules/$(basename "$m").ko" ;;
+    esac
+done
+cat > ird/init <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo "VMRUN-USERSPACE-OK"
+echo "VMRUN-CPUS $(grep -c ^processor /proc/cpuinfo)"
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+    insmod /lib/modules/$m.ko || echo "VMRUN-INSMOD-FAILED $m"
+done
+for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda ] && break; sleep 0.2; done
+if [ -b /dev/vda ]; then
+    echo "VMRUN-VDA-MD5 $(dd if=/dev/vda bs=1M count=1 2>/dev/null | md5sum | cut -d' ' -f1)"
+    echo -n "GUEST-WROTE-THIS" | dd of=/dev/vda bs=1M seek=1 conv=notrunc 2>/dev/null
+    sync
+    echo "VMRUN-VDA-WRITTEN"
+    if grep -q vmrun.bench /proc/cmdline; then
+        # Sequential read of the whole disk, timed with /proc/uptime (centiseconds).
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        dd if=/dev/vda of=/dev/null bs=1M 2>/dev/null
+        t1=$(cut -d' ' -f1 /proc/uptime)
+        echo "VMRUN-READ $t0 $t1 $(cat /sys/block/vda/size)"
+    fi
+else
+    echo "VMRUN-NO-VDA"
+fi
+poweroff -f
+INIT
+chmod +x ird/init
+(cd ird && find . | cpio -o -H newc 2>/dev/null | gzip -9) > "$out/initrd.gz"
+cp "$kernel" "$out/vmlinuz"
+echo "$version" > "$out/version"
