@@ -138,7 +138,7 @@ extension VMDKNode {
         let base = RawBufferBox(buffer: data)
         let out = UnsafeMutablePointerBox(compressed)
         let gs = grains
-        let workers = min(grains.count, max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        let workers = min(grains.count, onlineCPUCount)
         let work: @Sendable (Int) -> Void = { w in
             var i = w
             while i < gs.count {
