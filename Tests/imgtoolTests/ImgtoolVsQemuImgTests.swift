@@ -121,6 +121,29 @@ final class ImgtoolVsQemuImgTests: XCTestCase {
         }
     }
 
+    /// -C (copy offloading: copy_file_range between the host files) and -S 0 take the kernel-copy
+    /// path wherever data sits verbatim in a file; the results are qemu-img's, byte for byte.
+    func testCopyOffloadAndFullAllocationAreByteIdenticalToQemuImg() throws {
+        let v = try Variants.shared()
+        let out = TempDir()
+        for name in v.names {
+            for flags in [["-C"], ["-S", "0"], ["-C", "-W", "-m", "4"]] {
+                for fmt in ["raw", "qcow2"] {
+                    let ours = out.file("ours.\(fmt)"), theirs = out.file("theirs.\(fmt)")
+                    let a = try imgtool(["convert"] + flags + ["-O", fmt, name + ".qcow2", ours], cwd: v.dir.path)
+                    XCTAssertEqual(a.status, 0, a.stderr)
+                    XCTAssertEqual(try qemuImg(["convert"] + flags + ["-O", fmt, name + ".qcow2", theirs], cwd: v.dir.path).status, 0)
+                    if fmt == "qcow2" && !flags.contains("-W") {
+                        XCTAssertTrue(FileManager.default.contentsEqual(atPath: ours, andPath: theirs), "\(name) \(flags) -> \(fmt)")
+                        XCTAssertEqual(try qemuImg(["check", ours]).status, 0, "\(name) \(flags)")
+                    }
+                    XCTAssertEqual(try qemuImg(["compare", "-f", "qcow2", "-F", fmt, v.dir.file(name + ".qcow2"), ours]).status, 0,
+                                   "\(name) \(flags) -> \(fmt)")
+                }
+            }
+        }
+    }
+
     func testConvertFeatures() throws {
         let v = try Variants.shared()
         let d = TempDir()

@@ -7,7 +7,14 @@
 // laid out sequentially. Zero chunks cost nothing on a target that reads as zero already; on other
 // targets they become write-zeroes with unmap (holes on raw files, zero clusters in qcow2), never
 // written zero buffers, except with -S 0, which fully allocates the target.
+//
+// With copy offloading (-C, as qemu-img) or no zero detection (-S 0), data that sits verbatim in a
+// host file on both sides (raw, qcow2 data clusters: HostMapping.swift) is copied by the kernel
+// (copy_file_range: a reflink on XFS/btrfs) instead of through a buffer. Otherwise data is read so
+// that zero runs inside it become holes, exactly where qemu-img makes them (on ext4 the kernel copy
+// is no faster than pread/pwrite, so there is nothing to trade that for).
 import Glibc
+import Synchronization
 
 public struct ConvertOptions: Sendable {
     /// -S: zero runs at least this long become holes; 0 writes everything (fully allocated target).
@@ -23,6 +30,8 @@ public struct ConvertOptions: Sendable {
     public var targetIsZero = false
     /// -r: bytes per second, nil for unlimited.
     public var rateLimit: UInt64?
+    /// -C: copy offloading; data is copied as it is, without looking for zeroes in it.
+    public var copyOffload = false
     /// Called with the fraction done (0...1) as chunks complete.
     public var progress: (@Sendable (Double) -> Void)?
 
@@ -59,6 +68,10 @@ public final class Converter: @unchecked Sendable {
     private var nextToWrite = 0
     private var failure: Error?
     private var done: UInt64 = 0
+    /// The target takes kernel copies (copy_file_range) into its host file.
+    private let directTarget: (any HostMappedNode)?
+    /// Cleared the first time the kernel refuses copy_file_range between these files.
+    private let kernelCopy = Atomic<Bool>(true)
 
     public init(sources: [any BlockNode], target: any BlockNode, options: ConvertOptions) {
         self.sources = sources
@@ -76,6 +89,12 @@ public final class Converter: @unchecked Sendable {
         totalSize = sources.reduce(0) { $0 + $1.size }
         planner = Planner(sources: sources, chunkSize: chunkSize, topOnly: options.targetHasBacking,
                           allData: options.sparseSize == 0)
+        if options.copyOffload || options.sparseSize == 0, !options.compress,
+           let t = target as? any HostMappedNode, t.canWriteDirect {
+            directTarget = t
+        } else {
+            directTarget = nil
+        }
     }
 
     /// Runs the conversion; throws the first error (as qemu-img words it).
@@ -170,12 +189,28 @@ public final class Converter: @unchecked Sendable {
     struct Work {
         var runs: [(start: Int, length: Int, data: Bool)] = []
         var compressed: [UInt8]?
+        /// The chunk's source bytes in a host file, for a kernel copy (nothing was read).
+        var direct: HostExtent?
+    }
+
+    /// The source's host bytes for a data chunk the kernel can copy whole: contiguous in a host
+    /// file and sector aligned.
+    private func directSource(_ c: Chunk) throws -> HostExtent? {
+        guard directTarget != nil, c.status == .data, c.targetOffset % 512 == 0, c.length % 512 == 0,
+              let src = sources[c.source] as? any HostMappedNode,
+              let ext = try src.hostExtent(at: c.sourceOffset, length: c.length), ext.length == c.length
+        else { return nil }
+        return ext
     }
 
     private func prepare(_ c: Chunk, _ buffer: UnsafeMutableRawBufferPointer) throws -> Work {
         var w = Work()
         let n = Int(c.length)
         guard c.status == .data else { return w }
+        if let ext = try directSource(c) {
+            w.direct = ext
+            return w
+        }
         let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
         do {
             try sources[c.source].read(at: c.sourceOffset, into: part)
@@ -280,6 +315,10 @@ public final class Converter: @unchecked Sendable {
             case .zero:
                 try writeZeroes(c.targetOffset, c.length)
             case .data:
+                if let src = w.direct {
+                    try writeDirect(c, from: src, buffer)
+                    return
+                }
                 if let compressed = w.compressed, let q = target as? Qcow2Node {
                     try q.writeCompressedData(guestOffset: c.targetOffset, compressed: compressed, length: compressed.count)
                     return
@@ -295,6 +334,28 @@ public final class Converter: @unchecked Sendable {
             }
         } catch let e as BlockError {
             throw ConvertError(message: "error while writing at byte \(c.targetOffset): \(BlockError.strerror(e.errno))")
+        }
+    }
+
+    /// Copies a chunk host file to host file; what the target cannot take that way (a partial
+    /// cluster, a probed raw image's first sector) goes through the buffer.
+    private func writeDirect(_ c: Chunk, from src: HostExtent, _ buffer: UnsafeMutableRawBufferPointer) throws {
+        guard let t = directTarget else { return }
+        var pos: UInt64 = 0
+        while pos < c.length {
+            let n = try t.writeDirect(at: c.targetOffset + pos, length: c.length - pos) { dst in
+                let from = HostExtent(file: src.file, offset: src.offset + pos, length: dst.length)
+                if !(try copyHostBytes(from: from, to: dst, bounce: buffer, useKernel: kernelCopy.load(ordering: .relaxed))) {
+                    kernelCopy.store(false, ordering: .relaxed)
+                }
+            }
+            if n == 0 { break }
+            pos += n
+        }
+        if pos < c.length {
+            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(c.length - pos)])
+            try sources[c.source].read(at: c.sourceOffset + pos, into: part)
+            try target.write(at: c.targetOffset + pos, from: UnsafeRawBufferPointer(part), flags: [])
         }
     }
 

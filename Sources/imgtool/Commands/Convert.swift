@@ -51,7 +51,7 @@ func runConvert(_ args: [String]) throws -> Int32 {
             case "O": outFormat = v
             case "B", "b": backingFile = v       // QEMU 10.1 renamed -B to -b
             case "F": backingFormat = v
-            case "C": copyOffload = true
+            case "C": copyOffload = true; conv.copyOffload = true
             case "c": conv.compress = true
             case "o":
                 try validateOptionList(v!)
