@@ -144,6 +144,40 @@ final class ImgtoolVsQemuImgTests: XCTestCase {
         }
     }
 
+    /// A compressed cluster whose deflate stream is garbage: convert fails as qemu-img does, and
+    /// --salvage warns per unreadable sector, copies zeroes there and succeeds, as qemu-img does.
+    func testSalvageMatchesQemuImg() throws {
+        let d = TempDir()
+        let text = d.file("t.txt"), bad = d.file("bad.qcow2")
+        XCTAssertEqual(try runProcess("sh", ["-c", "head -c 1M /dev/urandom | base64 > '\(text)'; truncate -s 4M '\(text)'"]).status, 0)
+        XCTAssertEqual(try qemuImg(["convert", "-c", "-f", "raw", "-O", "qcow2", text, bad]).status, 0)
+        // Garble cluster 3's compressed bytes (L1[0] -> L2 entry 3 -> host offset).
+        let h = try FileHandle(forUpdating: URL(fileURLWithPath: bad))
+        func be64(_ at: UInt64) throws -> UInt64 {
+            try h.seek(toOffset: at)
+            return h.readData(ofLength: 8).reduce(0) { $0 << 8 | UInt64($1) }
+        }
+        let l1 = try be64(40)
+        let l2 = try be64(l1) & 0x00ff_ffff_ffff_fe00
+        let entry = try be64(l2 + 24)
+        XCTAssertNotEqual(entry & (1 << 62), 0, "cluster 3 is not compressed")
+        try h.seek(toOffset: entry & ((1 << 46) - 1))
+        h.write(Data(repeating: 0xff, count: 64))
+        try h.close()
+        let ours = d.file("o.raw"), theirs = d.file("q.raw")
+        for flags in [[], ["--salvage"], ["--salvage", "-q"]] {
+            let a = try imgtool(["convert"] + flags + ["-O", "raw", bad, ours])
+            let b = try qemuImg(["convert"] + flags + ["-O", "raw", bad, theirs])
+            XCTAssertEqual(a.status, b.status, "\(flags)")
+            XCTAssertEqual(a.stderr.replacingOccurrences(of: "imgtool:", with: "qemu-img:"), b.stderr, "\(flags)")
+            if flags.contains("--salvage") {
+                XCTAssertEqual(a.status, 0)
+                XCTAssertTrue(FileManager.default.contentsEqual(atPath: ours, andPath: theirs))
+            }
+        }
+        XCTAssertTrue(try imgtool(["convert", "--salvage", "-O", "raw", bad, ours]).stderr.contains("warning: error while reading offset 196608: Input/output error"))
+    }
+
     func testConvertFeatures() throws {
         let v = try Variants.shared()
         let d = TempDir()

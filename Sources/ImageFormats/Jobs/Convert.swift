@@ -30,6 +30,10 @@ public struct ConvertOptions: Sendable {
     public var targetIsZero = false
     /// -r: bytes per second, nil for unlimited.
     public var rateLimit: UInt64?
+    /// --salvage: a sector that cannot be read is reported through `warn` and copied as zeroes.
+    public var salvage = false
+    /// Where --salvage's warnings go (QEMU's "error while reading offset N: ...").
+    public var warn: (@Sendable (String) -> Void)?
     /// -C: copy offloading; data is copied as it is, without looking for zeroes in it.
     public var copyOffload = false
     /// Called with the fraction done (0...1) as chunks complete.
@@ -89,7 +93,7 @@ public final class Converter: @unchecked Sendable {
         totalSize = sources.reduce(0) { $0 + $1.size }
         planner = Planner(sources: sources, chunkSize: chunkSize, topOnly: options.targetHasBacking,
                           allData: options.sparseSize == 0)
-        if options.copyOffload || options.sparseSize == 0, !options.compress,
+        if options.copyOffload || options.sparseSize == 0, !options.compress, !options.salvage,
            let t = target as? any HostMappedNode, t.canWriteDirect {
             directTarget = t
         } else {
@@ -215,7 +219,10 @@ public final class Converter: @unchecked Sendable {
         do {
             try sources[c.source].read(at: c.sourceOffset, into: part)
         } catch let e as BlockError {
-            throw ConvertError(message: "error while reading at byte \(c.targetOffset): \(BlockError.strerror(e.errno))")
+            guard options.salvage else {
+                throw ConvertError(message: "error while reading at byte \(c.targetOffset): \(BlockError.strerror(e.errno))")
+            }
+            salvage(c, part)
         }
         if options.compress, let q = target as? Qcow2Node {
             if isZeroBuffer(UnsafeRawBufferPointer(part)) {
@@ -233,6 +240,23 @@ public final class Converter: @unchecked Sendable {
         w.runs = Converter.splitZeroRuns(UnsafeRawBufferPointer(part), targetOffset: c.targetOffset,
                                           minSparse: Int(options.sparseSize / 512), alignment: Int(alignment / 512))
         return w
+    }
+
+    /// --salvage after a failed chunk read: sector by sector, what still fails reads as zeroes.
+    private func salvage(_ c: Chunk, _ part: UnsafeMutableRawBufferPointer) {
+        var pos = 0
+        while pos < part.count {
+            let n = min(512, part.count - pos)
+            let sector = UnsafeMutableRawBufferPointer(rebasing: part[pos..<pos + n])
+            do {
+                try sources[c.source].read(at: c.sourceOffset + UInt64(pos), into: sector)
+            } catch {
+                let code = (error as? BlockError)?.errno ?? EIO
+                options.warn?("error while reading offset \(c.sourceOffset + UInt64(pos)): \(BlockError.strerror(code))")
+                sector.initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            pos += n
+        }
     }
 
     /// qemu-img's is_allocated_sectors_min over a whole buffer: data runs, with zero runs shorter
