@@ -131,10 +131,7 @@ public final class QEDNode: BlockNode, CheckableNode, @unchecked Sendable {
                 try file.flush()
             } catch { firstError = error }
         }
-        for c in children {
-            do { try c.node.close() } catch { if firstError == nil { firstError = error } }
-        }
-        if let e = firstError { throw e }
+        try closeChildren(after: firstError)
     }
 
     public func allocatedHostBytes() -> UInt64? { file.allocatedHostBytes() }
