@@ -26,6 +26,10 @@ public struct ConvertOptions: Sendable {
     public var outOfOrder = false
     /// The target was given a backing file (-B/-b): copy only the sources' top layers.
     public var targetHasBacking = false
+    /// Copy only what the source's chain holds above this node (commit: the base is the target).
+    public var copyAbove: (any BlockNode)?
+    /// Look for zero runs inside data (-S); commit copies data as it is.
+    public var detectZeroes = true
     /// The target reads as zeroes before we start (new image, or --target-is-zero).
     public var targetIsZero = false
     /// -r: bytes per second, nil for unlimited.
@@ -91,8 +95,9 @@ public final class Converter: @unchecked Sendable {
         if clusterSize > align { align = clusterSize }
         alignment = align
         totalSize = sources.reduce(0) { $0 + $1.size }
-        planner = Planner(sources: sources, chunkSize: chunkSize, topOnly: options.targetHasBacking,
-                          allData: options.sparseSize == 0)
+        planner = Planner(sources: sources, chunkSize: chunkSize,
+                          topOnly: options.targetHasBacking || options.copyAbove != nil,
+                          above: options.copyAbove, allData: options.sparseSize == 0)
         if options.copyOffload || options.sparseSize == 0, !options.compress, !options.salvage,
            let t = target as? any HostMappedNode, t.canWriteDirect {
             directTarget = t
@@ -118,6 +123,8 @@ public final class Converter: @unchecked Sendable {
         let sources: [any BlockNode]
         let chunkSize: UInt64
         let topOnly: Bool
+        /// The node the top-only copy stops at (default: each source's backing file).
+        let above: (any BlockNode)?
         let allData: Bool
         var source = 0
         var offset: UInt64 = 0
@@ -138,7 +145,7 @@ public final class Converter: @unchecked Sendable {
                 if allData {
                     pending = (.data, src.size)
                 } else {
-                    let base = topOnly ? src.backing : nil
+                    let base = topOnly ? (above ?? src.backing) : nil
                     let (e, _) = try src.blockStatusAbove(base: base, at: offset, length: src.size - offset)
                     let st: Status
                     if e.flags.contains(.zero) { st = .zero }
@@ -233,7 +240,7 @@ public final class Converter: @unchecked Sendable {
             }
             return w
         }
-        if options.sparseSize == 0 {
+        if options.sparseSize == 0 || !options.detectZeroes {
             w.runs = [(0, n, true)]
             return w
         }
