@@ -2,7 +2,6 @@
 // the monitor on stdio; -nodefaults drops the default serial), -device resolution (drive=, iothread=,
 // addr=, isa-debug-exit's iobase/iosize), drives with if=virtio getting their own virtio-blk-pci,
 // chardev references, and the monitors.
-import Foundation
 import Glibc
 import Machine
 
@@ -111,20 +110,33 @@ enum Frontend {
     }
 }
 
-/// SIGINT / SIGTERM / SIGHUP end the machine as QEMU does ("terminating on signal N").
+/// SIGINT / SIGTERM / SIGHUP end the machine as QEMU does ("terminating on signal N"). They are
+/// blocked in every thread (`blockEarly`, before any thread starts, so all threads inherit the mask)
+/// and taken by one thread with sigwait.
 enum Signals {
-    nonisolated(unsafe) static var sources: [DispatchSourceSignal] = []
+    static let handled: [Int32] = [SIGINT, SIGTERM, SIGHUP]
+
+    static func set() -> sigset_t {
+        var s = sigset_t()
+        sigemptyset(&s)
+        for sig in handled { sigaddset(&s, sig) }
+        return s
+    }
+
+    static func blockEarly() {
+        var s = set()
+        pthread_sigmask(SIG_BLOCK, &s, nil)
+    }
 
     static func install(_ control: MachineControl) {
-        for sig in [SIGINT, SIGTERM, SIGHUP] {
-            signal(sig, SIG_IGN)
-            let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            src.setEventHandler {
+        HostThread.start(name: "signals") {
+            var s = set()
+            while true {
+                var sig: Int32 = 0
+                guard sigwait(&s, &sig) == 0 else { continue }
                 Diagnostics.error("terminating on signal \(sig)")
                 control.request(.shutdown(.hostSignal))
             }
-            src.resume()
-            sources.append(src)
         }
     }
 }

@@ -144,7 +144,7 @@ enum OptionsParser {
             case "drive":
                 try o.drives.addDrive(v, spelled: spelled)
             case "hda":
-                try o.drives.addDrive("file=\(v.replacingOccurrences(of: ",", with: ",,")),index=0,media=disk,if=virtio", spelled: spelled)
+                try o.drives.addDrive("file=\(v.replacing(",", with: ",,")),index=0,media=disk,if=virtio", spelled: spelled)
             case "blockdev":
                 try o.drives.addBlockdev(v, spelled: spelled)
             case "device":

@@ -6,7 +6,7 @@
 // PCI 00:00.0 i440FX, 00:01.0 PIIX3, 00:01.3 PIIX4 PM, virtio-blk from 00:02.0 on; the PIC, PIT, I/O
 // APIC and local APICs belong to the accelerator (in-kernel on KVM). Firmware: direct Linux boot
 // with our ACPI tables in the BIOS area, or a BIOS image (SeaBIOS) at the top of 4 GiB.
-import Foundation
+import Glibc
 import ImageFormats
 
 public final class PCMachine: VCPUHost, @unchecked Sendable {
@@ -52,11 +52,11 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         // Firmware images first: a BIOS is a ROM window, which KVM needs before its memory slots.
         let biosPath = config.bios ?? (config.kernel == nil ? MachineConfig.defaultBIOS : nil)
         if let biosPath {
-            guard let data = FileManager.default.contents(atPath: biosPath), data.count > 0,
+            guard let data = HostFile.read(biosPath, limit: 16 << 20), data.count > 0,
                   data.count % 65536 == 0, data.count <= 16 << 20 else {
                 throw BuildError.message("qemu: could not load PC BIOS '\(biosPath)'")
             }
-            biosImage = [UInt8](data)
+            biosImage = data
             try ram.mapROM(at: PCMemoryMap.fourGiB - UInt64(data.count), bytes: biosImage!, size: UInt64(data.count))
         }
 
@@ -173,17 +173,16 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         ram.write(0xF_0000, bytes: Array(tables.blob[0..<36]))
         acpi = tables
         ram.write(0xF_0100, bytes: MPTable.build(cpuCount: config.cpus, pciSlots: pci.plugged.map(\.0.device), address: 0xF_0100))
-        guard let k = FileManager.default.contents(atPath: kernelPath) else {
+        guard let kernel = HostFile.read(kernelPath) else {
             throw BuildError.message("qemu: could not load kernel '\(kernelPath)': \(String(cString: strerror(errno)))")
         }
         var initrd: [UInt8]? = nil
         if let ip = config.initrd {
-            guard let d = FileManager.default.contents(atPath: ip) else {
+            guard let d = HostFile.read(ip) else {
                 throw BuildError.message("qemu: could not load initial ram disk '\(ip)'")
             }
-            initrd = [UInt8](d)
+            initrd = d
         }
-        let kernel = [UInt8](k)
         if LinuxBootPlan.isBzImage(kernel) {
             let plan = try LinuxBootPlan.plan(kernel: kernel, cmdline: config.append, initrd: initrd,
                                               ramBelow4G: map.below4G, e820: e820, rsdp: tables.rsdpAddress)
@@ -213,7 +212,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     }
 
     /// VMRUN_DEBUG=1 in the environment: say why the machine resets or stops.
-    static let debug = ProcessInfo.processInfo.environment["VMRUN_DEBUG"] != nil
+    static let debug = HostEnvironment.get("VMRUN_DEBUG") != nil
     public func cpuFailed(cpu: Int, message: String) { control.request(.fatal(message)) }
 
     // MARK: lifecycle

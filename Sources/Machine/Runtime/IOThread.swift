@@ -2,24 +2,21 @@
 // block I/O runs off the vCPU threads. Work items run in submission order; `drain()` waits until
 // everything submitted so far has run (used before a device reset).
 import CLinux
-import Foundation
+import Glibc
 
 public final class IOThread: @unchecked Sendable {
     public let id: String
-    private let cond = NSCondition()
+    private let cond = Condition()
     private var work: [@Sendable () -> Void] = []
     private var running = false
     private var stopping = false
-    private var thread: Thread?
+    private var thread: pthread_t?
     /// The host thread id, for query-iothreads.
     public private(set) var threadID: Int32 = 0
 
     public init(id: String) {
         self.id = id
-        let t = Thread { [unowned self] in self.loop() }
-        t.name = "IO \(id)"
-        thread = t
-        t.start()
+        thread = HostThread.start(name: "IO \(id)") { [unowned self] in self.loop() }
         cond.lock()
         while threadID == 0 { cond.wait() }
         cond.unlock()
@@ -33,7 +30,7 @@ public final class IOThread: @unchecked Sendable {
     }
 
     public func drain() {
-        if Thread.current == thread { return }
+        if let thread, pthread_equal(thread, pthread_self()) != 0 { return }
         cond.lock()
         while !work.isEmpty || running { cond.wait() }
         cond.unlock()
