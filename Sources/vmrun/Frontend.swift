@@ -28,6 +28,13 @@ enum Frontend {
                 o.config.debugExit = (UInt16(truncatingIfNeeded: base), UInt16(truncatingIfNeeded: size))
                 continue
             }
+            if driver == "isa-debugcon" {
+                let base = try number(d["iobase"] ?? "0xe9", key: "iobase", text: text)
+                guard let id = d["chardev"] else { throw ArgvError(message: "-device \(text): Property 'isa-debugcon.chardev' is required") }
+                guard let spec = o.chardevs[id] else { throw ArgvError(message: "-device \(text): Property 'isa-debugcon.chardev' can't find value '\(id)'") }
+                o.config.debugCon = (UInt16(truncatingIfNeeded: base), spec)
+                continue
+            }
             for (k, _) in opts where !["driver", "drive", "serial", "num-queues", "iothread", "id", "addr", "bus",
                                           "disable-legacy", "disable-modern", "config-wce", "scsi", "logical_block_size",
                                           "physical_block_size", "write-cache", "discard", "write-zeroes", "queue-size",

@@ -151,9 +151,9 @@ enum OptionsParser {
                 let (head, opts) = split(v)
                 let driver = opts.first { $0.0 == "driver" }?.1 ?? head
                 switch driver {
-                case "virtio-blk-pci", "virtio-blk", "isa-debug-exit": o.deviceSpecs.append((v, opts))
+                case "virtio-blk-pci", "virtio-blk", "isa-debug-exit", "isa-debugcon": o.deviceSpecs.append((v, opts))
                 case "help":
-                    print("Storage devices:\nname \"virtio-blk-pci\", bus PCI, alias \"virtio-blk\"\n\nMisc devices:\nname \"isa-debug-exit\", bus ISA")
+                    print("Storage devices:\nname \"virtio-blk-pci\", bus PCI, alias \"virtio-blk\"\n\nMisc devices:\nname \"isa-debug-exit\", bus ISA\nname \"isa-debugcon\", bus ISA")
                     throw ExitRequest(code: 0)
                 default: throw fail(spelled, v, "'\(driver)' is not a valid device model name")
                 }

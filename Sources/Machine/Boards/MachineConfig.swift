@@ -54,6 +54,8 @@ public struct MachineConfig: @unchecked Sendable {
     public var startPaused = false
     /// isa-debug-exit iobase/iosize.
     public var debugExit: (base: UInt16, size: UInt16)?
+    /// isa-debugcon iobase and where its bytes go.
+    public var debugCon: (base: UInt16, chardev: ChardevSpec)?
     public var disks: [VirtioBlkConfig] = []
     public var iothreads: [String] = []
     public var hpet = true
