@@ -10,6 +10,7 @@ Diagnostics.programName = (CommandLine.arguments.first ?? "vmrun").split(separat
 
 func run() -> Int32 {
     Signals.blockEarly()
+    CountedNode.install()   // per-node I/O counters below the devices, for query-blockstats
     var o: VMOptions
     do { o = try OptionsParser.parse(Array(CommandLine.arguments.dropFirst())) } catch let e as ArgvError {
         Diagnostics.error(e.message)

@@ -306,6 +306,52 @@ final class VirtioBlockTests: XCTestCase {
         XCTAssertEqual(dev.stats.snapshot.readOps, 5)
     }
 
+    /// Feature B4 below the device: with CountedNode installed, a qcow2 overlay's file child and its
+    /// backing image (and the backing image's file) report the I/O that reached them.
+    func testBlockstatsCountEveryNodeOfTheChain() throws {
+        CountedNode.install()
+        defer { BlockGraph.childInterposer = nil }
+        let base = dir.appendingPathComponent("base.raw").path
+        var content = [UInt8](repeating: 0, count: 1 << 20)
+        for (i, b) in "BACKING-SECTOR-0".utf8.enumerated() { content[i] = b }
+        FileManager.default.createFile(atPath: base, contents: Data(content))
+        let top = dir.appendingPathComponent("top.qcow2").path
+        guard let qcow2 = FormatRegistry.driver(named: "qcow2") else { return XCTFail("no qcow2") }
+        try ImageCreator.create(filename: top, format: "qcow2", size: 1 << 20, options: CreateOptions(format: qcow2),
+                                backingFile: base, backingFormat: "raw", skipBackingCheck: false, announce: nil)
+        let node = try BlockGraph.open(filename: top, format: "qcow2", context: OpenContext(flags: [.readWrite]))
+        defer { try? node.close() }
+        XCTAssertTrue(node.fileChild is CountedNode)
+        XCTAssertTrue(node.backing is CountedNode)
+        XCTAssertEqual(node.backing?.driverName, "raw", "the filter is transparent")
+        let ram = try GuestRAM(size: 1 << 20)
+        ram.mapRAM(at: 0, size: 1 << 20, hostOffset: 0)
+        let dev = VirtioBlock(node: node, options: VirtioBlockOptions())
+        let sink = RecordingInterruptSink()
+        let pci = VirtioPCI(name: "virtio-blk-pci", device: dev, ram: ram, sink: sink, bar1: 0, bar4: 0)
+        var drv = FakeVirtioDriver(ram: ram, pci: pci)
+        XCTAssertTrue(drv.start())
+        let (st, data) = drv.blockRequest(type: 0, sector: 0, readLength: 4096)
+        XCTAssertEqual(st, 0)
+        XCTAssertEqual(Array(data.prefix(16)), Array("BACKING-SECTOR-0".utf8))
+        XCTAssertEqual(CountedNode.stats(of: node.backing!)?.readBytes, 4096, "the unallocated read fell through to the backing image")
+        XCTAssertEqual(CountedNode.stats(of: node.backing!.fileChild!)?.readBytes, 4096)
+        // A sector written into an unallocated cluster: copy-on-write reads the rest of the cluster.
+        XCTAssertEqual(drv.blockRequest(type: 1, sector: 64, data: [UInt8](repeating: 7, count: 512)).0, 0)
+
+        let disk: BlockInfo.Disk = (VirtioBlkConfig(drive: DriveConfig(id: "d0", node: node, readOnly: false, discard: false)),
+                                    dev, pci, PCIAddress(device: 2))
+        let json = BlockInfo.queryBlockstats(index: 0, disk: disk).compact()
+        let backing = try XCTUnwrap(CountedNode.stats(of: node.backing!))
+        XCTAssertEqual(backing.readOps, 2)
+        XCTAssertEqual(backing.readBytes, 4096 + 65536, "the guest's read and the cluster's copy-on-write")
+        let file = try XCTUnwrap(CountedNode.stats(of: node.fileChild!))
+        XCTAssertGreaterThan(file.writeOps, 0, "the overlay's own file took the write (data and metadata)")
+        XCTAssertGreaterThanOrEqual(file.writeBytes, 512)
+        XCTAssertTrue(json.contains("\"rd_bytes\": 69632"), json)
+        XCTAssertEqual(dev.stats.snapshot.readBytes, 4096)
+    }
+
     func testBadRequestsCompleteWithErrors() throws {
         var (drv, _, _, _) = try makeDisk()
         XCTAssertTrue(drv.start())
