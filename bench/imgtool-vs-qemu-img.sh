@@ -2,7 +2,8 @@
 # Side by side with qemu-img, in one run, on the workloads; prints times, peak memory and
 # ratios (qemu-img / ours for time: above 1 means we are faster).
 #   4 GiB image holding 1 GiB of incompressible data: convert qcow2->raw, raw->qcow2, qcow2->qcow2,
-#   compressed convert (-c) of incompressible and of compressible (base64 text) data, check;
+#   compressed convert (-c) of incompressible and of compressible (base64 text) data, commit of
+#   1 GiB of overlay data into its base, check;
 #   info and map on a 4 TiB sparse image.
 # Usage: bench/imgtool-vs-qemu-img.sh [WORKDIR]   (needs ~12 GiB free; builds release first)
 set -euo pipefail
@@ -37,9 +38,9 @@ row() {   # name, our command..., --, qemu command...
     # command must not be charged to the next one.
     local to=999 ro=0 tq=999 rq=0 t r
     for _ in 1 2; do
-        rm -f out.*; sync; read -r t r < <($M "${ours[@]}")
+        rm -f out.*; ${PREP:-true}; sync; read -r t r < <($M "${ours[@]}")
         if (( $(echo "$t < $to" | bc) )); then to=$t; ro=$r; fi
-        rm -f out.*; sync; read -r t r < <($M "${theirs[@]}")
+        rm -f out.*; ${PREP:-true}; sync; read -r t r < <($M "${theirs[@]}")
         if (( $(echo "$t < $tq" | bc) )); then tq=$t; rq=$r; fi
     done
     printf "%-28s ours %7.2fs %7d KiB   qemu-img %7.2fs %7d KiB   speed x%.2f  mem x%.2f\n" \
@@ -51,6 +52,13 @@ row "convert raw->qcow2"   $OURS convert -O qcow2 src.raw out.qcow2 -- qemu-img 
 row "convert qcow2->qcow2" $OURS convert -O qcow2 src.qcow2 out.qcow2 -- qemu-img convert -O qcow2 src.qcow2 out.qcow2
 row "convert -c (zlib)"    $OURS convert -c -O qcow2 src.qcow2 out.qcow2 -- qemu-img convert -c -O qcow2 src.qcow2 out.qcow2
 row "convert -c (compressible)" $OURS convert -c -O qcow2 text.qcow2 out.qcow2 -- qemu-img convert -c -O qcow2 text.qcow2 out.qcow2
+# commit: a fresh overlay holding the 1 GiB of data over an empty 4 GiB base before every run.
+prep_commit() {
+    qemu-img create -q -f qcow2 out.base.qcow2 4G
+    cp src.qcow2 out.top.qcow2
+    qemu-img rebase -u -b out.base.qcow2 -F qcow2 out.top.qcow2
+}
+PREP=prep_commit row "commit 1 GiB" $OURS commit out.top.qcow2 -- qemu-img commit out.top.qcow2
 row "check 4 GiB"          $OURS check src.qcow2 -- qemu-img check src.qcow2
 [ -f huge.qcow2 ] || qemu-img create -q -f qcow2 huge.qcow2 4T
 row "info 4 TiB sparse"    $OURS info huge.qcow2 -- qemu-img info huge.qcow2

@@ -71,3 +71,8 @@ int64_t clinux_allocated_bytes(int fd) {
     if (fstat(fd, &st) < 0) return -1;
     return (int64_t)st.st_blocks * 512;
 }
+
+int clinux_online_cpus(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}

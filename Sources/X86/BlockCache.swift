@@ -75,6 +75,23 @@ extension CPUCore {
         return (p, nil)   // MMIO: not executable from our cache
     }
 
+    /// The already-decoded, still valid block at RIP, found without translating or decoding (64-bit
+    /// code whose page is in the instruction TLB); nil sends the caller to the full lookup.
+    @inline(__always) mutating func peekBlock() -> UnsafeMutablePointer<BlockInfo>? {
+        guard mode == .m64 else { return nil }
+        let page = rip >> 12
+        let e = tlb + Int(page & tlbMask)
+        guard e.pointee.xtag == page else { return nil }
+        let phys = e.pointee.physPage << 12 | (rip & 0xFFF)
+        let idx = blocks.table[BlockCache.slot(rip)]
+        guard idx >= 0 else { return nil }
+        let b = blocks.infos + Int(idx)
+        guard b.pointee.vaddr == rip && b.pointee.phys == phys && b.pointee.mode == mode.rawValue
+            && code.generation(phys >> 12) == b.pointee.gen
+            && (b.pointee.phys2 == .max || code.generation(b.pointee.phys2) == b.pointee.gen2) else { return nil }
+        return b
+    }
+
     /// The block starting at RIP, decoding it if needed.
     @inline(__always) mutating func currentBlock() throws(Fault) -> UnsafeMutablePointer<BlockInfo> {
         let lin = try codeLinear()

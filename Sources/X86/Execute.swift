@@ -5,14 +5,19 @@
 // guest instruction costs more than most instructions.
 
 extension CPUCore {
-    mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>) throws(Fault) {
+    /// With `chain`, a block that runs to its end continues straight into the next block when that
+    /// one is already decoded and valid (see `peekBlock`), until a poll is due: the lookup and this
+    /// function's entry are paid once per chain instead of once per block.
+    mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>, chain: Bool) throws(Fault) {
         // RIP lives in a local while the block runs (a store and reload per instruction otherwise
         // chains every instruction through memory); it is written back before anything that reads
         // it (slow paths), at the block's end, and by the catch below when an instruction faults.
         var p = start
+        var blockEnd = end
         var pc = rip
         do throws(Fault) {
-        while p < end {
+        while true {
+        while p < blockEnd {
         let i = p
         p += 1
         let size = i.size
@@ -25,12 +30,36 @@ extension CPUCore {
             let d = r[Int(i.rm)] & m
             let s = (i.op == .cmpjRR4 || i.op == .cmpjRR8 ? r[Int(i.reg)] : i.disp) & m
             setLazy(LazyKind.sub, sz, res: (d &- s) & m, dst: d, src: s)
-            pc = cond(UInt8(i.aux)) ? i.imm : next
+            let taken: Bool
+            switch i.aux {
+            case 2: taken = d < s
+            case 3: taken = d >= s
+            case 4: taken = d == s
+            case 5: taken = d != s
+            case 6: taken = d <= s
+            case 7: taken = d > s
+            case 12, 13, 14, 15:
+                let sh = UInt64(64 - 8 * sz)
+                let a = Int64(bitPattern: d << sh), b = Int64(bitPattern: s << sh)
+                taken = i.aux == 12 ? a < b : (i.aux == 13 ? a >= b : (i.aux == 14 ? a <= b : a > b))
+            default: taken = cond(UInt8(i.aux))
+            }
+            pc = taken ? i.imm : next
             continue
         case .testjRR4, .testjRR8:
             let m: UInt64 = i.op == .testjRR4 ? 0xFFFF_FFFF : .max
-            setLogicFlags(i.op == .testjRR4 ? 4 : 8, r[Int(i.rm)] & r[Int(i.reg)] & m)
-            pc = cond(UInt8(i.aux)) ? i.imm : next
+            let v = r[Int(i.rm)] & r[Int(i.reg)] & m
+            setLogicFlags(i.op == .testjRR4 ? 4 : 8, v)
+            let sign: UInt64 = i.op == .testjRR4 ? 0x8000_0000 : 0x8000_0000_0000_0000
+            let taken: Bool
+            switch i.aux {
+            case 4: taken = v == 0
+            case 5: taken = v != 0
+            case 8: taken = v & sign != 0
+            case 9: taken = v & sign == 0
+            default: taken = cond(UInt8(i.aux))
+            }
+            pc = taken ? i.imm : next
             continue
 
         // MARK: size-specialized hot forms
@@ -290,10 +319,17 @@ extension CPUCore {
         case .xadd: try xadd(i)
 
         // MARK: stack
-        case .pushR: try push(getReg(i.reg, size), size)
+        case .pushR:
+            if size == 8 && mode == .m64, let h = stackHost(r[4] &- 8, write: true) {
+                h.storeBytes(of: r[Int(i.reg)], as: UInt64.self); r[4] &-= 8
+            } else { try push(getReg(i.reg, size), size) }
         case .popR:
-            let v = try pop(size)
-            setReg(i.reg, size, v)
+            if size == 8 && mode == .m64, let h = stackHost(r[4], write: false) {
+                let v = h.loadUnaligned(as: UInt64.self); r[4] &+= 8; r[Int(i.reg)] = v
+            } else {
+                let v = try pop(size)
+                setReg(i.reg, size, v)
+            }
         case .pushI: try push(i.imm, size)
         case .pushRm: try push(try readRm(i, size), size)
         case .popRm:
@@ -348,7 +384,23 @@ extension CPUCore {
 
         // MARK: control flow
         case .jcc:
-            pc = cond(UInt8(i.aux)) ? i.imm : next
+            let cc = UInt8(i.aux)
+            let taken: Bool
+            if lop >> 2 == LazyKind.sub && cc >= 2 && cc <= 7 {
+                switch cc {
+                case 2: taken = ldst < lsrc
+                case 3: taken = ldst >= lsrc
+                case 4: taken = ldst == lsrc
+                case 5: taken = ldst != lsrc
+                case 6: taken = ldst <= lsrc
+                default: taken = ldst > lsrc
+                }
+            } else if lop >> 2 == LazyKind.logic && (cc == 4 || cc == 5) {
+                taken = (lres == 0) == (cc == 4)
+            } else {
+                taken = cond(cc)
+            }
+            pc = taken ? i.imm : next
             continue
         case .jmp:
             pc = i.imm
@@ -357,7 +409,9 @@ extension CPUCore {
             pc = try readRm(i, size)
             continue
         case .call:
-            try push(next, size)
+            if size == 8 && mode == .m64, let h = stackHost(r[4] &- 8, write: true) {
+                h.storeBytes(of: next, as: UInt64.self); r[4] &-= 8
+            } else { try push(next, size) }
             pc = i.imm
             continue
         case .callRm:
@@ -366,7 +420,10 @@ extension CPUCore {
             pc = t
             continue
         case .ret:
-            let t = try pop(size)
+            let t: UInt64
+            if size == 8 && mode == .m64, let h = stackHost(r[4], write: false) {
+                t = h.loadUnaligned(as: UInt64.self); r[4] &+= 8
+            } else { t = try pop(size) }
             setSP(r[4] &+ i.imm)
             pc = t
             continue
@@ -393,6 +450,14 @@ extension CPUCore {
         if stopBlock { stopBlock = false; rip = pc; return }
         }
         rip = pc
+        if !chain { return }
+        pollCountdown &-= 1
+        if pollNow || pollCountdown <= 0 { return }
+        guard let nb = peekBlock() else { return }
+        instructions &+= UInt64(nb.pointee.guestCount)
+        p = UnsafePointer(blocks.insts + Int(nb.pointee.first))
+        blockEnd = p + Int(nb.pointee.count)
+        }
         } catch {
             // A fault leaves RIP on the faulting instruction; "exit block" set RIP itself.
             if error.vector != 0xFF { rip = pc }

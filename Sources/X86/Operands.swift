@@ -99,6 +99,15 @@ extension CPUCore {
 
     // MARK: stack
 
+    /// Host address of 8 aligned-enough stack bytes at `sp` in 64-bit mode, from the TLB alone.
+    @inline(__always) mutating func stackHost(_ sp: UInt64, write: Bool) -> UnsafeMutableRawPointer? {
+        let page = sp >> 12
+        let t = tlb + Int(page & tlbMask)
+        let tag = write ? t.pointee.wtag : t.pointee.rtag
+        guard tag == page && (sp & 0xFFF) <= 0xFF8 else { return nil }
+        return UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: sp &+ t.pointee.addend))
+    }
+
     @inline(__always) var stackMask: UInt64 {
         mutating get {
             if mode == .m64 { return .max }

@@ -7,7 +7,7 @@ extension CPUCore {
             if shutdownRequested { shutdownRequested = false; return .shutdown }
             pollCountdown &-= 1
             if pollNow || pollCountdown <= 0 || activity != .running {
-                pollCountdown = 32
+                pollCountdown = 128
                 pollNow = false
                 if platformRef.shouldStop(cpu: index) { return .stopRequested }
                 syncCodeEpoch()   // other vCPUs' newly decoded code pages lose our write tags
@@ -80,7 +80,7 @@ extension CPUCore {
         }
         let guest = n == Int(b.pointee.count) ? UInt64(b.pointee.guestCount) : UInt64(n)
         do {
-            try execBlock(start, start + n)
+            try execBlock(start, start + n, chain: n == Int(b.pointee.count) && !traceBlocks)
         } catch {
             stopBlock = false
             if error.vector != 0xFF { raise(error) }

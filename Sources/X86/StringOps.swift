@@ -103,6 +103,7 @@ extension CPUCore {
         try probeWrite(dlin, size)
         guard let dp = atomicPointer(dlin, size) else { return 0 }
         if i.op == .stos {
+            if UInt(bitPattern: dp) % UInt(size) != 0 { return 0 }   // typed fill needs alignment
             switch size {
             case 1: dp.initializeMemory(as: UInt8.self, repeating: UInt8(truncatingIfNeeded: r[0]), count: Int(n))
             case 2: dp.bindMemory(to: UInt16.self, capacity: Int(n)).update(repeating: UInt16(truncatingIfNeeded: r[0]), count: Int(n))

@@ -28,6 +28,14 @@
 //   invalidation); do not replace it afterwards. Call `GuestMemory.didWrite` after DMA/loader writes.
 // - An instruction the interpreter does not implement raises #UD in the guest and is named once on
 //   stderr with its address; guest input never crashes the host process.
+// - Debugging: X86_TRACE_FAULTS=1 logs every exception, X86_TRACE_RIP=1 prints each vCPU's RIP about
+//   once a second (hangs), X86_TRACE_BLOCKS=1 logs every block (slow).
+//
+// Status: real, protected (16/32-bit), long and compatibility mode; 32-bit/PAE/4-level paging with
+// large pages, NX, WP, SMEP, A/D bits; IDT/IVT delivery with #DF and triple fault; SYSCALL/SYSRET,
+// SYSENTER/SYSEXIT; the integer ISA, x87, MMX moves/logic, SSE/SSE2/SSE3; FXSAVE/XSAVE (x87+SSE).
+// Not yet: task switches and call/task gates, virtual-8086 interrupts, SSSE3/SSE4 (not in CPUID),
+// TF single-step and debug-register breakpoints, MXCSR/x87 exception status flags.
 
 public final class X86VCPU: @unchecked Sendable {
     public let index: Int

@@ -6,7 +6,13 @@ import ImageFormats
 enum ImageOpener {
     static func open(_ a: ServerArguments) -> any BlockNode {
         let file = a.file ?? ""
-        let flags: OpenFlags = a.readOnly ? [] : [.readWrite]
+        // -l exports an internal snapshot, read-only (qemu-nbd loads it temporarily).
+        let flags: OpenFlags = a.readOnly || a.loadSnapshot != nil ? [] : [.readWrite]
+        var extra = BlockOptions()
+        if let l = a.loadSnapshot {
+            let parsed = try? BlockOptions.parseKeyValue(l)
+            extra.set("load-snapshot", parsed?.string("snapshot.id") ?? parsed?.string("snapshot.name") ?? l)
+        }
         let cache: CacheMode
         do { cache = try CacheMode.parse(a.cache ?? "writeback") } catch { Program.fail("Invalid cache mode `\(a.cache ?? "")'") }
         let context = OpenContext(flags: flags, cache: cache)
@@ -15,11 +21,15 @@ enum ImageOpener {
         do {
             if a.imageOpts {
                 if a.format != nil { Program.fail("--image-opts and -f are mutually exclusive") }
-                let opts = try BlockOptions.parseKeyValue(file, impliedKey: "file")
+                let opts = try BlockOptions.parseKeyValue(file, impliedKey: "file").merging(extra)
                 node = try BlockGraph.open(filename: nil, options: opts, context: context, warn: warn)
             } else {
-                node = try BlockGraph.open(filename: file, format: a.format, context: context, warn: warn)
+                node = try BlockGraph.open(filename: file, format: a.format, options: extra, context: context, warn: warn)
             }
+        } catch let e as BlockError where e.message.hasPrefix("Failed to load snapshot") {
+            Program.fail(e.message)
+        } catch let e as BlockError where a.loadSnapshot != nil && e.message.hasPrefix("Invalid parameter") {
+            Program.fail("Failed to load snapshot: Block format used by device '' does not support temporarily loading internal snapshots")
         } catch let e as BlockError {
             Program.fail("Failed to blk_new_open '\(file)': \(e.message)" + (e.hint.map { "\n" + $0 } ?? ""))
         } catch {
@@ -39,7 +49,7 @@ enum ImageOpener {
                 Program.fail("\(error)")
             }
         }
-        if a.loadSnapshot != nil {
+        if a.loadSnapshot != nil && node.driverName != "qcow2" {
             Program.fail("Failed to load snapshot: Block format '\(node.driverName)' used by device '' does not support temporarily loading internal snapshots")
         }
         return node

@@ -35,16 +35,11 @@ enum Serve {
             }
         }
 
-        if let b = a.bitmaps.first, !a.readOnly {
-            // Opening for writing clears the image's "bitmaps valid" bit (this library does not keep
-            // bitmaps up to date yet), which would destroy the very bitmap asked for.
-            Program.fail("Bitmap '\(b)': exporting a persistent bitmap needs a read-only export (-r) in this version")
-        }
         let node = ImageOpener.open(a)
         var settings = NBDExportSettings()
         settings.name = a.exportName ?? ""
         settings.description = a.description
-        settings.readOnly = a.readOnly
+        settings.readOnly = a.readOnly || a.loadSnapshot != nil
         settings.discard = a.discard == "unmap" ? .unmap : .ignore
         settings.detectZeroes = NBDExportSettings.DetectZeroes(rawValue: a.detectZeroes ?? "off") ?? .off
         settings.allocationDepth = a.allocationDepth
@@ -54,7 +49,7 @@ enum Serve {
         let backend: BlockNodeNBDBackend
         do {
             backend = try BlockNodeNBDBackend(node: node, settings: settings)
-            try backend.holdExportPermissions(writable: !a.readOnly)
+            try backend.holdExportPermissions(writable: !(a.readOnly || a.loadSnapshot != nil))
         } catch let e as BlockError {
             Program.fail(e.message + (e.hint.map { "\n" + $0 } ?? ""))
         } catch {

@@ -50,3 +50,29 @@ final class RobustnessTests: GuestTestCase {
         }
     }
 }
+
+/// External interrupts from the platform (no QEMU counterpart without a PIC program in the guest).
+final class InterruptDeliveryTests: XCTestCase {
+    func testExternalInterruptAfterSTIShadow() throws {
+        let image = try GuestHarness.assemble("""
+            lea rax, [rel .resume]
+            mov [RECOVER], rax
+            xor eax, eax
+            sti
+            mov eax, 0x1234      ; runs in the STI shadow, before the interrupt
+            mov eax, 0x5678      ; not reached: the handler resumes at .resume
+        .resume:
+            cli
+            mov rdx, 0
+            call pf64
+            mov qword [RECOVER], 0
+        """, mode: .lm64)
+        let plat = TestPlatform(bios: image)
+        plat.pendingVector = 0x20
+        let cpu = X86VCPU(index: 0, platform: plat, model: .qemu64)
+        _ = cpu.run()
+        XCTAssertNotNil(plat.exitCode)
+        XCTAssertTrue(plat.text.contains("EXC 0000000000000020"), plat.text)
+        XCTAssertTrue(plat.text.contains("0000000000001234 0000000000000000"), plat.text)
+    }
+}

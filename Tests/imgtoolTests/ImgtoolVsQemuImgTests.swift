@@ -121,6 +121,63 @@ final class ImgtoolVsQemuImgTests: XCTestCase {
         }
     }
 
+    /// -C (copy offloading: copy_file_range between the host files) and -S 0 take the kernel-copy
+    /// path wherever data sits verbatim in a file; the results are qemu-img's, byte for byte.
+    func testCopyOffloadAndFullAllocationAreByteIdenticalToQemuImg() throws {
+        let v = try Variants.shared()
+        let out = TempDir()
+        for name in v.names {
+            for flags in [["-C"], ["-S", "0"], ["-C", "-W", "-m", "4"]] {
+                for fmt in ["raw", "qcow2"] {
+                    let ours = out.file("ours.\(fmt)"), theirs = out.file("theirs.\(fmt)")
+                    let a = try imgtool(["convert"] + flags + ["-O", fmt, name + ".qcow2", ours], cwd: v.dir.path)
+                    XCTAssertEqual(a.status, 0, a.stderr)
+                    XCTAssertEqual(try qemuImg(["convert"] + flags + ["-O", fmt, name + ".qcow2", theirs], cwd: v.dir.path).status, 0)
+                    if fmt == "qcow2" && !flags.contains("-W") {
+                        XCTAssertTrue(FileManager.default.contentsEqual(atPath: ours, andPath: theirs), "\(name) \(flags) -> \(fmt)")
+                        XCTAssertEqual(try qemuImg(["check", ours]).status, 0, "\(name) \(flags)")
+                    }
+                    XCTAssertEqual(try qemuImg(["compare", "-f", "qcow2", "-F", fmt, v.dir.file(name + ".qcow2"), ours]).status, 0,
+                                   "\(name) \(flags) -> \(fmt)")
+                }
+            }
+        }
+    }
+
+    /// A compressed cluster whose deflate stream is garbage: convert fails as qemu-img does, and
+    /// --salvage warns per unreadable sector, copies zeroes there and succeeds, as qemu-img does.
+    func testSalvageMatchesQemuImg() throws {
+        let d = TempDir()
+        let text = d.file("t.txt"), bad = d.file("bad.qcow2")
+        XCTAssertEqual(try runProcess("sh", ["-c", "head -c 1M /dev/urandom | base64 > '\(text)'; truncate -s 4M '\(text)'"]).status, 0)
+        XCTAssertEqual(try qemuImg(["convert", "-c", "-f", "raw", "-O", "qcow2", text, bad]).status, 0)
+        // Garble cluster 3's compressed bytes (L1[0] -> L2 entry 3 -> host offset).
+        let h = try FileHandle(forUpdating: URL(fileURLWithPath: bad))
+        func be64(_ at: UInt64) throws -> UInt64 {
+            try h.seek(toOffset: at)
+            return h.readData(ofLength: 8).reduce(0) { $0 << 8 | UInt64($1) }
+        }
+        let l1 = try be64(40)
+        let l2 = try be64(l1) & 0x00ff_ffff_ffff_fe00
+        let entry = try be64(l2 + 24)
+        XCTAssertNotEqual(entry & (1 << 62), 0, "cluster 3 is not compressed")
+        try h.seek(toOffset: entry & ((1 << 46) - 1))
+        h.write(Data(repeating: 0xff, count: 64))
+        try h.close()
+        let ours = d.file("o.raw"), theirs = d.file("q.raw")
+        for flags in [[], ["--salvage"], ["--salvage", "-q"]] {
+            let a = try imgtool(["convert"] + flags + ["-O", "raw", bad, ours])
+            let b = try qemuImg(["convert"] + flags + ["-O", "raw", bad, theirs])
+            XCTAssertEqual(a.status, b.status, "\(flags)")
+            XCTAssertEqual(a.stderr.replacingOccurrences(of: "imgtool:", with: "qemu-img:"), b.stderr, "\(flags)")
+            if flags.contains("--salvage") {
+                XCTAssertEqual(a.status, 0)
+                XCTAssertTrue(FileManager.default.contentsEqual(atPath: ours, andPath: theirs))
+            }
+        }
+        XCTAssertTrue(try imgtool(["convert", "--salvage", "-O", "raw", bad, ours]).stderr.contains("warning: error while reading offset 196608: Input/output error"))
+    }
+
     func testConvertFeatures() throws {
         let v = try Variants.shared()
         let d = TempDir()

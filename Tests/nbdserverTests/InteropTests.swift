@@ -282,6 +282,71 @@ final class InteropTests: XCTestCase {
         XCTAssertEqual(a.stderr.replacingOccurrences(of: "nbdserver", with: "qemu-nbd"), b.stderr)
     }
 
+    /// A writable export with -B: writes through NBD show up in the exported dirty bitmap at once,
+    /// as with qemu-nbd, and are in the bitmap stored in the image after the server exits.
+    func testWritableExportTracksDirtyBitmapLikeQemuNbd() throws {
+        try require("qemu-nbd", "qemu-img", "qemu-io", "nbdinfo")
+        try XCTSkipUnless(FormatRegistry.driver(named: "qcow2") != nil, "the qcow2 driver is not in this build")
+        let dir = TempDir()
+        var images: [String] = []
+        for name in ["ours.qcow2", "qemu.qcow2"] {
+            let img = dir.file(name)
+            for args in [["create", "-q", "-f", "qcow2", img, "64M"], ["bitmap", "--add", "-g", "128k", img, "b0"]] {
+                XCTAssertEqual(try runTool("qemu-img", args).status, 0)
+            }
+            XCTAssertEqual(try runTool("qemu-io", ["-f", "qcow2", "-c", "write 1M 64k", img]).status, 0)
+            images.append(img)
+        }
+        let ours = try ServerProcess(nbdserverPath, ["-t", "-f", "qcow2", "-B", "b0", "-k", dir.file("o.sock"), images[0]], socket: dir.file("o.sock"))
+        let qemu = try ServerProcess("qemu-nbd", ["-t", "-f", "qcow2", "-B", "b0", "-k", dir.file("q.sock"), images[1]], socket: dir.file("q.sock"))
+        for s in [ours, qemu] {
+            let r = try runTool("qemu-io", ["-f", "raw", "-c", "write -P 7 20M 300k", "-c", "write -z 50M 4k", s.qemuFilename])
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        let a = try runTool("nbdinfo", ["--map=qemu:dirty-bitmap:b0", ours.uri])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        XCTAssertEqual(a.stdout, try runTool("nbdinfo", ["--map=qemu:dirty-bitmap:b0", qemu.uri]).stdout)
+        XCTAssertTrue(a.stdout.contains("20971520"), a.stdout)   // the live write at 20M is dirty
+        ours.stop()
+        qemu.stop()
+        let ia = try runTool("qemu-img", ["info", "--output=json", images[0]])
+        let ib = try runTool("qemu-img", ["info", "--output=json", images[1]])
+        XCTAssertEqual(ia.stdout.replacingOccurrences(of: images[0], with: "X").components(separatedBy: "\n").filter { !$0.contains("actual-size") },
+                       ib.stdout.replacingOccurrences(of: images[1], with: "X").components(separatedBy: "\n").filter { !$0.contains("actual-size") })
+        XCTAssertEqual(try runTool("qemu-img", ["check", images[0]]).status, 0)
+        let ca = try runTool("qemu-img", ["compare", images[0], images[1]])
+        XCTAssertEqual(ca.status, 0, ca.stdout)
+    }
+
+    /// -l exports an internal snapshot read-only, like qemu-nbd -l, whatever was written since.
+    func testLoadSnapshotExportsItReadOnly() throws {
+        try require("qemu-nbd", "qemu-img", "qemu-io", "nbdinfo", "nbdcopy")
+        try XCTSkipUnless(FormatRegistry.driver(named: "qcow2") != nil, "the qcow2 driver is not in this build")
+        let dir = TempDir()
+        let img = dir.file("snap.qcow2")
+        XCTAssertEqual(try runTool("qemu-img", ["create", "-q", "-f", "qcow2", img, "32M"]).status, 0)
+        XCTAssertEqual(try runTool("qemu-io", ["-f", "qcow2", "-c", "write -P 1 0 1M", img]).status, 0)
+        XCTAssertEqual(try runTool("qemu-img", ["snapshot", "-c", "s1", img]).status, 0)
+        XCTAssertEqual(try runTool("qemu-io", ["-f", "qcow2", "-c", "write -P 2 0 2M", img]).status, 0)
+        for sn in ["s1", "snapshot.name=s1", "1"] {
+            let pair = try ServerPair(dir: dir, args: ["-t", "-f", "qcow2", "-l", sn], image: img, tag: sn.filter(\.isLetter))
+            let a = try runTool("nbdinfo", ["--json", pair.ours.uri]), b = try runTool("nbdinfo", ["--json", pair.qemu.uri])
+            XCTAssertEqual(a.status, 0, a.stderr)
+            XCTAssertEqual(normalize(a.stdout, pair), normalize(b.stdout, pair), "-l \(sn)")
+            XCTAssertTrue(a.stdout.contains("\"is_read_only\": true"), a.stdout)
+            for (s, out) in [(pair.ours, "o.raw"), (pair.qemu, "q.raw")] {
+                XCTAssertEqual(try runTool("nbdcopy", [s.uri, dir.file(out)]).status, 0)
+            }
+            XCTAssertTrue(FileManager.default.contentsEqual(atPath: dir.file("o.raw"), andPath: dir.file("q.raw")), "-l \(sn)")
+            pair.ours.stop()
+            pair.qemu.stop()
+        }
+        let a = try runTool(nbdserverPath, ["-f", "qcow2", "-l", "nope", img])
+        let b = try runTool("qemu-nbd", ["-f", "qcow2", "-l", "nope", img])
+        XCTAssertEqual(a.status, b.status)
+        XCTAssertEqual(a.stderr.replacingOccurrences(of: "nbdserver", with: "qemu-nbd"), b.stderr)
+    }
+
     /// --discard and --detect-zeroes change what trims and zero writes do to the file; the
     /// allocation afterwards must be qemu-nbd's.
     func testDiscardAndDetectZeroesMatchQemuNbd() throws {

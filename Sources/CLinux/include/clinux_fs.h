@@ -39,4 +39,7 @@ int64_t clinux_copy_file_range(int fd_in, int64_t off_in, int fd_out, int64_t of
 // Allocated 512-byte blocks of a file (st_blocks), -1 on error.
 int64_t clinux_allocated_bytes(int fd);
 
+// CPUs online (sysconf(_SC_NPROCESSORS_ONLN), at least 1).
+int clinux_online_cpus(void);
+
 #endif

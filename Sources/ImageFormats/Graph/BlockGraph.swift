@@ -12,7 +12,7 @@ public enum FormatRegistry {
     /// QEMU probes with the first 2048 bytes (BLOCK_PROBE_BUF_SIZE).
     public static let probeSize = 2048
 
-    nonisolated(unsafe) private static var drivers: [any FormatDriver.Type] = [RawFormat.self, Qcow2Format.self]
+    nonisolated(unsafe) private static var drivers: [any FormatDriver.Type] = [RawFormat.self, Qcow2Format.self, VDIFormat.self, VPCFormat.self, QEDFormat.self, VMDKFormat.self, VHDXFormat.self]
     private static let lock = NSLockLite()
 
     public static var all: [any FormatDriver.Type] { lock.withLock { drivers } }

@@ -140,6 +140,16 @@ extension BlockNode {
     public var recordedBacking: (name: String, format: String?)? { nil }
     public var snapshots: [SnapshotInfo] { [] }
 
+    /// Closes every child (all of them, even after a failure), then throws `firstError` or the
+    /// first child's error: the end of a format's close().
+    public func closeChildren(after firstError: Error?) throws {
+        var first = firstError
+        for c in children {
+            do { try c.node.close() } catch { if first == nil { first = error } }
+        }
+        if let e = first { throw e }
+    }
+
     /// The child with the given role name.
     public func child(_ name: String) -> (any BlockNode)? {
         children.first { $0.name == name }?.node

@@ -7,7 +7,14 @@
 // laid out sequentially. Zero chunks cost nothing on a target that reads as zero already; on other
 // targets they become write-zeroes with unmap (holes on raw files, zero clusters in qcow2), never
 // written zero buffers, except with -S 0, which fully allocates the target.
+//
+// With copy offloading (-C, as qemu-img) or no zero detection (-S 0), data that sits verbatim in a
+// host file on both sides (raw, qcow2 data clusters: HostMapping.swift) is copied by the kernel
+// (copy_file_range: a reflink on XFS/btrfs) instead of through a buffer. Otherwise data is read so
+// that zero runs inside it become holes, exactly where qemu-img makes them (on ext4 the kernel copy
+// is no faster than pread/pwrite, so there is nothing to trade that for).
 import Glibc
+import Synchronization
 
 public struct ConvertOptions: Sendable {
     /// -S: zero runs at least this long become holes; 0 writes everything (fully allocated target).
@@ -23,6 +30,12 @@ public struct ConvertOptions: Sendable {
     public var targetIsZero = false
     /// -r: bytes per second, nil for unlimited.
     public var rateLimit: UInt64?
+    /// --salvage: a sector that cannot be read is reported through `warn` and copied as zeroes.
+    public var salvage = false
+    /// Where --salvage's warnings go (QEMU's "error while reading offset N: ...").
+    public var warn: (@Sendable (String) -> Void)?
+    /// -C: copy offloading; data is copied as it is, without looking for zeroes in it.
+    public var copyOffload = false
     /// Called with the fraction done (0...1) as chunks complete.
     public var progress: (@Sendable (Double) -> Void)?
 
@@ -59,6 +72,10 @@ public final class Converter: @unchecked Sendable {
     private var nextToWrite = 0
     private var failure: Error?
     private var done: UInt64 = 0
+    /// The target takes kernel copies (copy_file_range) into its host file.
+    private let directTarget: (any HostMappedNode)?
+    /// Cleared the first time the kernel refuses copy_file_range between these files.
+    private let kernelCopy = Atomic<Bool>(true)
 
     public init(sources: [any BlockNode], target: any BlockNode, options: ConvertOptions) {
         self.sources = sources
@@ -76,13 +93,19 @@ public final class Converter: @unchecked Sendable {
         totalSize = sources.reduce(0) { $0 + $1.size }
         planner = Planner(sources: sources, chunkSize: chunkSize, topOnly: options.targetHasBacking,
                           allData: options.sparseSize == 0)
+        if options.copyOffload || options.sparseSize == 0, !options.compress, !options.salvage,
+           let t = target as? any HostMappedNode, t.canWriteDirect {
+            directTarget = t
+        } else {
+            directTarget = nil
+        }
     }
 
     /// Runs the conversion; throws the first error (as qemu-img words it).
     public func run() throws {
         // -m is an upper bound: beyond a few requests in flight per core, more workers only add
         // buffers (memory) without adding throughput; compression wants one per core.
-        let cores = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        let cores = onlineCPUCount
         let useful = options.compress ? max(2 * cores, 2) : max(2 * cores, 2)
         let workers = max(1, min(options.workers, 16, useful))
         runThreads(workers) { [self] _ in worker() }
@@ -170,17 +193,36 @@ public final class Converter: @unchecked Sendable {
     struct Work {
         var runs: [(start: Int, length: Int, data: Bool)] = []
         var compressed: [UInt8]?
+        /// The chunk's source bytes in a host file, for a kernel copy (nothing was read).
+        var direct: HostExtent?
+    }
+
+    /// The source's host bytes for a data chunk the kernel can copy whole: contiguous in a host
+    /// file and sector aligned.
+    private func directSource(_ c: Chunk) throws -> HostExtent? {
+        guard directTarget != nil, c.status == .data, c.targetOffset % 512 == 0, c.length % 512 == 0,
+              let src = sources[c.source] as? any HostMappedNode,
+              let ext = try src.hostExtent(at: c.sourceOffset, length: c.length), ext.length == c.length
+        else { return nil }
+        return ext
     }
 
     private func prepare(_ c: Chunk, _ buffer: UnsafeMutableRawBufferPointer) throws -> Work {
         var w = Work()
         let n = Int(c.length)
         guard c.status == .data else { return w }
+        if let ext = try directSource(c) {
+            w.direct = ext
+            return w
+        }
         let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<n])
         do {
             try sources[c.source].read(at: c.sourceOffset, into: part)
         } catch let e as BlockError {
-            throw ConvertError(message: "error while reading at byte \(c.targetOffset): \(BlockError.strerror(e.errno))")
+            guard options.salvage else {
+                throw ConvertError(message: "error while reading at byte \(c.targetOffset): \(BlockError.strerror(e.errno))")
+            }
+            salvage(c, part)
         }
         if options.compress, let q = target as? Qcow2Node {
             if isZeroBuffer(UnsafeRawBufferPointer(part)) {
@@ -198,6 +240,23 @@ public final class Converter: @unchecked Sendable {
         w.runs = Converter.splitZeroRuns(UnsafeRawBufferPointer(part), targetOffset: c.targetOffset,
                                           minSparse: Int(options.sparseSize / 512), alignment: Int(alignment / 512))
         return w
+    }
+
+    /// --salvage after a failed chunk read: sector by sector, what still fails reads as zeroes.
+    private func salvage(_ c: Chunk, _ part: UnsafeMutableRawBufferPointer) {
+        var pos = 0
+        while pos < part.count {
+            let n = min(512, part.count - pos)
+            let sector = UnsafeMutableRawBufferPointer(rebasing: part[pos..<pos + n])
+            do {
+                try sources[c.source].read(at: c.sourceOffset + UInt64(pos), into: sector)
+            } catch {
+                let code = (error as? BlockError)?.errno ?? EIO
+                options.warn?("error while reading offset \(c.sourceOffset + UInt64(pos)): \(BlockError.strerror(code))")
+                sector.initializeMemory(as: UInt8.self, repeating: 0)
+            }
+            pos += n
+        }
     }
 
     /// qemu-img's is_allocated_sectors_min over a whole buffer: data runs, with zero runs shorter
@@ -280,6 +339,10 @@ public final class Converter: @unchecked Sendable {
             case .zero:
                 try writeZeroes(c.targetOffset, c.length)
             case .data:
+                if let src = w.direct {
+                    try writeDirect(c, from: src, buffer)
+                    return
+                }
                 if let compressed = w.compressed, let q = target as? Qcow2Node {
                     try q.writeCompressedData(guestOffset: c.targetOffset, compressed: compressed, length: compressed.count)
                     return
@@ -295,6 +358,28 @@ public final class Converter: @unchecked Sendable {
             }
         } catch let e as BlockError {
             throw ConvertError(message: "error while writing at byte \(c.targetOffset): \(BlockError.strerror(e.errno))")
+        }
+    }
+
+    /// Copies a chunk host file to host file; what the target cannot take that way (a partial
+    /// cluster, a probed raw image's first sector) goes through the buffer.
+    private func writeDirect(_ c: Chunk, from src: HostExtent, _ buffer: UnsafeMutableRawBufferPointer) throws {
+        guard let t = directTarget else { return }
+        var pos: UInt64 = 0
+        while pos < c.length {
+            let n = try t.writeDirect(at: c.targetOffset + pos, length: c.length - pos) { dst in
+                let from = HostExtent(file: src.file, offset: src.offset + pos, length: dst.length)
+                if !(try copyHostBytes(from: from, to: dst, bounce: buffer, useKernel: kernelCopy.load(ordering: .relaxed))) {
+                    kernelCopy.store(false, ordering: .relaxed)
+                }
+            }
+            if n == 0 { break }
+            pos += n
+        }
+        if pos < c.length {
+            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(c.length - pos)])
+            try sources[c.source].read(at: c.sourceOffset + pos, into: part)
+            try target.write(at: c.targetOffset + pos, from: UnsafeRawBufferPointer(part), flags: [])
         }
     }
 

@@ -266,3 +266,23 @@ enum ZeroBuffer {
         }
     }
 }
+
+extension FileNode: HostMappedNode {
+    /// A regular file opened without O_DIRECT maps one to one. (Block devices and O_DIRECT files
+    /// take the ordinary path: copy_file_range would bypass their alignment rules.)
+    public var canWriteDirect: Bool { !isReadOnly && !isBlockDevice && requestAlignment == 1 }
+
+    public func hostExtent(at offset: UInt64, length: UInt64) throws -> HostExtent? {
+        guard !isBlockDevice, requestAlignment == 1 else { return nil }
+        let end = currentSize.load(ordering: .acquiring)
+        guard offset < end, length > 0 else { return nil }
+        return HostExtent(file: file, offset: offset, length: min(length, end - offset))
+    }
+
+    public func writeDirect(at offset: UInt64, length: UInt64, fill: (HostExtent) throws -> Void) throws -> UInt64 {
+        guard canWriteDirect, length > 0 else { return 0 }
+        try fill(HostExtent(file: file, offset: offset, length: length))
+        noteEnd(offset + length)
+        return length
+    }
+}

@@ -45,8 +45,7 @@ public final class BlockNodeNBDBackend: NBDBackend, @unchecked Sendable {
     /// Zero-copy reads only where every layer stores guest bytes unchanged in its file.
     private let plainLayers: Bool
 
-    /// Throws QEMU's errors for -B: "Bitmap 'X' is not found", an inconsistent bitmap, or an enabled
-    /// bitmap on a writable export (which this library cannot keep up to date yet).
+    /// Throws QEMU's errors for -B: "Bitmap 'X' is not found" or an inconsistent bitmap.
     public init(node: any BlockNode, settings: NBDExportSettings) throws {
         self.node = node
         self.settings = settings
@@ -54,11 +53,7 @@ public final class BlockNodeNBDBackend: NBDBackend, @unchecked Sendable {
         self.exportSize = s % 512 == 0 ? s : (s / 512 + 1) * 512
         var found: [String: PersistentBitmap] = [:]
         for name in settings.bitmaps {
-            let b = try PersistentBitmap.find(name, in: node)
-            if b.enabled && !(settings.readOnly || node.isReadOnly) {
-                throw BlockError(.unsupported, "Bitmap '\(name)' is enabled: tracking writes in it on a writable export is not supported yet (export read-only with -r)", errno: ENOTSUP)
-            }
-            found[name] = b
+            found[name] = try PersistentBitmap.find(name, in: node)
         }
         bitmaps = found
         var plain = true

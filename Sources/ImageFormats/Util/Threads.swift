@@ -1,6 +1,7 @@
 // Dedicated threads for blocking work (pread/pwrite), not the Swift concurrency pool, which has
 // only as many threads as cores and must never block (see SWIFT-LINUX.md). Plain pthreads: the
 // library does not pull in Foundation (it costs every program a few MiB of memory).
+import CLinux
 import Glibc
 
 private final class ThreadBody {
@@ -72,3 +73,7 @@ public func cFormat(_ format: String, _ args: CVarArg...) -> String {
         return String(cString: buf)
     }
 }
+
+/// CPUs online now (at least 1): how many workers CPU-bound jobs (compression) can keep busy.
+/// (Through the C shim: _SC_NPROCESSORS_ONLN is not always visible through Glibc in release builds.)
+public var onlineCPUCount: Int { Int(clinux_online_cpus()) }

@@ -71,6 +71,9 @@ func runCheck(_ args: [String]) throws -> Int32 {
             again.corruptionsFixed = result.corruptionsFixed
             result = again
         }
+    } catch let e as BlockError where e.errno == 95 /* ENOTSUP: e.g. vdi refuses -r, as in QEMU */ {
+        printError("This image format does not support checks")
+        return 63
     } catch let e as BlockError {
         Stdout.shared.flush()
         printError("Check failed: \(BlockError.strerror(e.errno))")

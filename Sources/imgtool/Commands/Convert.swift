@@ -43,7 +43,8 @@ func runConvert(_ args: [String]) throws -> Int32 {
         case optTargetIsZero: targetIsZero = true
         case optBitmaps: copyBitmaps = true
         case optSkipBroken: skipBroken = true
-        case optObject, optSalvage: break
+        case optSalvage: conv.salvage = true
+        case optObject: break
         default:
             switch c.optionChar {
             case "h": printHelp(); return 0
@@ -51,7 +52,7 @@ func runConvert(_ args: [String]) throws -> Int32 {
             case "O": outFormat = v
             case "B", "b": backingFile = v       // QEMU 10.1 renamed -B to -b
             case "F": backingFormat = v
-            case "C": copyOffload = true
+            case "C": copyOffload = true; conv.copyOffload = true
             case "c": conv.compress = true
             case "o":
                 try validateOptionList(v!)
@@ -87,6 +88,7 @@ func runConvert(_ args: [String]) throws -> Int32 {
         }
     }
     if quiet { progress = false }
+    if !quiet { conv.warn = { printError("warning: " + $0) } }
     if targetIsZero && !skipCreate { throw fail("--target-is-zero requires use of -n flag") }
     if copyOffload && conv.compress { throw fail("Cannot enable copy offloading when -c is used") }
     guard operands.count >= 2 else {

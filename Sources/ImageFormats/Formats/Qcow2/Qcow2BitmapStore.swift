@@ -330,6 +330,35 @@ extension Qcow2Node: BitmapCapableNode {
         }
     }
 
+    /// The run of one dirty state at `offset` in bitmap `name` (for NBD's qemu:dirty-bitmap).
+    func bitmapRun(_ name: String, at offset: UInt64, maxLength: UInt64) -> (dirty: Bool, length: UInt64) {
+        metaLock.withLock {
+            guard let b = bitmapSet?.bitmaps.first(where: { $0.name == name }) else { return (false, maxLength) }
+            let g = b.granularity
+            let end = min(size, offset &+ maxLength)
+            guard offset < end else { return (false, maxLength) }
+            func dirty(_ i: UInt64) -> Bool {
+                let w = Int(i / 64)
+                return w < b.bits.count && b.bits[w] & (1 << (i % 64)) != 0
+            }
+            var bit = offset / g
+            let state = dirty(bit)
+            var pos = (bit + 1) * g
+            while pos < end {
+                bit += 1
+                // Whole words of one state at a time.
+                if bit % 64 == 0, Int(bit / 64) < b.bits.count, b.bits[Int(bit / 64)] == (state ? UInt64.max : 0), pos + 64 * g <= end {
+                    pos += 64 * g
+                    bit += 63
+                    continue
+                }
+                if dirty(bit) != state { break }
+                pos += g
+            }
+            return (state, min(pos, end) - offset)
+        }
+    }
+
     /// The bitmaps for `info` (QEMU's Qcow2BitmapInfo).
     var bitmapInfo: JSONValue? {
         let list = metaLock.withLock { bitmapSet?.bitmaps ?? [] }

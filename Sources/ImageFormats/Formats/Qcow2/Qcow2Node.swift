@@ -285,10 +285,7 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
                 try file.flush()
             } catch { firstError = error }
         }
-        for c in children {
-            do { try c.node.close() } catch { if firstError == nil { firstError = error } }
-        }
-        if let e = firstError { throw e }
+        try closeChildren(after: firstError)
     }
 
     // MARK: info

@@ -28,7 +28,10 @@ extension Qcow2Node {
                 let cs = meta.clusterSize
                 while pos < end {
                     if pos % cs == 0, end - pos >= 2 * cs {
-                        let n = try writeNewClusterRun(pos, UnsafeRawBufferPointer(rebasing: buffer[Int(pos - offset)...]))
+                        let rest = UnsafeRawBufferPointer(rebasing: buffer[Int(pos - offset)...])
+                        let n = try writeNewClusterRun(pos, available: UInt64(rest.count), minClusters: 2) { host, bytes in
+                            try meta.dataHost.write(at: host, from: UnsafeRawBufferPointer(rebasing: rest[0..<Int(bytes)]), flags: [])
+                        }
                         if n > 0 { pos += n; continue }
                     }
                     let cStart = pos - pos % cs
@@ -66,13 +69,15 @@ extension Qcow2Node {
 
     /// The common case of sequential writes to fresh space: whole clusters with nothing to keep
     /// (unallocated, zero, no backing data under them) get one contiguous host run, one data write
-    /// and their L2 entries. Returns the bytes written (0 when the fast path does not apply).
-    private func writeNewClusterRun(_ start: UInt64, _ data: UnsafeRawBufferPointer) throws -> UInt64 {
+    /// (`writeData(hostOffset, bytes)`, before any L2 entry points there) and their L2 entries.
+    /// Returns the bytes written (0 when the fast path does not apply). Callers hold `rw` exclusively.
+    func writeNewClusterRun(_ start: UInt64, available: UInt64, minClusters: UInt64,
+                            writeData: (UInt64, UInt64) throws -> Void) throws -> UInt64 {
         let cs = meta.clusterSize
-        guard !meta.isExtendedL2, !meta.hasDataFile else { return 0 }
+        guard !meta.isExtendedL2, !meta.hasDataFile, start % cs == 0 else { return 0 }
         let (l1Index, first) = meta.l2Location(start)
-        let maxClusters = min(UInt64(data.count) / cs, meta.l2Entries - first)
-        guard maxClusters >= 2 else { return 0 }
+        let maxClusters = min(available / cs, meta.l2Entries - first)
+        guard maxClusters >= max(minClusters, 1) else { return 0 }
         let plan: (l2: UInt64, count: UInt64, old: [UInt64], host: UInt64)? = try metaLock.withLock {
             let l2 = try meta.l2TableForWrite(l1Index)
             var old: [UInt64] = []
@@ -83,19 +88,19 @@ extension Qcow2Node {
                 guard t == .unallocated || t == .zeroPlain else { break }
                 old.append(e)
             }
-            guard old.count >= 2 else { return nil }
+            guard old.count >= max(minClusters, 1) else { return nil }
             let count = UInt64(old.count)
             return (l2, count, old, try meta.allocateClusters(bytes: count * cs))
         }
         guard let plan else { return 0 }
-        let bytes = Int(plan.count * cs)
-        try meta.dataHost.write(at: plan.host, from: UnsafeRawBufferPointer(rebasing: data[0..<bytes]), flags: [])
+        let bytes = plan.count * cs
+        try writeData(plan.host, bytes)
         try metaLock.withLock {
             for i in 0..<plan.count {
                 try meta.setL2Entry(table: plan.l2, index: first + i, entry: (plan.host + i * cs) | Qcow2.oflagCopied, bitmap: 0)
             }
         }
-        return UInt64(bytes)
+        return bytes
     }
 
     /// Writes `data` at `writeStart` inside the guest cluster starting at `cStart` (rw held exclusively).

@@ -90,3 +90,20 @@ public final class RawNode: BlockNode, @unchecked Sendable {
 
     public func close() throws { try file.close() }
 }
+
+extension RawNode: HostMappedNode {
+    public var canWriteDirect: Bool { (file as? any HostMappedNode)?.canWriteDirect ?? false }
+
+    public func hostExtent(at offset: UInt64, length: UInt64) throws -> HostExtent? {
+        guard let f = file as? any HostMappedNode, offset < size else { return nil }
+        return try f.hostExtent(at: offset + windowOffset, length: min(length, size - offset))
+    }
+
+    public func writeDirect(at offset: UInt64, length: UInt64, fill: (HostExtent) throws -> Void) throws -> UInt64 {
+        guard let f = file as? any HostMappedNode else { return 0 }
+        // A probed raw image's first sector is checked against the data, which we do not see here.
+        if probed && offset < UInt64(FormatRegistry.probeSize) { return 0 }
+        if fixedSize != nil { try checkRequest(offset, length) }
+        return try f.writeDirect(at: offset + windowOffset, length: length, fill: fill)
+    }
+}
