@@ -30,7 +30,7 @@ enum Frontend {
             }
             if driver == "isa-debugcon" {
                 let base = try number(d["iobase"] ?? "0xe9", key: "iobase", text: text)
-                guard let id = d["chardev"] else { throw ArgvError(message: "-device \(text): Property 'isa-debugcon.chardev' is required") }
+                guard let id = d["chardev"] else { throw ArgvError(message: "-device \(text): Can't create debugcon device, empty char device") }
                 guard let spec = o.chardevs[id] else { throw ArgvError(message: "-device \(text): Property 'isa-debugcon.chardev' can't find value '\(id)'") }
                 o.config.debugCon = (UInt16(truncatingIfNeeded: base), spec)
                 continue
@@ -53,6 +53,15 @@ enum Frontend {
                     throw ArgvError(message: "\(spelled) \(text): num-queues property must be > 0 and <= 64")
                 }
                 vc.numQueues = n
+            }
+            if let q = d["queue-size"] {
+                guard let n = UInt16(q), n > 2 else {
+                    throw ArgvError(message: "\(spelled) \(text): invalid queue-size property (\(q)), must be > 2")
+                }
+                guard n.nonzeroBitCount == 1, n <= 1024 else {
+                    throw ArgvError(message: "\(spelled) \(text): invalid queue-size property (\(n)), must be a power of 2 (max 1024)")
+                }
+                vc.queueSize = n
             }
             if let t = d["iothread"] {
                 guard o.config.iothreads.contains(t) else {

@@ -32,6 +32,8 @@ public struct VirtioBlkConfig: @unchecked Sendable {
     public var deviceID: String?
     public var serial: String?
     public var numQueues = 1
+    /// Ring entries per queue (QEMU's queue-size, default 256); seg_max is two less.
+    public var queueSize: UInt16 = 256
     public var iothread: String?
     /// addr= (PCI device number), nil: first free.
     public var slot: Int?

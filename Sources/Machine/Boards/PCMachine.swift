@@ -123,6 +123,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             var o = VirtioBlockOptions()
             o.serial = d.serial
             o.numQueues = max(1, d.numQueues)
+            o.queueSize = d.queueSize
             o.readOnly = d.drive.readOnly
             o.discard = d.drive.discard
             o.detectZeroes = d.drive.detectZeroes
