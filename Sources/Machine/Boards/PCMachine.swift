@@ -29,8 +29,6 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     public let timers = TimerService()
     public private(set) var hpet: HPET?
     private var bootEntry: CPUEntry = .reset
-    private var bootPlan: LinuxBootPlan?
-    private var acpi: ACPITables?
     private var biosImage: [UInt8]?
 
     public enum BuildError: Error, CustomStringConvertible {
@@ -190,14 +188,12 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         ram.write(tables.base, bytes: tables.blob)
         // Also keep a copy of the RSDP where legacy scans look (0xF0000-0xFFFFF).
         ram.write(0xF_0000, bytes: Array(tables.blob[0..<36]))
-        acpi = tables
         ram.write(0xF_0100, bytes: MPTable.build(cpuCount: config.cpus, pciSlots: pci.plugged.map(\.0.device), address: 0xF_0100))
         let (kernel, initrd) = try readKernel(kernelPath)
         if LinuxBootPlan.isBzImage(kernel) {
             let plan = try LinuxBootPlan.plan(kernel: kernel, cmdline: config.append, initrd: initrd,
                                               ramBelow4G: map.below4G, e820: e820, rsdp: tables.rsdpAddress)
             try plan.load(into: ram)
-            bootPlan = plan
             bootEntry = plan.cpuEntry
         } else {
             let mb = try Multiboot.load(kernel: kernel, cmdline: config.append, initrd: initrd, ram: ram, e820: e820,
