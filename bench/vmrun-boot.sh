@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vmrun against qemu-system-x86_64, side by side in one run:
-#   1. time from start to the guest's userspace marker (Debian kernel + busybox initramfs) with
-#      QEMU -accel tcg and vmrun -accel tcg (and -accel kvm where KVM is real hardware, not PVM);
+#   1. time from start to the guest's poweroff (Debian kernel + busybox initramfs) with QEMU
+#      -accel tcg and vmrun -accel tcg, direct and through SeaBIOS (and -accel kvm where KVM is
+#      real hardware, not PVM);
 #   2. vmrun's own memory (RSS minus guest RAM): bench/vmrun-memory.sh;
 #   3. an in-guest sequential read of a 256 MiB virtio disk, buffered and O_DIRECT, against
 #      `imgtool convert` (and qemu-img convert) of the same image on the host.
@@ -34,8 +35,12 @@ boot() {  # prints seconds to the marker, or "failed (...)"
 }
 
 echo "== boot to userspace and poweroff"
-echo "qemu -accel tcg:  $(boot qemu-system-x86_64 -accel tcg)"
-echo "vmrun -accel tcg: $(boot $vmrun -accel tcg)"
+echo "qemu -accel tcg (SeaBIOS, linuxboot ROM):  $(boot qemu-system-x86_64 -accel tcg)"
+echo "vmrun -accel tcg (direct kernel boot):      $(boot $vmrun -accel tcg)"
+seabios=/usr/share/seabios/bios-256k.bin
+if [ -f $seabios ]; then
+    echo "vmrun -accel tcg -bios bios-256k.bin:      $(boot $vmrun -accel tcg -bios $seabios)"
+fi
 if [ -w /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ]; then
     echo "vmrun -accel kvm: $(boot $vmrun -accel kvm)"
 else
