@@ -40,7 +40,7 @@ let package = Package(
         .testTarget(name: "nbdserverTests", dependencies: ["nbdserver", "NBD", "ImageFormats"]),
 
         // The virtual machine (boards, devices, firmware, accelerators, monitor) and its thin front end.
-        .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"], exclude: ["README.md"]),
+        .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"], exclude: ["README.md", "Firmware/LinuxBootROM.asm"]),
         .executableTarget(name: "vmrun", dependencies: ["Machine", "ImageFormats"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "ImageFormats", "X86"]),
         .testTarget(name: "vmrunTests", dependencies: ["Machine"], exclude: ["Guests", "Fixtures"]),

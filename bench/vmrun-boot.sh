@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # vmrun against qemu-system-x86_64, side by side in one run:
-#   1. time from start to the guest's userspace marker (Debian kernel + busybox initramfs) with
-#      QEMU -accel tcg and vmrun -accel tcg (and -accel kvm where KVM is real hardware, not PVM);
-#   2. vmrun's own memory: RSS of an idle -m 512 guest (guest RAM is untouched, so this is vmrun);
-#   3. an in-guest sequential read of a 64 MiB virtio disk (when the guest boots).
+#   1. time from start to the guest's poweroff (Debian kernel + busybox initramfs) with QEMU
+#      -accel tcg and vmrun -accel tcg, direct and through SeaBIOS (and -accel kvm where KVM is
+#      real hardware, not PVM);
+#   2. vmrun's own memory (RSS minus guest RAM): bench/vmrun-memory.sh;
+#   3. an in-guest sequential read of a 256 MiB virtio disk, buffered and O_DIRECT, against
+#      `imgtool convert` (and qemu-img convert) of the same image on the host.
 # Usage: bench/vmrun-boot.sh [guest-cache-dir]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-cache=${1:-/tmp/vmrun-linux-guest}
+cache=${1:-/tmp/vmrun-linux-guest-4}
 swift build -c release --product vmrun >/dev/null || exit 1
+swift build -c release --product imgtool >/dev/null || exit 1
 vmrun=.build/release/vmrun
+imgtool=.build/release/imgtool
 bash Tests/vmrunTests/Fixtures/make-linux-guest.sh "$cache" || exit 1
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 truncate -s 64M "$work/disk.raw"
@@ -31,32 +35,43 @@ boot() {  # prints seconds to the marker, or "failed (...)"
 }
 
 echo "== boot to userspace and poweroff"
-echo "qemu -accel tcg:  $(boot qemu-system-x86_64 -accel tcg)"
-echo "vmrun -accel tcg: $(boot $vmrun -accel tcg)"
+echo "qemu -accel tcg (SeaBIOS, linuxboot ROM):  $(boot qemu-system-x86_64 -accel tcg)"
+echo "vmrun -accel tcg (direct kernel boot):      $(boot $vmrun -accel tcg)"
+seabios=/usr/share/seabios/bios-256k.bin
+if [ -f $seabios ]; then
+    echo "vmrun -accel tcg -bios bios-256k.bin:      $(boot $vmrun -accel tcg -bios $seabios)"
+fi
 if [ -w /dev/kvm ] && [ ! -d /sys/module/kvm_pvm ]; then
     echo "vmrun -accel kvm: $(boot $vmrun -accel kvm)"
 else
     echo "vmrun -accel kvm: skipped (no /dev/kvm, or PVM nested KVM)"
 fi
 
-echo "== vmrun's own memory (idle guest, -m 512)"
-printf '\xeb\xfe' > "$work/loop.bin"; truncate -s 64K "$work/loop.bin"
-printf '\xea\x00\x00\x00\xf0' | dd of="$work/loop.bin" bs=1 seek=$((0xfff0)) conv=notrunc 2>/dev/null
-$vmrun -accel tcg -m 512 -display none -nodefaults -bios "$work/loop.bin" & pid=$!
-sleep 2
-echo "VmRSS $(awk '/VmRSS/{print $2, $3}' /proc/$pid/status)"
-kill $pid; wait $pid 2>/dev/null
+echo "== vmrun's own memory"
+VMRUN=$vmrun bash bench/vmrun-memory.sh "$cache" | grep -v '^==' | sed 's/^/  /'
 
-echo "== in-guest sequential read of 64 MiB (virtio-blk) vs converting the same image on the host"
-head -c 64M /dev/urandom > "$work/disk.raw"
-read_speed() {  # accelerator -> MB/s seen by the guest's dd
-    timeout 300 $vmrun -accel "$1" -M pc -m 512 -display none -nodefaults -serial stdio -no-reboot \
+size_mib=256
+echo "== in-guest sequential read of $size_mib MiB (virtio-blk, dd bs=1M) vs converting the same image on the host"
+head -c ${size_mib}M /dev/urandom > "$work/disk.raw"
+read_speed() {  # accelerator -> "buffered X MB/s, O_DIRECT Y MB/s" as timed by the guest
+    timeout 600 $vmrun -accel "$1" -M pc -m 512 -display none -nodefaults -serial stdio -no-reboot \
         -kernel "$cache/vmlinuz" -initrd "$cache/initrd.gz" -append "console=ttyS0 quiet no_timer_check vmrun.bench" \
-        -drive "file=$work/disk.raw,format=raw,if=virtio" 2>/dev/null | awk '/VMRUN-READ/{ if ($3 > $2) printf "%.1f MB/s", $4 * 512 / 1e6 / ($3 - $2); else print "too fast to time" }'
+        -drive "file=$work/disk.raw,format=raw,if=virtio" 2>/dev/null | awk '
+        function rate(a, b, sectors) { return (b > a) ? sprintf("%.1f MB/s", sectors * 512 / 1e6 / (b - a)) : "too fast to time" }
+        /VMRUN-READ/ { buffered = rate($2, $3, $4) }
+        /VMRUN-DREAD/ { direct = rate($2, $3, $4) }
+        END { print "buffered " (buffered ? buffered : "-") ", O_DIRECT " (direct ? direct : "-") }'
 }
 echo "vmrun -accel tcg, guest dd: $(read_speed tcg)"
-conv=.build/release/imgtool
-[ -x "$conv" ] || swift build -c release --product imgtool >/dev/null 2>&1
-if [ -x "$conv" ] && "$conv" convert -O raw "$work/disk.raw" "$work/copy.raw" 2>/dev/null; then tool="imgtool"; else conv=qemu-img; tool="qemu-img"; fi
-start=$(date +%s.%N); $conv convert -O raw "$work/disk.raw" "$work/copy2.raw"; end=$(date +%s.%N)
-echo "$tool convert on the host: $(echo "67.108864 / ($end - $start)" | bc -l | cut -c1-6) MB/s"
+convert_speed() {  # tool -> MB/s (best of three, the image is in the host page cache)
+    local best=0 t
+    for i in 1 2 3; do
+        rm -f "$work/copy.raw"
+        t=$(python3 bench/measure.py "$1" convert -O raw "$work/disk.raw" "$work/copy.raw" | cut -d' ' -f1)
+        [ -n "$t" ] && [ -f "$work/copy.raw" ] || { echo "failed"; return; }
+        best=$(echo "if ($t > 0 && $size_mib * 1.048576 / $t > $best) $size_mib * 1.048576 / $t else $best" | bc -l)
+    done
+    printf "%.0f MB/s\n" "$best"
+}
+echo "imgtool convert on the host:  $(convert_speed $imgtool)"
+echo "qemu-img convert on the host: $(convert_speed qemu-img)"

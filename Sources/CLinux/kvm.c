@@ -123,3 +123,5 @@ int clinux_kvm_set_pc_gsi_routing(int vmfd) {
 }
 
 int clinux_gettid(void) { return (int)gettid(); }
+
+int clinux_set_thread_name(const char *name) { return pthread_setname_np(pthread_self(), name); }

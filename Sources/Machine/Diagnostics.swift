@@ -1,6 +1,5 @@
 // One place that writes vmrun's diagnostics to stderr in QEMU's shape ("qemu-system-x86_64: ...").
 // The program name is set once by the front end; the library never prints anywhere else.
-import Foundation
 import Synchronization
 
 public enum Diagnostics {
@@ -16,6 +15,6 @@ public enum Diagnostics {
     public static func info(_ message: String) { write("\(programName): \(message)\n") }
 
     public static func write(_ text: String) {
-        FileHandle.standardError.write(Data(text.utf8))
+        HostFile.writeAll(2, text)
     }
 }

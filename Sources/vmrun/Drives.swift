@@ -2,7 +2,6 @@
 // here (if, id, index, media, cache, aio, discard, detect-zeroes, readonly, snapshot, werror, rerror),
 // everything else is the block graph's business and goes to BlockGraph.open as options, which
 // parses formats, protocols, backing chains and locking with QEMU's messages.
-import Foundation
 import Glibc
 import ImageFormats
 import Machine
@@ -108,7 +107,7 @@ struct DriveTable {
         }
         let baseFormat = base.driverName
         try base.close()
-        let dir = ProcessInfo.processInfo.environment["TMPDIR"] ?? "/var/tmp"
+        let dir = HostEnvironment.get("TMPDIR") ?? "/var/tmp"
         var template = Array("\(dir)/vl.XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard fd >= 0 else {

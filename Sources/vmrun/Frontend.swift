@@ -2,7 +2,6 @@
 // the monitor on stdio; -nodefaults drops the default serial), -device resolution (drive=, iothread=,
 // addr=, isa-debug-exit's iobase/iosize), drives with if=virtio getting their own virtio-blk-pci,
 // chardev references, and the monitors.
-import Foundation
 import Glibc
 import Machine
 
@@ -29,6 +28,13 @@ enum Frontend {
                 o.config.debugExit = (UInt16(truncatingIfNeeded: base), UInt16(truncatingIfNeeded: size))
                 continue
             }
+            if driver == "isa-debugcon" {
+                let base = try number(d["iobase"] ?? "0xe9", key: "iobase", text: text)
+                guard let id = d["chardev"] else { throw ArgvError(message: "-device \(text): Can't create debugcon device, empty char device") }
+                guard let spec = o.chardevs[id] else { throw ArgvError(message: "-device \(text): Property 'isa-debugcon.chardev' can't find value '\(id)'") }
+                o.config.debugCon = (UInt16(truncatingIfNeeded: base), spec)
+                continue
+            }
             for (k, _) in opts where !["driver", "drive", "serial", "num-queues", "iothread", "id", "addr", "bus",
                                           "disable-legacy", "disable-modern", "config-wce", "scsi", "logical_block_size",
                                           "physical_block_size", "write-cache", "discard", "write-zeroes", "queue-size",
@@ -47,6 +53,15 @@ enum Frontend {
                     throw ArgvError(message: "\(spelled) \(text): num-queues property must be > 0 and <= 64")
                 }
                 vc.numQueues = n
+            }
+            if let q = d["queue-size"] {
+                guard let n = UInt16(q), n > 2 else {
+                    throw ArgvError(message: "\(spelled) \(text): invalid queue-size property (\(q)), must be > 2")
+                }
+                guard n.nonzeroBitCount == 1, n <= 1024 else {
+                    throw ArgvError(message: "\(spelled) \(text): invalid queue-size property (\(n)), must be a power of 2 (max 1024)")
+                }
+                vc.queueSize = n
             }
             if let t = d["iothread"] {
                 guard o.config.iothreads.contains(t) else {
@@ -111,20 +126,33 @@ enum Frontend {
     }
 }
 
-/// SIGINT / SIGTERM / SIGHUP end the machine as QEMU does ("terminating on signal N").
+/// SIGINT / SIGTERM / SIGHUP end the machine as QEMU does ("terminating on signal N"). They are
+/// blocked in every thread (`blockEarly`, before any thread starts, so all threads inherit the mask)
+/// and taken by one thread with sigwait.
 enum Signals {
-    nonisolated(unsafe) static var sources: [DispatchSourceSignal] = []
+    static let handled: [Int32] = [SIGINT, SIGTERM, SIGHUP]
+
+    static func set() -> sigset_t {
+        var s = sigset_t()
+        sigemptyset(&s)
+        for sig in handled { sigaddset(&s, sig) }
+        return s
+    }
+
+    static func blockEarly() {
+        var s = set()
+        pthread_sigmask(SIG_BLOCK, &s, nil)
+    }
 
     static func install(_ control: MachineControl) {
-        for sig in [SIGINT, SIGTERM, SIGHUP] {
-            signal(sig, SIG_IGN)
-            let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            src.setEventHandler {
+        HostThread.start(name: "signals") {
+            var s = set()
+            while true {
+                var sig: Int32 = 0
+                guard sigwait(&s, &sig) == 0 else { continue }
                 Diagnostics.error("terminating on signal \(sig)")
                 control.request(.shutdown(.hostSignal))
             }
-            src.resume()
-            sources.append(src)
         }
     }
 }

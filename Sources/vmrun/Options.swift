@@ -144,16 +144,16 @@ enum OptionsParser {
             case "drive":
                 try o.drives.addDrive(v, spelled: spelled)
             case "hda":
-                try o.drives.addDrive("file=\(v.replacingOccurrences(of: ",", with: ",,")),index=0,media=disk,if=virtio", spelled: spelled)
+                try o.drives.addDrive("file=\(v.replacing(",", with: ",,")),index=0,media=disk,if=virtio", spelled: spelled)
             case "blockdev":
                 try o.drives.addBlockdev(v, spelled: spelled)
             case "device":
                 let (head, opts) = split(v)
                 let driver = opts.first { $0.0 == "driver" }?.1 ?? head
                 switch driver {
-                case "virtio-blk-pci", "virtio-blk", "isa-debug-exit": o.deviceSpecs.append((v, opts))
+                case "virtio-blk-pci", "virtio-blk", "isa-debug-exit", "isa-debugcon": o.deviceSpecs.append((v, opts))
                 case "help":
-                    print("Storage devices:\nname \"virtio-blk-pci\", bus PCI, alias \"virtio-blk\"\n\nMisc devices:\nname \"isa-debug-exit\", bus ISA")
+                    print("Storage devices:\nname \"virtio-blk-pci\", bus PCI, alias \"virtio-blk\"\n\nMisc devices:\nname \"isa-debug-exit\", bus ISA\nname \"isa-debugcon\", bus ISA")
                     throw ExitRequest(code: 0)
                 default: throw fail(spelled, v, "'\(driver)' is not a valid device model name")
                 }

@@ -1,15 +1,16 @@
 // vmrun: a qemu-system-x86_64 replacement for the pc machine. Parses QEMU's argv into a
 // MachineConfig, builds the machine on the chosen accelerator, serves the monitors, and exits with
 // QEMU's status: 0 after a guest poweroff or `quit`, 1 on errors, (v << 1) | 1 from isa-debug-exit.
-import Foundation
 import Glibc
 import Machine
 
 // QEMU prefixes messages with its own program name (argv[0]); so do we.
-Diagnostics.programName = URL(fileURLWithPath: CommandLine.arguments.first ?? "vmrun").lastPathComponent
+Diagnostics.programName = (CommandLine.arguments.first ?? "vmrun").split(separator: "/").last.map(String.init) ?? "vmrun"
 
 
 func run() -> Int32 {
+    Signals.blockEarly()
+    CountedNode.install()   // per-node I/O counters below the devices, for query-blockstats
     var o: VMOptions
     do { o = try OptionsParser.parse(Array(CommandLine.arguments.dropFirst())) } catch let e as ArgvError {
         Diagnostics.error(e.message)
@@ -34,7 +35,7 @@ func run() -> Int32 {
         let machine = try PCMachine(config: o.config, accelerator: accel)
         let monitors = try Frontend.startMonitors(o, machine: machine)
         if let p = o.pidfile {
-            guard FileManager.default.createFile(atPath: p, contents: Data("\(getpid())\n".utf8)) else {
+            guard HostFile.create(p, contents: "\(getpid())\n") else {
                 Diagnostics.error("cannot create PID file: \(String(cString: strerror(errno)))")
                 return 1
             }

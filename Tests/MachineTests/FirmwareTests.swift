@@ -250,3 +250,154 @@ final class MPTableTests: XCTestCase {
         XCTAssertEqual(table[64], 0); XCTAssertEqual(table[67], 1)
     }
 }
+
+/// What a BIOS boot gets through fw_cfg: the table loader, the linuxboot items and our loader ROM.
+final class BIOSBootTests: XCTestCase {
+    func u32(_ b: [UInt8], _ o: Int) -> UInt64 { (0..<4).reduce(0) { $0 | UInt64(b[o + $1]) << (8 * UInt64($1)) } }
+    func u64(_ b: [UInt8], _ o: Int) -> UInt64 { u32(b, o) | u32(b, o + 4) << 32 }
+
+    /// Runs the table-loader commands as SeaBIOS does (romfile_loader.c), with the tables file at
+    /// `tablesAt` and the RSDP at `rsdpAt`, and checks the result is a consistent set of tables.
+    func testTableLoaderLinksRelocatedTables() throws {
+        let cfg = ACPIConfig(cpuCount: 2, memoryMap: PCMemoryMap(ramSize: 512 << 20), hasHPET: true, pciSlots: [0, 1, 2])
+        let t = ACPITables.buildForLoader(cfg)
+        XCTAssertEqual(t.loader.count % 128, 0)
+        var files: [String: [UInt8]] = ["etc/acpi/tables": t.tables, "etc/acpi/rsdp": t.rsdp]
+        var base: [String: UInt64] = [:]
+        let placement: [String: UInt64] = ["etc/acpi/tables": 0x1FFE_0000, "etc/acpi/rsdp": 0xF5A30]
+        func name(_ e: ArraySlice<UInt8>) -> String { String(decoding: e.prefix { $0 != 0 }, as: UTF8.self) }
+        for i in 0..<(t.loader.count / 128) {
+            let e = Array(t.loader[128 * i..<128 * (i + 1)])
+            switch u32(e, 0) {
+            case 1:
+                let f = name(e[4..<60])
+                let align = u32(e, 60)
+                XCTAssertEqual(placement[f]! % align, 0, f)
+                XCTAssertEqual(e[64], f == "etc/acpi/rsdp" ? 2 : 1, "zone of \(f)")
+                base[f] = placement[f]
+            case 2:
+                let dest = name(e[4..<60]), src = name(e[60..<116])
+                let off = Int(u32(e, 116)), size = Int(e[120])
+                var v: UInt64 = 0
+                for j in 0..<size { v |= UInt64(files[dest]![off + j]) << (8 * UInt64(j)) }
+                v &+= try XCTUnwrap(base[src], "\(src) allocated before use")
+                for j in 0..<size { files[dest]![off + j] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(j))) }
+            case 3:
+                let f = name(e[4..<60])
+                let off = Int(u32(e, 60)), start = Int(u32(e, 64)), len = Int(u32(e, 68))
+                files[f]![off] = files[f]![off] &- files[f]![start..<start + len].reduce(0, &+)
+            default: XCTFail("unknown command \(u32(e, 0))")
+            }
+        }
+        let rsdp = files["etc/acpi/rsdp"]!, tables = files["etc/acpi/tables"]!
+        XCTAssertEqual(Array(rsdp[0..<8]), Array("RSD PTR ".utf8))
+        XCTAssertEqual(rsdp[0..<20].reduce(0, &+), 0)
+        XCTAssertEqual(rsdp.reduce(0, &+), 0)
+        func table(at a: UInt64) -> [UInt8] {
+            let off = Int(a - base["etc/acpi/tables"]!)
+            return Array(tables[off..<off + Int(u32(tables, off + 4))])
+        }
+        let xsdt = table(at: u64(rsdp, 24)), rsdt = table(at: u32(rsdp, 16))
+        XCTAssertEqual(xsdt.reduce(0, &+), 0)
+        XCTAssertEqual(rsdt.reduce(0, &+), 0)
+        var sigs: [String] = []
+        for i in 0..<(xsdt.count - 36) / 8 {
+            let tb = table(at: u64(xsdt, 36 + 8 * i))
+            XCTAssertEqual(tb.reduce(0, &+), 0)
+            XCTAssertEqual(u32(rsdt, 36 + 4 * i), u64(xsdt, 36 + 8 * i))
+            sigs.append(String(decoding: tb[0..<4], as: UTF8.self))
+            if sigs.last == "FACP" {
+                XCTAssertEqual(String(decoding: table(at: u64(tb, 140))[0..<4], as: UTF8.self), "DSDT")
+                XCTAssertEqual(String(decoding: table(at: u64(tb, 132))[0..<4], as: UTF8.self), "FACS")
+                XCTAssertEqual(u32(tb, 36), u64(tb, 132))
+            }
+        }
+        XCTAssertEqual(sigs, ["FACP", "APIC", "HPET"])
+    }
+
+    func fakeBzImage() -> [UInt8] {
+        var d = [UInt8](repeating: 0xCC, count: 5 * 512 + 4096)
+        d[0x1F1] = 4
+        d.replaceSubrange(0x202..<0x206, with: Array("HdrS".utf8))
+        d.replaceSubrange(0x206..<0x208, with: AML.le(0x020F, 2))
+        d[0x211] = 0x01
+        d.replaceSubrange(0x22C..<0x230, with: AML.le(0x7FFF_FFFF, 4))
+        return d
+    }
+
+    func item(_ fw: FwCfg, _ key: UInt16, _ count: Int) -> [UInt8] {
+        fw.busWrite(offset: 0, size: 2, value: UInt64(key))
+        return (0..<count).map { _ in UInt8(fw.busRead(offset: 1, size: 1)) }
+    }
+
+    func testLinuxBootItemsAsQEMUSetsThem() throws {
+        let ram = try GuestRAM(size: 1 << 20)
+        let fw = FwCfg(ram: ram, cpus: 1)
+        let kernel = fakeBzImage()
+        try FwCfgBoot.addLinux(to: fw, kernel: kernel, cmdline: "console=ttyS0", initrd: [1, 2, 3], below4G: 512 << 20)
+        XCTAssertEqual(u32(item(fw, FwCfg.setupAddr, 4), 0), 0x1_0000)
+        XCTAssertEqual(u32(item(fw, FwCfg.setupSize, 4), 0), 5 * 512)
+        XCTAssertEqual(u32(item(fw, FwCfg.kernelAddr, 4), 0), 0x10_0000)
+        XCTAssertEqual(u32(item(fw, FwCfg.kernelSize, 4), 0), 4096)
+        XCTAssertEqual(u32(item(fw, FwCfg.cmdlineAddr, 4), 0), 0x2_0000)
+        XCTAssertEqual(u32(item(fw, FwCfg.cmdlineSize, 4), 0), 14)
+        XCTAssertEqual(item(fw, FwCfg.cmdlineData, 14), Array("console=ttyS0".utf8) + [0])
+        let initrdAddr = u32(item(fw, FwCfg.initrdAddr, 4), 0)
+        XCTAssertEqual(initrdAddr, ((512 << 20) - FwCfgBoot.acpiDataSize - 1 - 3) & ~0xFFF, "QEMU's initrd_max rule")
+        let setup = item(fw, FwCfg.setupData, 5 * 512)
+        XCTAssertEqual(setup[0x210], 0xB0)
+        XCTAssertEqual(setup[0x211], 0x81)
+        XCTAssertEqual(u32(setup, 0x228), 0x2_0000)
+        XCTAssertEqual(u32(setup, 0x224) & 0xFFFF, 0x2_0000 - 0x1_0000 - 0x200)
+        XCTAssertEqual(u32(setup, 0x218), initrdAddr)
+        XCTAssertEqual(u32(setup, 0x21C), 3)
+        XCTAssertEqual(item(fw, FwCfg.kernelData, 4), [0xCC, 0xCC, 0xCC, 0xCC])
+        // The directory lists the ROM and a boot order that names it.
+        fw.busWrite(offset: 0, size: 2, value: 0x19)
+        let count = Int((0..<4).reduce(UInt32(0)) { v, _ in v << 8 | UInt32(fw.busRead(offset: 1, size: 1)) })
+        var names: [String: (UInt16, Int)] = [:]
+        for _ in 0..<count {
+            let e = (0..<64).map { _ in UInt8(fw.busRead(offset: 1, size: 1)) }
+            let size = Int(e[0]) << 24 | Int(e[1]) << 16 | Int(e[2]) << 8 | Int(e[3])
+            names[String(decoding: e[8...].prefix { $0 != 0 }, as: UTF8.self)] = (UInt16(e[4]) << 8 | UInt16(e[5]), size)
+        }
+        let rom = try XCTUnwrap(names["genroms/linuxboot_dma.bin"])
+        XCTAssertEqual(item(fw, rom.0, rom.1), LinuxBootROM.image)
+        let order = try XCTUnwrap(names["bootorder"])
+        XCTAssertEqual(String(decoding: item(fw, order.0, order.1).prefix { $0 != 0 }, as: UTF8.self), "/rom@genroms/linuxboot_dma.bin")
+        XCTAssertThrowsError(try FwCfgBoot.addLinux(to: fw, kernel: [UInt8](repeating: 0, count: 4096), cmdline: "",
+                                                    initrd: nil, below4G: 512 << 20))
+    }
+
+    /// The ROM: signature, size, checksum, a PnP header whose boot entry vector is inside the ROM,
+    /// and (when nasm is installed) the embedded bytes are what the source assembles to.
+    func testLinuxBootROMImage() throws {
+        let rom = LinuxBootROM.image
+        XCTAssertEqual(rom.count, LinuxBootROM.size)
+        XCTAssertEqual(Array(rom[0..<2]), [0x55, 0xAA])
+        XCTAssertEqual(Int(rom[2]) * 512, rom.count)
+        XCTAssertEqual(rom.reduce(0, &+), 0)
+        let pnp = Int(u32(rom, 0x1A) & 0xFFFF)
+        XCTAssertEqual(String(decoding: rom[pnp..<pnp + 4], as: UTF8.self), "$PnP")
+        let bev = Int(u32(rom, pnp + 0x1A) & 0xFFFF)
+        XCTAssertGreaterThan(bev, pnp)
+        XCTAssertLessThan(bev, LinuxBootROM.code.count)
+        XCTAssertEqual(rom[bev], 0xFA, "the BEV starts with cli")
+
+        let nasm = "/usr/bin/nasm"
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: nasm), "nasm is not installed")
+        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Sources/Machine/Firmware/LinuxBootROM.asm")
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("lbrom-\(getpid()).bin")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: nasm)
+        p.arguments = ["-f", "bin", "-o", out.path, source.path]
+        try p.run()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationStatus, 0)
+        var assembled = [UInt8](try Data(contentsOf: out))
+        assembled[assembled.count - 1] = rom[rom.count - 1]
+        XCTAssertEqual(assembled, rom, "LinuxBootROM.swift is stale: regenerate it from LinuxBootROM.asm")
+    }
+}

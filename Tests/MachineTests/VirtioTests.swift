@@ -220,6 +220,138 @@ final class VirtioBlockTests: XCTestCase {
         XCTAssertEqual(s.writeBytes, 1024); XCTAssertEqual(s.wrHighestOffset, 3072)
     }
 
+    /// A request whose data is scattered over many small guest buffers (some adjacent in memory,
+    /// one split header): reads and writes go through the bounce buffer in large node requests.
+    func testScatteredReadsAndWrites() throws {
+        var (drv, _, dev, path) = try makeDisk()
+        XCTAssertTrue(drv.start())
+        let base = FakeVirtioDriver.buffers
+        // 12 data pieces of 512 bytes: pieces 0-3 adjacent, the rest 4 KiB apart, in reverse order.
+        func addrs() -> [UInt64] {
+            (0..<12).map { (i: Int) -> UInt64 in
+                if i < 4 { return base + 0x10000 + UInt64(512 * i) }
+                return base + 0x40000 - UInt64(0x1000 * i)
+            }
+        }
+        func chain(type: UInt32, sector: UInt64, writable: Bool) {
+            let hdr = base, st = base + 0x8000
+            ram(drv).store(hdr, type); ram(drv).store(hdr + 4, UInt32(0)); ram(drv).store(hdr + 8, sector)
+            drv.setDesc(0, addr: hdr, len: 8, flags: 1, next: 1)            // the header in two pieces
+            drv.setDesc(1, addr: hdr + 8, len: 8, flags: 1, next: 2)
+            for (i, a) in addrs().enumerated() {
+                drv.setDesc(2 + i, addr: a, len: 512, flags: writable ? 3 : 1, next: UInt16(3 + i))
+            }
+            drv.setDesc(14, addr: st, len: 1, flags: 2, next: 0)
+        }
+        func ram(_ d: FakeVirtioDriver) -> GuestRAM { d.ram }
+        var pattern = [UInt8](repeating: 0, count: 12 * 512)
+        for i in pattern.indices {
+            let v: Int = i &* 7 &+ i / 512
+            pattern[i] = UInt8(truncatingIfNeeded: v)
+        }
+        for (i, a) in addrs().enumerated() { drv.ram.write(a, bytes: Array(pattern[512 * i..<512 * (i + 1)])) }
+        chain(type: 1, sector: 100, writable: false)
+        drv.submit(head: 0)
+        XCTAssertEqual(drv.ram.load(base + 0x8000, as: UInt8.self), 0)
+        let onDisk = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        XCTAssertEqual(Array(onDisk[51200..<51200 + pattern.count]), pattern, "gathered write")
+
+        for a in addrs() { drv.ram.write(a, bytes: [UInt8](repeating: 0xCC, count: 512)) }
+        chain(type: 0, sector: 100, writable: true)
+        drv.submit(head: 0)
+        XCTAssertEqual(drv.ram.load(base + 0x8000, as: UInt8.self), 0)
+        var back: [UInt8] = []
+        for a in addrs() { back += drv.ram.readBytes(a, count: 512)! }
+        XCTAssertEqual(back, pattern, "scattered read")
+        XCTAssertEqual(drv.usedLen(1), UInt32(pattern.count + 1))
+        let s = dev.stats.snapshot
+        XCTAssertEqual(s.readOps, 1); XCTAssertEqual(s.writeOps, 1); XCTAssertEqual(s.readBytes, UInt64(pattern.count))
+    }
+
+    /// With iothread=, requests run on the iothread; kicks coalesce and every request completes.
+    func testIOThreadServesTheQueue() throws {
+        let path = dir.appendingPathComponent("io.raw").path
+        var content = [UInt8](repeating: 0, count: 1 << 20)
+        for (i, b) in "IOTHREAD-SECTOR0".utf8.enumerated() { content[i] = b }
+        FileManager.default.createFile(atPath: path, contents: Data(content))
+        let node = try BlockGraph.open(filename: path, format: "raw", context: OpenContext(flags: [.readWrite]))
+        let ram = try GuestRAM(size: 1 << 20)
+        ram.mapRAM(at: 0, size: 1 << 20, hostOffset: 0)
+        let io = IOThread(id: "io0")
+        defer { io.stop() }
+        let dev = VirtioBlock(node: node, options: VirtioBlockOptions(), iothread: io)
+        let sink = RecordingInterruptSink()
+        let pci = VirtioPCI(name: "virtio-blk-pci", device: dev, ram: ram, sink: sink, bar1: 0, bar4: 0)
+        pci.attachInterrupt(IRQLine(sink: sink, gsi: 11))
+        var drv = FakeVirtioDriver(ram: ram, pci: pci)
+        XCTAssertTrue(drv.start())
+        let base = FakeVirtioDriver.buffers
+        // Eight reads of sector 0 posted at once (descriptors 3k, 3k+1, 3k+2), one notify each.
+        for k in 0..<5 {
+            let hdr = base + UInt64(0x100 * k), dat = base + 0x10000 + UInt64(0x1000 * k), st = base + 0x9000 + UInt64(k)
+            ram.store(hdr, UInt32(0)); ram.store(hdr + 4, UInt32(0)); ram.store(hdr + 8, UInt64(0))
+            ram.store(st, UInt8(0xEE))
+            drv.setDesc(3 * k, addr: hdr, len: 16, flags: 1, next: UInt16(3 * k + 1))
+            drv.setDesc(3 * k + 1, addr: dat, len: 512, flags: 3, next: UInt16(3 * k + 2))
+            drv.setDesc(3 * k + 2, addr: st, len: 1, flags: 2, next: 0)
+            drv.submit(head: UInt16(3 * k))
+        }
+        io.drain()
+        XCTAssertEqual(drv.usedIdx, 5)
+        for k in 0..<5 {
+            XCTAssertEqual(ram.load(base + 0x9000 + UInt64(k), as: UInt8.self), 0)
+            XCTAssertEqual(ram.readBytes(base + 0x10000 + UInt64(0x1000 * k), count: 16), Array("IOTHREAD-SECTOR0".utf8))
+        }
+        XCTAssertEqual(ram.load(FakeVirtioDriver.used, as: UInt16.self), 0, "notifications enabled again when idle")
+        XCTAssertEqual(dev.stats.snapshot.readOps, 5)
+    }
+
+    /// Feature B4 below the device: with CountedNode installed, a qcow2 overlay's file child and its
+    /// backing image (and the backing image's file) report the I/O that reached them.
+    func testBlockstatsCountEveryNodeOfTheChain() throws {
+        CountedNode.install()
+        defer { BlockGraph.childInterposer = nil }
+        let base = dir.appendingPathComponent("base.raw").path
+        var content = [UInt8](repeating: 0, count: 1 << 20)
+        for (i, b) in "BACKING-SECTOR-0".utf8.enumerated() { content[i] = b }
+        FileManager.default.createFile(atPath: base, contents: Data(content))
+        let top = dir.appendingPathComponent("top.qcow2").path
+        guard let qcow2 = FormatRegistry.driver(named: "qcow2") else { return XCTFail("no qcow2") }
+        try ImageCreator.create(filename: top, format: "qcow2", size: 1 << 20, options: CreateOptions(format: qcow2),
+                                backingFile: base, backingFormat: "raw", skipBackingCheck: false, announce: nil)
+        let node = try BlockGraph.open(filename: top, format: "qcow2", context: OpenContext(flags: [.readWrite]))
+        defer { try? node.close() }
+        XCTAssertTrue(node.fileChild is CountedNode)
+        XCTAssertTrue(node.backing is CountedNode)
+        XCTAssertEqual(node.backing?.driverName, "raw", "the filter is transparent")
+        let ram = try GuestRAM(size: 1 << 20)
+        ram.mapRAM(at: 0, size: 1 << 20, hostOffset: 0)
+        let dev = VirtioBlock(node: node, options: VirtioBlockOptions())
+        let sink = RecordingInterruptSink()
+        let pci = VirtioPCI(name: "virtio-blk-pci", device: dev, ram: ram, sink: sink, bar1: 0, bar4: 0)
+        var drv = FakeVirtioDriver(ram: ram, pci: pci)
+        XCTAssertTrue(drv.start())
+        let (st, data) = drv.blockRequest(type: 0, sector: 0, readLength: 4096)
+        XCTAssertEqual(st, 0)
+        XCTAssertEqual(Array(data.prefix(16)), Array("BACKING-SECTOR-0".utf8))
+        XCTAssertEqual(CountedNode.stats(of: node.backing!)?.readBytes, 4096, "the unallocated read fell through to the backing image")
+        XCTAssertEqual(CountedNode.stats(of: node.backing!.fileChild!)?.readBytes, 4096)
+        // A sector written into an unallocated cluster: copy-on-write reads the rest of the cluster.
+        XCTAssertEqual(drv.blockRequest(type: 1, sector: 64, data: [UInt8](repeating: 7, count: 512)).0, 0)
+
+        let disk: BlockInfo.Disk = (VirtioBlkConfig(drive: DriveConfig(id: "d0", node: node, readOnly: false, discard: false)),
+                                    dev, pci, PCIAddress(device: 2))
+        let json = BlockInfo.queryBlockstats(index: 0, disk: disk).compact()
+        let backing = try XCTUnwrap(CountedNode.stats(of: node.backing!))
+        XCTAssertEqual(backing.readOps, 2)
+        XCTAssertEqual(backing.readBytes, 4096 + 65536, "the guest's read and the cluster's copy-on-write")
+        let file = try XCTUnwrap(CountedNode.stats(of: node.fileChild!))
+        XCTAssertGreaterThan(file.writeOps, 0, "the overlay's own file took the write (data and metadata)")
+        XCTAssertGreaterThanOrEqual(file.writeBytes, 512)
+        XCTAssertTrue(json.contains("\"rd_bytes\": 69632"), json)
+        XCTAssertEqual(dev.stats.snapshot.readBytes, 4096)
+    }
+
     func testBadRequestsCompleteWithErrors() throws {
         var (drv, _, _, _) = try makeDisk()
         XCTAssertTrue(drv.start())

@@ -19,6 +19,11 @@ final class CommandLineTests: XCTestCase {
             (["-device", "virtio-blk-pci,drive=nope"], "vmrun: -device virtio-blk-pci,drive=nope: Property 'virtio-blk-device.drive' can't find value 'nope'"),
             (["-serial", "bogus"], "vmrun: -serial bogus: 'bogus' is not a valid char driver"),
             (["-object", "memory-backend-ram,id=m"], "vmrun: -object memory-backend-ram,id=m: invalid object type: memory-backend-ram"),
+            (["-drive", "file=/dev/null,format=raw,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0,queue-size=100"],
+             "vmrun: -device virtio-blk-pci,drive=d0,queue-size=100: invalid queue-size property (100), must be a power of 2 (max 1024)"),
+            (["-drive", "file=/dev/null,format=raw,if=none,id=d0", "-device", "virtio-blk-pci,drive=d0,queue-size=2"],
+             "vmrun: -device virtio-blk-pci,drive=d0,queue-size=2: invalid queue-size property (2), must be > 2"),
+            (["-device", "isa-debugcon"], "vmrun: -device isa-debugcon: Can't create debugcon device, empty char device"),
         ]
         for (args, expected) in cases {
             let r = try VMRun.run(["-display", "none", "-nodefaults"] + args)

@@ -11,7 +11,7 @@ import Foundation
 import XCTest
 
 final class LinuxBootTests: XCTestCase {
-    static let guestDir = ProcessInfo.processInfo.environment["VMRUN_GUEST_CACHE"] ?? "/tmp/vmrun-linux-guest"
+    static let guestDir = ProcessInfo.processInfo.environment["VMRUN_GUEST_CACHE"] ?? "/tmp/vmrun-linux-guest-4"
     /// The first boot (qcow2 over a raw backing file, -drive if=virtio) doubles as the probe.
     nonisolated(unsafe) static var first: (accel: String, result: VMRun.Result, top: URL, base: URL, verdict: String?)?
     nonisolated(unsafe) static var releaseBinary: URL?
@@ -171,5 +171,23 @@ final class LinuxBootTests: XCTestCase {
         checkGuestSaw(r, md5: try md5OfFirstMiB(disk))
         XCTAssertTrue(r.stdout.contains("VMRUN-CPUS 2"), r.stdout)
         XCTAssertEqual(try Data(contentsOf: disk), before)
+    }
+
+    /// -bios with Debian's SeaBIOS: the kernel goes through fw_cfg and our loader ROM (QEMU's
+    /// linuxboot path), the ACPI tables through the BIOS's table loader; the guest reaches the same
+    /// userspace marker, reads and writes the disk and powers off.
+    func testBootThroughSeaBIOS() throws {
+        let (accel, _, _, _) = try firstBoot()
+        let bios = "/usr/share/seabios/bios-256k.bin"
+        try XCTSkipUnless(FileManager.default.fileExists(atPath: bios), "seabios is not installed")
+        let disk = try makeDisk("s.raw")
+        let md5 = try md5OfFirstMiB(disk)
+        let log = dir.appendingPathComponent("seabios.log").path
+        let r = try boot(accel: accel, try guest(), ["-bios", bios, "-drive", "file=\(disk.path),format=raw,if=virtio",
+                                                     "-chardev", "file,id=dbg,path=\(log)", "-device", "isa-debugcon,iobase=0x402,chardev=dbg"])
+        checkGuestSaw(r, md5: md5)
+        XCTAssertTrue(wrote(try Data(contentsOf: disk)))
+        let bioslog = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        XCTAssertTrue(bioslog.contains("Booting from ROM"), String(bioslog.suffix(2000)))
     }
 }

@@ -68,6 +68,8 @@ int clinux_thread_kick(pthread_t thread, int signo);
 pthread_t clinux_thread_self(void);
 /// The calling thread's kernel thread id (gettid).
 int clinux_gettid(void);
+/// Names the calling thread (pthread_setname_np; at most 15 bytes). Returns 0 or the error number.
+int clinux_set_thread_name(const char *name);
 /// Unblocks `signo` in the calling thread.
 int clinux_unblock_signal(int signo);
 

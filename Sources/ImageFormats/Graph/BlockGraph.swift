@@ -81,6 +81,12 @@ public enum ProtocolRegistry {
 }
 
 public enum BlockGraph {
+    /// A program-wide hook on the nodes a format opens beneath itself: its file child and its
+    /// backing node pass through it, and the format keeps what it returns. vmrun installs one that
+    /// wraps them in I/O-counting filters (query-blockstats for every node of a chain, feature B4).
+    /// nil, the default, changes nothing. Set it once, before anything is opened.
+    nonisolated(unsafe) public static var childInterposer: (@Sendable (_ node: any BlockNode, _ role: String) -> any BlockNode)?
+
     /// Opens a graph. `format` is -f (nil: the "driver" option or probing). `warn` receives QEMU's
     /// warnings (probed raw opened for writing).
     public static func open(filename: String?, format: String? = nil, options: BlockOptions = BlockOptions(),
@@ -163,7 +169,7 @@ public enum BlockGraph {
                         + "         Specify the 'raw' format explicitly to remove the restrictions.")
                 }
             }
-            return try format!.open(file: file, options: nodeOpts, context: context, probed: probed)
+            return try format!.open(file: childInterposer?(file, "file") ?? file, options: nodeOpts, context: context, probed: probed)
         } catch {
             try? file.close()
             throw error
@@ -210,7 +216,8 @@ public enum BlockGraph {
         do {
             try BackingLoopGuard.enter(path)
             defer { BackingLoopGuard.leave(path) }
-            return try open(filename: path, format: format, context: ctx)
+            let node = try open(filename: path, format: format, context: ctx)
+            return childInterposer?(node, "backing") ?? node
         }
     }
 

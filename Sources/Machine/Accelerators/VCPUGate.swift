@@ -4,13 +4,12 @@
 // while paused (after counting the thread as parked), and returns `.quit` when shutting down.
 // `pause()` flips the state and waits until every live vCPU thread is parked; the accelerator kicks
 // the threads out of their blocking run call through `kick` so that they reach the checkpoint.
-import Foundation
 
 public final class VCPUGate: @unchecked Sendable {
     public enum Decision { case run, quit }
     private enum Mode { case running, paused, quitting }
 
-    private let cond = NSCondition()
+    private let cond = Condition()
     private var mode: Mode = .paused
     private var parked = 0
     private var live = 0
@@ -50,7 +49,7 @@ public final class VCPUGate: @unchecked Sendable {
             cond.unlock()
             kick?()
             cond.lock()
-            _ = cond.wait(until: Date(timeIntervalSinceNow: 0.01))
+            cond.wait(nanoseconds: 10_000_000)
         }
         cond.unlock()
     }
@@ -74,7 +73,7 @@ public final class VCPUGate: @unchecked Sendable {
             cond.unlock()
             kick?()
             cond.lock()
-            _ = cond.wait(until: Date(timeIntervalSinceNow: 0.01))
+            cond.wait(nanoseconds: 10_000_000)
         }
         cond.unlock()
     }

@@ -32,6 +32,8 @@ public struct VirtioBlkConfig: @unchecked Sendable {
     public var deviceID: String?
     public var serial: String?
     public var numQueues = 1
+    /// Ring entries per queue (QEMU's queue-size, default 256); seg_max is two less.
+    public var queueSize: UInt16 = 256
     public var iothread: String?
     /// addr= (PCI device number), nil: first free.
     public var slot: Int?
@@ -54,6 +56,8 @@ public struct MachineConfig: @unchecked Sendable {
     public var startPaused = false
     /// isa-debug-exit iobase/iosize.
     public var debugExit: (base: UInt16, size: UInt16)?
+    /// isa-debugcon iobase and where its bytes go.
+    public var debugCon: (base: UInt16, chardev: ChardevSpec)?
     public var disks: [VirtioBlkConfig] = []
     public var iothreads: [String] = []
     public var hpet = true

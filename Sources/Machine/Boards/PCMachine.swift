@@ -6,7 +6,7 @@
 // PCI 00:00.0 i440FX, 00:01.0 PIIX3, 00:01.3 PIIX4 PM, virtio-blk from 00:02.0 on; the PIC, PIT, I/O
 // APIC and local APICs belong to the accelerator (in-kernel on KVM). Firmware: direct Linux boot
 // with our ACPI tables in the BIOS area, or a BIOS image (SeaBIOS) at the top of 4 GiB.
-import Foundation
+import Glibc
 import ImageFormats
 
 public final class PCMachine: VCPUHost, @unchecked Sendable {
@@ -21,6 +21,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     public let pm: PIIX4PM
     public let serial: Serial16550?
     public let chardev: Chardev?
+    private var debugConsole: Chardev?
     public let fwcfg: FwCfg
     public private(set) var disks: [(config: VirtioBlkConfig, device: VirtioBlock, pci: VirtioPCI, address: PCIAddress)] = []
     public private(set) var iothreads: [IOThread] = []
@@ -28,8 +29,6 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     public let timers = TimerService()
     public private(set) var hpet: HPET?
     private var bootEntry: CPUEntry = .reset
-    private var bootPlan: LinuxBootPlan?
-    private var acpi: ACPITables?
     private var biosImage: [UInt8]?
 
     public enum BuildError: Error, CustomStringConvertible {
@@ -52,11 +51,11 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         // Firmware images first: a BIOS is a ROM window, which KVM needs before its memory slots.
         let biosPath = config.bios ?? (config.kernel == nil ? MachineConfig.defaultBIOS : nil)
         if let biosPath {
-            guard let data = FileManager.default.contents(atPath: biosPath), data.count > 0,
+            guard let data = HostFile.read(biosPath, limit: 16 << 20), data.count > 0,
                   data.count % 65536 == 0, data.count <= 16 << 20 else {
                 throw BuildError.message("qemu: could not load PC BIOS '\(biosPath)'")
             }
-            biosImage = [UInt8](data)
+            biosImage = data
             try ram.mapROM(at: PCMemoryMap.fourGiB - UInt64(data.count), bytes: biosImage!, size: UInt64(data.count))
         }
 
@@ -86,6 +85,11 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         if let de = config.debugExit {
             try ports.register(DebugExit(exit: { control.request(.exit($0)) }), base: UInt64(de.base),
                                length: UInt64(max(de.size, 1)), name: "isa-debug-exit")
+        }
+        if let dc = config.debugCon {
+            let cd = try Chardev(spec: dc.chardev)
+            debugConsole = cd
+            try ports.register(DebugCon(output: cd), base: UInt64(dc.base), length: 1, name: "isa-debugcon")
         }
         if config.hpet {
             let h = HPET(sink: sink, service: timers)
@@ -117,6 +121,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             var o = VirtioBlockOptions()
             o.serial = d.serial
             o.numQueues = max(1, d.numQueues)
+            o.queueSize = d.queueSize
             o.readOnly = d.drive.readOnly
             o.discard = d.drive.discard
             o.detectZeroes = d.drive.detectZeroes
@@ -153,48 +158,62 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     /// decides the boot CPU's entry state. Run again on every reset (the guest may have overwritten
     /// everything).
     private func loadFirmware() throws {
-        let biosSize = UInt64(biosImage?.count ?? 0)
+        let acpiConfig = ACPIConfig(cpuCount: config.cpus, memoryMap: map, hasHPET: hpet != nil,
+                                    pciSlots: pci.plugged.map(\.0.device))
         if let bios = biosImage {
-            // The last 128 KiB of the BIOS also appear below 1 MiB (the "isa-bios" alias).
-            let isa = Array(bios.suffix(0x2_0000))
-            ram.write(0x10_0000 - UInt64(isa.count), bytes: isa)
+            // A BIOS boot. The BIOS area below 1 MiB is RAM here and the i440FX's PAM registers say
+            // it is already shadowed, so the image is copied there now (up to 256 KiB, what
+            // SeaBIOS would copy from the ROM itself: its init code lies below 0xE0000).
+            let low = Array(bios.suffix(0x4_0000))
+            ram.write(0x10_0000 - UInt64(low.count), bytes: low)
+            FwCfgBoot.addTables(to: fwcfg, map: map, acpi: acpiConfig)
+            bootEntry = .reset
+            guard let kernelPath = config.kernel else { return }
+            let (kernel, initrd) = try readKernel(kernelPath)
+            if LinuxBootPlan.isBzImage(kernel) {
+                try FwCfgBoot.addLinux(to: fwcfg, kernel: kernel, cmdline: config.append, initrd: initrd, below4G: map.below4G)
+            } else {
+                throw BuildError.message("qemu: multiboot kernels with -bios are not supported (drop -bios to boot them directly)")
+            }
+            return
         }
-        let e820 = E820.pcMap(map, biosSize: biosSize)
+        let e820 = E820.pcMap(map, biosSize: 0)
         fwcfg.addFile("etc/e820", e820.flatMap(\.bytes))
         guard let kernelPath = config.kernel else {
             bootEntry = .reset
             return
         }
-        let tables = ACPITables.build(ACPIConfig(cpuCount: config.cpus, memoryMap: map, hasHPET: hpet != nil,
-                                                 pciSlots: pci.plugged.map(\.0.device)), base: 0xE_0000)
+        let tables = ACPITables.build(acpiConfig, base: 0xE_0000)
         guard UInt64(tables.blob.count) <= 0x1_0000 else { throw BuildError.message("ACPI tables too large") }
         ram.write(tables.base, bytes: tables.blob)
         // Also keep a copy of the RSDP where legacy scans look (0xF0000-0xFFFFF).
         ram.write(0xF_0000, bytes: Array(tables.blob[0..<36]))
-        acpi = tables
         ram.write(0xF_0100, bytes: MPTable.build(cpuCount: config.cpus, pciSlots: pci.plugged.map(\.0.device), address: 0xF_0100))
-        guard let k = FileManager.default.contents(atPath: kernelPath) else {
-            throw BuildError.message("qemu: could not load kernel '\(kernelPath)': \(String(cString: strerror(errno)))")
-        }
-        var initrd: [UInt8]? = nil
-        if let ip = config.initrd {
-            guard let d = FileManager.default.contents(atPath: ip) else {
-                throw BuildError.message("qemu: could not load initial ram disk '\(ip)'")
-            }
-            initrd = [UInt8](d)
-        }
-        let kernel = [UInt8](k)
+        let (kernel, initrd) = try readKernel(kernelPath)
         if LinuxBootPlan.isBzImage(kernel) {
             let plan = try LinuxBootPlan.plan(kernel: kernel, cmdline: config.append, initrd: initrd,
                                               ramBelow4G: map.below4G, e820: e820, rsdp: tables.rsdpAddress)
             try plan.load(into: ram)
-            bootPlan = plan
             bootEntry = plan.cpuEntry
         } else {
             let mb = try Multiboot.load(kernel: kernel, cmdline: config.append, initrd: initrd, ram: ram, e820: e820,
                                         kernelPath: kernelPath)
             bootEntry = mb
         }
+    }
+
+    private func readKernel(_ kernelPath: String) throws -> (kernel: [UInt8], initrd: [UInt8]?) {
+        guard let kernel = HostFile.read(kernelPath) else {
+            throw BuildError.message("qemu: could not load kernel '\(kernelPath)': \(String(cString: strerror(errno)))")
+        }
+        var initrd: [UInt8]? = nil
+        if let ip = config.initrd {
+            guard let d = HostFile.read(ip) else {
+                throw BuildError.message("qemu: could not load initial ram disk '\(ip)'")
+            }
+            initrd = d
+        }
+        return (kernel, initrd)
     }
 
     // MARK: VCPUHost
@@ -213,7 +232,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     }
 
     /// VMRUN_DEBUG=1 in the environment: say why the machine resets or stops.
-    static let debug = ProcessInfo.processInfo.environment["VMRUN_DEBUG"] != nil
+    static let debug = HostEnvironment.get("VMRUN_DEBUG") != nil
     public func cpuFailed(cpu: Int, message: String) { control.request(.fatal(message)) }
 
     // MARK: lifecycle
@@ -319,6 +338,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             try? d.config.drive.node.close()
         }
         chardev?.close()
+        debugConsole?.close()
         Chardev.restoreTerminal()
         return code
     }

@@ -5,14 +5,13 @@
 //
 // stdio on a terminal switches it to raw mode (restored at exit) when it is the multiplexed
 // `mon:stdio` console, where Ctrl-A x quits and Ctrl-A Ctrl-A sends a literal Ctrl-A.
-import Foundation
 import Glibc
 
 public final class Chardev: SerialOutput, @unchecked Sendable {
     public let spec: ChardevSpec
     private var outFD: Int32 = -1
     private var listenFD: Int32 = -1
-    private let lock = NSLock()
+    private let lock = Condition()
     private var clientFD: Int32 = -1
     private var onInput: (@Sendable ([UInt8]) -> Void)?
     /// Ctrl-A x on a mux console.
@@ -78,9 +77,7 @@ public final class Chardev: SerialOutput, @unchecked Sendable {
     }
 
     private func spawn(_ body: @escaping @Sendable () -> Void) {
-        let t = Thread(block: body)
-        t.name = "chardev"
-        t.start()
+        HostThread.start(name: "chardev", body)
     }
 
     private func serveClients() {

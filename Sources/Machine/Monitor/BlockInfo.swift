@@ -80,9 +80,11 @@ enum BlockInfo {
     }
 
     /// Stats of a node that is not a device's root: its file child as "parent", its backing image as
-    /// "backing" (feature B4: every image of the chain appears).
+    /// "backing" (feature B4: every image of the chain appears, with the I/O that reached it when
+    /// vmrun counts below the devices: see CountedNode).
     static func nodeStats(_ n: any BlockNode) -> JSONValue {
-        var m: [(String, JSONValue)] = [("stats", stats(nil, accounted: false))]
+        let counted = CountedNode.stats(of: n)
+        var m: [(String, JSONValue)] = [("stats", stats(counted, accounted: counted != nil))]
         if let f = n.fileChild { m.insert(("parent", nodeStats(f)), at: 0) }
         if let b = n.backing { m.append(("backing", nodeStats(b))) }
         m.append(("node-name", .string(nodeName(n))))

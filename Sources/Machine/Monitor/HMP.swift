@@ -1,13 +1,13 @@
 // The human monitor commands vmrun understands (for -monitor and QMP's human-monitor-command),
 // with QEMU's output text and "\r\n" line ends.
-import Foundation
+import ImageFormats
 
 struct HMP {
     let machine: PCMachine
 
     /// Commands that change the run state: carried out by the control thread.
     func lifecycleRequest(_ line: String) -> MachineRequest? {
-        switch line.trimmingCharacters(in: .whitespaces) {
+        switch line.trimmedWhitespace {
         case "quit", "q": return .shutdown(.hostQMPQuit)
         case "stop": return .stop
         case "cont", "c": return .cont
@@ -34,11 +34,11 @@ struct HMP {
         let perLine = unit == 1 ? 8 : 16 / unit
         for i in 0..<min(count, 4096) {
             let at = addr &+ UInt64(i * unit)
-            if i % perLine == 0 { out += (i > 0 ? "\r\n" : "") + String(format: "%016llx:", at) }
+            if i % perLine == 0 { out += (i > 0 ? "\r\n" : "") + cFormat("%016llx:", at) }
             guard let bytes = machine.ram.readBytes(at, count: unit) else { out += " Cannot access memory"; break }
             var v: UInt64 = 0
             for (j, b) in bytes.enumerated() { v |= UInt64(b) << (8 * UInt64(j)) }
-            out += " 0x" + String(format: "%0\(unit * 2)llx", v)
+            out += " 0x" + cFormat("%0\(unit * 2)llx", v)
         }
         return out + "\r\n"
     }

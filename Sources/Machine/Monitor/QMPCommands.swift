@@ -1,7 +1,7 @@
 // The QMP commands vmrun implements, with QEMU's argument checks and return shapes (key order as
 // QEMU 7.2 prints them). Lifecycle commands go through MachineControl and answer once the control
 // thread has carried them out, so their events reach the client before the return, as in QEMU.
-import Foundation
+import Glibc
 import ImageFormats
 
 struct QMPError: Error {

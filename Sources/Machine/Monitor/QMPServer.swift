@@ -2,7 +2,6 @@
 // one session at a time per listening socket, as QEMU's monitor does. Each client gets a thread
 // that reads its bytes and feeds a session; replies and events are written under one lock so that
 // a reply and an event never interleave.
-import Foundation
 import Glibc
 
 public final class MonitorServer: @unchecked Sendable {
@@ -51,9 +50,7 @@ public final class MonitorServer: @unchecked Sendable {
     }
 
     private func spawn(_ body: @escaping @Sendable () -> Void) {
-        let t = Thread(block: body)
-        t.name = "monitor"
-        t.start()
+        HostThread.start(name: "monitor", body)
     }
 
     private func serve(readFD: Int32, writeFD: Int32) {
@@ -85,7 +82,7 @@ public final class MonitorServer: @unchecked Sendable {
                         line.removeAll()
                         if cmd.isEmpty { continue }
                         let reply = hmp.execute(cmd)
-                        out.send(reply.replacingOccurrences(of: "\r\n", with: "\n") + "(qemu) ")
+                        out.send(reply.replacing("\r\n", with: "\n") + "(qemu) ")
                     } else { line.append(b) }
                 }
             }
@@ -107,7 +104,7 @@ public final class MonitorServer: @unchecked Sendable {
 /// Serialized writes to one monitor client.
 final class MonitorOutput: @unchecked Sendable {
     private let fd: Int32
-    private let lock = NSLock()
+    private let lock = Condition()
     private(set) var broken = false
     init(fd: Int32) { self.fd = fd }
     func send(_ text: String) {

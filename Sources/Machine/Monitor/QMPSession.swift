@@ -1,7 +1,6 @@
 // One QMP client: greeting, capabilities negotiation, framing of the JSON input (objects may span
 // reads or share one), dispatch, and events. Error classes and texts are QEMU's
 // ("CommandNotFound", "GenericError", "Expecting capabilities negotiation with 'qmp_capabilities'").
-import Foundation
 import ImageFormats
 
 final class QMPSession: @unchecked Sendable {
@@ -10,7 +9,7 @@ final class QMPSession: @unchecked Sendable {
     private let pretty: Bool
     private var negotiated = false
     private var pending: [UInt8] = []
-    private var subscription: UUID?
+    private var subscription: Int?
 
     init(machine: PCMachine, output: MonitorOutput, pretty: Bool) {
         self.machine = machine

@@ -4,7 +4,7 @@
 // control thread, running `PCMachine.run()`, carries requests out, because pausing vCPUs from a vCPU
 // thread would wait for itself. States and event payloads are QEMU's (RunState, SHUTDOWN with
 // "guest"/"reason", RESET, STOP, RESUME, POWERDOWN), so monitors see what QEMU would send.
-import Foundation
+import Glibc
 import ImageFormats
 
 public enum RunState: String, Sendable {
@@ -41,10 +41,11 @@ public struct MachineEvent: Sendable {
 }
 
 public final class MachineControl: @unchecked Sendable {
-    private let cond = NSCondition()
+    private let cond = Condition()
     private var queue: [(MachineRequest, (@Sendable () -> Void)?)] = []
     private var state: RunState
-    private var listeners: [UUID: @Sendable (MachineEvent) -> Void] = [:]
+    private var listeners: [Int: @Sendable (MachineEvent) -> Void] = [:]
+    private var nextListener = 0
 
     public init(initial: RunState) { state = initial }
 
@@ -68,9 +69,9 @@ public final class MachineControl: @unchecked Sendable {
 
     /// Queues a request and waits until it has been carried out.
     public func requestAndWait(_ r: MachineRequest) {
-        let sem = DispatchSemaphore(value: 0)
-        request(r) { sem.signal() }
-        sem.wait()
+        let done = Latch()
+        request(r) { done.open() }
+        done.wait()
     }
 
     /// The next request; blocks until one arrives.
@@ -92,13 +93,12 @@ public final class MachineControl: @unchecked Sendable {
     // MARK: events
 
     @discardableResult
-    public func subscribe(_ f: @escaping @Sendable (MachineEvent) -> Void) -> UUID {
-        let id = UUID()
-        cond.lock(); listeners[id] = f; cond.unlock()
+    public func subscribe(_ f: @escaping @Sendable (MachineEvent) -> Void) -> Int {
+        cond.lock(); nextListener += 1; let id = nextListener; listeners[id] = f; cond.unlock()
         return id
     }
 
-    public func unsubscribe(_ id: UUID) {
+    public func unsubscribe(_ id: Int) {
         cond.lock(); listeners[id] = nil; cond.unlock()
     }
 

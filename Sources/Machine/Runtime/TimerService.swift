@@ -1,21 +1,16 @@
 // One thread that fires device timers at monotonic deadlines (the HPET's comparators), for both
 // accelerators: on KVM nothing polls user-space devices, so a timer must raise its interrupt on its
 // own. Clients schedule and cancel by id; callbacks run on the timer thread, outside its lock.
-import Foundation
 
 public final class TimerService: @unchecked Sendable {
-    private let cond = NSCondition()
+    private let cond = Condition()
     private var deadlines: [Int: (UInt64, @Sendable () -> Void)] = [:]
     private var stopping = false
-    private var thread: Thread?
-    private let clock: @Sendable () -> UInt64
+        private let clock: @Sendable () -> UInt64
 
     public init(clock: @escaping @Sendable () -> UInt64 = PIIX4PM.monotonicNanos) {
         self.clock = clock
-        let t = Thread { [unowned self] in self.loop() }
-        t.name = "timers"
-        thread = t
-        t.start()
+        HostThread.start(name: "timers") { [unowned self] in self.loop() }
     }
 
     /// Fires `callback` once at `deadline` (monotonic ns), replacing any earlier schedule of `id`.
@@ -52,7 +47,7 @@ public final class TimerService: @unchecked Sendable {
                 continue
             }
             if let next = deadlines.values.map(\.0).min() {
-                _ = cond.wait(until: Date(timeIntervalSinceNow: Double(next - now) / 1e9))
+                cond.wait(untilMonotonic: next)
             } else {
                 cond.wait()
             }

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Builds the Linux test guest in $1 (default /tmp/vmrun-linux-guest), once: Debian's kernel
+# Builds the Linux test guest in $1 (default /tmp/vmrun-linux-guest-4), once: Debian's kernel
 # (linux-image-amd64, downloaded with apt-get download and unpacked with dpkg -x, never installed)
 # and a busybox-static initramfs whose /init prints VMRUN-USERSPACE-OK, loads the virtio modules,
-# prints the md5 of the first MiB of /dev/vda, writes GUEST-WROTE-THIS at byte 1 MiB, times a
-# sequential read of the disk when the command line has vmrun.bench, and powers off.
+# prints the md5 of the first MiB of /dev/vda, writes GUEST-WROTE-THIS at byte 1 MiB, times
+# sequential reads of the disk when the command line has vmrun.bench (buffered: VMRUN-READ, and
+# O_DIRECT: VMRUN-DREAD), and powers off; with vmrun.idle it prints VMRUN-IDLE and waits instead
+# (for memory measurements). The cache directory carries the version, so that worktrees with an
+# older script do not keep rebuilding each other's guest.
 set -euo pipefail
-out=${1:-/tmp/vmrun-linux-guest}
-version=3
+version=4
+out=${1:-/tmp/vmrun-linux-guest-$version}
 [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.gz" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ] && exit 0
 mkdir -p "$out"
 work=$(mktemp -d)
@@ -54,9 +57,18 @@ if [ -b /dev/vda ]; then
         dd if=/dev/vda of=/dev/null bs=1M 2>/dev/null
         t1=$(cut -d' ' -f1 /proc/uptime)
         echo "VMRUN-READ $t0 $t1 $(cat /sys/block/vda/size)"
+        # The same with O_DIRECT: the device's throughput without the guest's page cache.
+        t0=$(cut -d' ' -f1 /proc/uptime)
+        dd if=/dev/vda of=/dev/null bs=1M iflag=direct 2>/dev/null
+        t1=$(cut -d' ' -f1 /proc/uptime)
+        echo "VMRUN-DREAD $t0 $t1 $(cat /sys/block/vda/size)"
     fi
 else
     echo "VMRUN-NO-VDA"
+fi
+if grep -q vmrun.idle /proc/cmdline; then
+    echo "VMRUN-IDLE"
+    while true; do sleep 3600; done
 fi
 poweroff -f
 INIT

@@ -1,6 +1,7 @@
 // The interpreter accelerator (QEMU's "tcg"): one X86VCPU per vCPU thread, plus the interrupt
 // controllers KVM would keep in the kernel (local APICs, I/O APIC, 8259 pair, 8254 PIT), attached
 // to the machine's buses. The CPU talks to the machine through `InterpreterPlatform`.
+import Glibc
 import X86
 
 public final class InterpreterAccelerator: Accelerator, @unchecked Sendable {
@@ -11,7 +12,6 @@ public final class InterpreterAccelerator: Accelerator, @unchecked Sendable {
     let gate = VCPUGate()
     private(set) var cpus: [X86VCPU] = []
     private var platform: InterpreterPlatform?
-    private var threads: [Thread] = []
 
     public var interruptSink: any InterruptSink { hub }
 
@@ -67,7 +67,8 @@ public final class InterpreterAccelerator: Accelerator, @unchecked Sendable {
         for cpu in cpus {
             let g = gate
             let host = platform!.host
-            let t = Thread {
+            gate.threadStarted()
+            HostThread.start(name: "CPU \(cpu.index)/TCG", stackSize: 8 << 20) {
                 defer { g.threadEnded() }
                 while true {
                     if g.mustStop, g.checkpoint() == .quit { return }
@@ -79,11 +80,6 @@ public final class InterpreterAccelerator: Accelerator, @unchecked Sendable {
                     }
                 }
             }
-            t.name = "CPU \(cpu.index)/TCG"
-            t.stackSize = 8 << 20
-            threads.append(t)
-            gate.threadStarted()
-            t.start()
         }
     }
 
@@ -101,5 +97,3 @@ public final class InterpreterAccelerator: Accelerator, @unchecked Sendable {
     public func resume() { gate.resume() }
     public func shutdown() { gate.quit() }
 }
-
-import Foundation

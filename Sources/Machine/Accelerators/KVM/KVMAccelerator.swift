@@ -7,7 +7,6 @@
 // gets SIGUSR1 (a no-op handler without SA_RESTART), so KVM_RUN returns EINTR whether the signal
 // lands inside or just before the ioctl; the thread clears immediate_exit and reaches the gate.
 import CLinux
-import Foundation
 import Glibc
 import Synchronization
 
@@ -20,7 +19,6 @@ public final class KVMAccelerator: Accelerator, @unchecked Sendable {
     private(set) var vcpus: [KVMVCPU] = []
     private let gate = VCPUGate()
     private let sink: KVMInterruptSink
-    private var threads: [Thread] = []
     /// Power-on state of the in-kernel PICs, I/O APIC and PIT, restored on every reset.
     private var initialChips: [kvm_irqchip] = []
     private var initialPIT: kvm_pit_state2?
@@ -74,12 +72,8 @@ public final class KVMAccelerator: Accelerator, @unchecked Sendable {
     public func start() throws {
         gate.resume()
         for v in vcpus {
-            let t = Thread { v.loop() }
-            t.name = "CPU \(v.fd.id)/KVM"
-            t.stackSize = 1 << 20
-            threads.append(t)
             gate.threadStarted()
-            t.start()
+            HostThread.start(name: "CPU \(v.fd.id)/KVM", stackSize: 1 << 20) { v.loop() }
         }
     }
 
@@ -102,7 +96,7 @@ final class KVMInterruptSink: InterruptSink {
     }
     private func report(_ error: Error) {
         if !failed.exchange(true, ordering: .relaxed) {
-            FileHandle.standardError.write(Data("vmrun: interrupt injection failed: \(error)\n".utf8))
+            Diagnostics.error("interrupt injection failed: \(error)")
         }
     }
 }

@@ -49,10 +49,14 @@ public final class PIIX4PM: PCIDevice {
     }
 
     static func initialConfig() -> PCIConfigSpace {
-        var c = PCIConfigSpace(vendor: 0x8086, device: 0x7113, classCode: 0x06_80_00, revision: 0x03, interruptPin: 1)
+        var c = PCIConfigSpace(vendor: 0x8086, device: 0x7113, classCode: 0x06_80_00, revision: 0x03,
+                               subsystemVendor: 0x1AF4, subsystem: 0x1100, interruptPin: 1)
         c.set32(0x40, UInt32(PIIX4PM.pmBase) | 1)   // PMBA, as firmware programs it
         c.set8(0x80, 0x01)                           // PMREGMISC: PM I/O enabled
         c.set8(0x3C, PIIX4PM.sciIRQ)
+        // DEVACTB APMC_EN already set: there is no SMM, and this tells SeaBIOS (as QEMU does with
+        // smm=off) not to wait for an SMI handler that would never run.
+        c.set8(0x5B, 0x02)
         return c
     }
 

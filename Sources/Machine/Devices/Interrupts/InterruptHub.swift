@@ -3,15 +3,14 @@
 // pin n, except IRQ 0 which QEMU wires to pin 2), decodes MSIs and IPIs into APIC deliveries
 // (fixed, lowest priority as fixed to the first match, NMI, INIT, SIPI, ExtINT), keeps each CPU's
 // pending NMI/INIT/SIPI events, and wakes a halted CPU when something arrives for it.
-import Foundation
 import X86
 
 public final class InterruptHub: InterruptSink, @unchecked Sendable {
-    static let debug = ProcessInfo.processInfo.environment["VMRUN_DEBUG"] != nil
+    static let debug = HostEnvironment.get("VMRUN_DEBUG") != nil
     public let lapics: [LocalAPIC]
     public let ioapic: IOAPIC
     public let pic: PIC8259Pair
-    private let cond = NSCondition()
+    private let cond = Condition()
     private var events: [X86PendingEvents]
     private var wakeups: [Int]
 
@@ -156,10 +155,9 @@ public final class InterruptHub: InterruptSink, @unchecked Sendable {
         while wakeups[cpu] == seen {
             if let d = deadline {
                 guard d > now else { return }
-                let secs = Double(d - now) / 1e9
-                if !cond.wait(until: Date(timeIntervalSinceNow: min(secs, 0.05))) { return }
+                if !cond.wait(nanoseconds: min(d - now, 50_000_000)) { return }
             } else {
-                if !cond.wait(until: Date(timeIntervalSinceNow: 0.05)) { return }
+                if !cond.wait(nanoseconds: 50_000_000) { return }
             }
         }
     }

@@ -12,3 +12,17 @@ public final class DebugExit: BusDevice {
         exit(Int32(truncatingIfNeeded: (value << 1) | 1))
     }
 }
+
+/// isa-debugcon (QEMU's debug console, default iobase 0xE9; SeaBIOS prints its log to 0x402): bytes
+/// written go to a character device; reads return 0xE9, which is how firmware detects it.
+public final class DebugCon: BusDevice {
+    private let output: any SerialOutput
+
+    public init(output: any SerialOutput) { self.output = output }
+
+    public func busRead(offset: UInt64, size: Int) -> UInt64 { 0xE9 }
+
+    public func busWrite(offset: UInt64, size: Int, value: UInt64) {
+        output.serialWrite([UInt8(truncatingIfNeeded: value)])
+    }
+}

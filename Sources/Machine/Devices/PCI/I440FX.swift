@@ -14,7 +14,8 @@ public final class I440FXHostBridge: PCIDevice {
     }
 
     static func initialConfig() -> PCIConfigSpace {
-        var c = PCIConfigSpace(vendor: 0x8086, device: 0x1237, classCode: 0x06_00_00, revision: 0x02)
+        var c = PCIConfigSpace(vendor: 0x8086, device: 0x1237, classCode: 0x06_00_00, revision: 0x02,
+                               subsystemVendor: 0x1AF4, subsystem: 0x1100)   // QEMU's: SeaBIOS looks for them
         for o in 0x59...0x5F { c.writeMask[o] = 0xFF; c.set8(o, 0x33) }
         c.set8(0x59, 0x30)
         c.writeMask[0x72] = 0xFF   // SMRAM

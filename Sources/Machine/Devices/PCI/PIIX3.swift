@@ -27,7 +27,8 @@ public final class PIIX3: PCIDevice, @unchecked Sendable {
     }
 
     static func initialConfig() -> PCIConfigSpace {
-        var c = PCIConfigSpace(vendor: 0x8086, device: 0x7000, classCode: 0x06_01_00, headerType: 0x80)
+        var c = PCIConfigSpace(vendor: 0x8086, device: 0x7000, classCode: 0x06_01_00,
+                               subsystemVendor: 0x1AF4, subsystem: 0x1100, headerType: 0x80)
         for (i, irq) in defaultPIRQ.enumerated() {
             c.set8(0x60 + i, irq)
             c.writeMask[0x60 + i] = 0x8F

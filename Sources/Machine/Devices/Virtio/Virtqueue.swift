@@ -17,12 +17,23 @@ public struct VirtqBuffer: @unchecked Sendable {
     public var writable: Bool
 }
 
-/// A chain popped from the available ring.
+/// A chain popped from the available ring. Device-readable buffers come first (a readable buffer
+/// after a writable one is refused), so `buffers[..<firstWritable]` are readable and the rest
+/// writable. A device keeps one chain per queue and pops into it (`pop(into:)`), so the buffer
+/// array's storage is reused rather than allocated per request.
 public struct VirtqChain: Sendable {
     public var head: UInt16
     public var buffers: [VirtqBuffer]
-    public var readable: [VirtqBuffer] { buffers.filter { !$0.writable } }
-    public var writableBuffers: [VirtqBuffer] { buffers.filter(\.writable) }
+    public var firstWritable: Int
+
+    public init(head: UInt16 = 0, buffers: [VirtqBuffer] = [], firstWritable: Int = 0) {
+        self.head = head
+        self.buffers = buffers
+        self.firstWritable = firstWritable
+    }
+
+    public var readable: ArraySlice<VirtqBuffer> { buffers[..<firstWritable] }
+    public var writableBuffers: ArraySlice<VirtqBuffer> { buffers[firstWritable...] }
 }
 
 public enum VirtqueueError: Error, Equatable, CustomStringConvertible {
@@ -96,15 +107,39 @@ public final class Virtqueue: @unchecked Sendable {
 
     /// The next available chain, nil when the ring is empty.
     public func pop() throws -> VirtqChain? {
+        var chain = VirtqChain()
+        return try pop(into: &chain) ? chain : nil
+    }
+
+    /// Pops the next available chain into `chain` (reusing its storage); false when the ring is empty.
+    public func pop(into chain: inout VirtqChain) throws -> Bool {
         guard config.ready else { throw VirtqueueError.notReady }
         guard let availIdx = ring16(config.availRing, 2) else { throw VirtqueueError.ringOutsideRAM }
         let pending = availIdx &- lastAvail
-        if pending == 0 { return nil }
+        if pending == 0 { return false }
         if pending > config.size { throw VirtqueueError.availIndexJump(pending) }
         let slot = UInt64(lastAvail % config.size)
         guard let head = ring16(config.availRing, 4 + 2 * slot) else { throw VirtqueueError.ringOutsideRAM }
         lastAvail &+= 1
-        return VirtqChain(head: head, buffers: try walk(head: head))
+        chain.head = head
+        chain.buffers.removeAll(keepingCapacity: true)
+        chain.firstWritable = try walk(head: head, into: &chain.buffers)
+        return true
+    }
+
+    /// Whether the driver has made buffers available that were not popped yet.
+    public var hasAvailable: Bool {
+        guard config.ready, let availIdx = ring16(config.availRing, 2) else { return false }
+        return availIdx != lastAvail
+    }
+
+    /// Sets or clears VIRTQ_USED_F_NO_NOTIFY: while a device thread is draining the queue anyway,
+    /// the driver need not notify (a hint; drivers may notify regardless).
+    public func suppressNotifications(_ on: Bool) {
+        guard config.ready else { return }
+        ram.store(config.usedRing, UInt16(on ? 1 : 0))
+        // Re-enabling is followed by a look at avail.idx (`hasAvailable`): same pattern as in push.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
     }
 
     /// Undoes the last pop (a request that must wait, e.g. when throttled).
@@ -122,8 +157,9 @@ public final class Virtqueue: @unchecked Sendable {
                     next: UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 14, as: UInt16.self)))
     }
 
-    private func walk(head: UInt16) throws -> [VirtqBuffer] {
-        var out: [VirtqBuffer] = []
+    /// Appends the chain's buffers to `out`; returns the index of the first writable one.
+    private func walk(head: UInt16, into out: inout [VirtqBuffer]) throws -> Int {
+        var firstWritable = -1
         var table = config.descTable
         var count = UInt64(config.size)
         var index = head
@@ -150,9 +186,10 @@ public final class Virtqueue: @unchecked Sendable {
             seenWritable = seenWritable || writable
             if d.len > 0 {
                 guard let p = ram.pointer(d.addr, UInt64(d.len)) else { throw VirtqueueError.bufferOutsideRAM(d.addr, d.len) }
+                if writable && firstWritable < 0 { firstWritable = out.count }
                 out.append(VirtqBuffer(guestAddress: d.addr, host: p, length: Int(d.len), writable: writable))
             }
-            guard d.flags & Virtqueue.descNext != 0 else { return out }
+            guard d.flags & Virtqueue.descNext != 0 else { return firstWritable < 0 ? out.count : firstWritable }
             index = d.next
         }
     }
@@ -167,6 +204,10 @@ public final class Virtqueue: @unchecked Sendable {
         ram.store(entry &+ 4, written)
         usedIdx &+= 1
         ram.store(config.usedRing &+ 2, usedIdx)   // x86 is TSO: the entry is visible before idx
+        // The driver stores avail.flags and then reads used.idx; we store used.idx and then read
+        // avail.flags. Without a full fence on both sides (the driver has its mb()), both can see
+        // the old value, and the driver waits for an interrupt that never comes.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
         let flags = ring16(config.availRing, 0) ?? 0
         return flags & Virtqueue.availNoInterrupt == 0
     }

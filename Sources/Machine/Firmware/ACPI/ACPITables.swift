@@ -28,28 +28,66 @@ public struct ACPITables: Sendable {
     public static let oemID = Array("BOCHS ".utf8)
     public static let oemTableID = Array("BXPC    ".utf8)
 
-    /// Builds all tables for a blob placed at `base`.
+    /// Builds all tables for a blob placed at `base` (direct kernel boot: copied into RAM as is).
     public static func build(_ cfg: ACPIConfig, base: UInt64) -> ACPITables {
+        let l = layout(cfg, base: base, rsdpInBlob: true)
+        return ACPITables(blob: l.blob, base: base, rsdpAddress: base)
+    }
+
+    /// The tables as QEMU hands them to firmware: "etc/acpi/tables" (every pointer an offset into
+    /// that file), "etc/acpi/rsdp", and the "etc/table-loader" commands that place and link them.
+    public static func buildForLoader(_ cfg: ACPIConfig) -> (tables: [UInt8], rsdp: [UInt8], loader: [UInt8]) {
+        let tablesFile = "etc/acpi/tables", rsdpFile = "etc/acpi/rsdp"
+        let l = layout(cfg, base: 0, rsdpInBlob: false)
+        var loader = TableLoader()
+        loader.allocate(tablesFile, align: 64, zone: .high)
+        for p in l.pointers { loader.addPointer(in: tablesFile, to: tablesFile, offset: p.offset, size: p.size) }
+        for t in l.linkedTables { loader.addChecksum(in: tablesFile, offset: t.offset + 9, start: t.offset, length: t.length) }
+        let rsdp = rsdpTable(rsdt: l.rsdt, xsdt: l.xsdt)
+        loader.allocate(rsdpFile, align: 16, zone: .fseg)
+        loader.addPointer(in: rsdpFile, to: tablesFile, offset: 16, size: 4)
+        loader.addPointer(in: rsdpFile, to: tablesFile, offset: 24, size: 8)
+        loader.addChecksum(in: rsdpFile, offset: 8, start: 0, length: 20)
+        loader.addChecksum(in: rsdpFile, offset: 32, start: 0, length: 36)
+        return (l.blob, rsdp, loader.bytes)
+    }
+
+    /// Tables one after the other from `base`; `pointers` are the fields holding table addresses
+    /// and `linkedTables` the tables containing them (whose checksums change when they move).
+    static func layout(_ cfg: ACPIConfig, base: UInt64, rsdpInBlob: Bool)
+        -> (blob: [UInt8], pointers: [(offset: Int, size: Int)], linkedTables: [(offset: Int, length: Int)], rsdt: UInt64, xsdt: UInt64) {
         var blob: [UInt8] = []
+        var pointers: [(offset: Int, size: Int)] = []
+        var linked: [(offset: Int, length: Int)] = []
         func place(_ table: [UInt8], align: Int) -> UInt64 {
             while blob.count % align != 0 { blob.append(0) }
             let at = base + UInt64(blob.count)
             blob += table
             return at
         }
-        let rsdpOffset = 0
-        blob += [UInt8](repeating: 0, count: 36)   // RSDP, filled in last
+        if rsdpInBlob { blob += [UInt8](repeating: 0, count: 36) }   // RSDP, filled in last
         let facs = place(facsTable(), align: 64)
         let dsdt = place(DSDT.build(cfg), align: 16)
-        let fadt = place(fadtTable(facs: facs, dsdt: dsdt), align: 16)
+        let fadtTableBytes = fadtTable(facs: facs, dsdt: dsdt)
+        let fadt = place(fadtTableBytes, align: 16)
+        let fadtOff = Int(fadt - base)
+        pointers += [(fadtOff + 36, 4), (fadtOff + 40, 4), (fadtOff + 132, 8), (fadtOff + 140, 8)]
+        linked.append((fadtOff, fadtTableBytes.count))
         let madt = place(madtTable(cfg), align: 16)
-        var pointers = [fadt, madt]
-        if cfg.hasHPET { pointers.append(place(hpetTable(), align: 16)) }
-        let rsdt = place(table("RSDT", revision: 1, body: pointers.flatMap { AML.le($0, 4) }), align: 16)
-        let xsdt = place(table("XSDT", revision: 1, body: pointers.flatMap { AML.le($0, 8) }), align: 16)
-        let rsdp = rsdpTable(rsdt: rsdt, xsdt: xsdt)
-        blob.replaceSubrange(rsdpOffset..<rsdpOffset + 36, with: rsdp)
-        return ACPITables(blob: blob, base: base, rsdpAddress: base + UInt64(rsdpOffset))
+        var entries = [fadt, madt]
+        if cfg.hasHPET { entries.append(place(hpetTable(), align: 16)) }
+        let rsdtBytes = table("RSDT", revision: 1, body: entries.flatMap { AML.le($0, 4) })
+        let rsdt = place(rsdtBytes, align: 16)
+        let rsdtOff = Int(rsdt - base)
+        for i in entries.indices { pointers.append((rsdtOff + 36 + 4 * i, 4)) }
+        linked.append((rsdtOff, rsdtBytes.count))
+        let xsdtBytes = table("XSDT", revision: 1, body: entries.flatMap { AML.le($0, 8) })
+        let xsdt = place(xsdtBytes, align: 16)
+        let xsdtOff = Int(xsdt - base)
+        for i in entries.indices { pointers.append((xsdtOff + 36 + 8 * i, 8)) }
+        linked.append((xsdtOff, xsdtBytes.count))
+        if rsdpInBlob { blob.replaceSubrange(0..<36, with: rsdpTable(rsdt: rsdt, xsdt: xsdt)) }
+        return (blob, pointers, linked, rsdt, xsdt)
     }
 
     /// A table: the 36-byte header then `body`, checksummed.
