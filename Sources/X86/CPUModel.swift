@@ -155,7 +155,7 @@ public struct CPUModel: Sendable, Equatable {
                 default: throw CPUModelError(description: "Parameter '\(fname)' expects 'on' or 'off'")
                 }
             }
-            fname = fname.replacingOccurrences(of: "_", with: "-")
+            fname = String(fname.map { $0 == "_" ? "-" : $0 })
             if fname == "sse4-1" { fname = "sse4.1" }
             if fname == "sse4-2" { fname = "sse4.2" }
             if fname == "sse3" { fname = "pni" }

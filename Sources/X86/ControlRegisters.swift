@@ -4,7 +4,7 @@
 // flush the TLB as the SDM requires. MSRs the platform owns (APIC base, x2APIC, TSC deadline) are
 // offered to the platform first. The TSC counts nanoseconds of the host's monotonic clock (1 GHz).
 
-import Foundation
+import Glibc
 
 /// TSC rate reported to the machine (for the TSC-deadline timer and CPUID leaf 0x15).
 let tscHz: UInt64 = 1_000_000_000

@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 
 // The interpreter's internal CPU state: one plain struct, allocated once per vCPU and reached through
 // an UnsafeMutablePointer, so the hot loop never pays class-field exclusivity checks or ARC.
@@ -78,10 +78,10 @@ struct CPUCore {
     var mtrr: [UInt32: UInt64] = [:]
     var sysretWide = false
     /// Debug tracing from the environment: X86_TRACE_FAULTS=1 logs every exception, X86_TRACE_BLOCKS=1 every block.
-    let traceFaults = ProcessInfo.processInfo.environment["X86_TRACE_FAULTS"] != nil
-    let traceBlocks = ProcessInfo.processInfo.environment["X86_TRACE_BLOCKS"] != nil
+    let traceFaults = environmentFlag("X86_TRACE_FAULTS")
+    let traceBlocks = environmentFlag("X86_TRACE_BLOCKS")
     /// X86_TRACE_RIP=1 prints RIP and state about once a second (watchdog for hangs).
-    let traceRIP = ProcessInfo.processInfo.environment["X86_TRACE_RIP"] != nil
+    let traceRIP = environmentFlag("X86_TRACE_RIP")
     var nextRIPTrace: UInt64 = 0
 
     // Events and activity.

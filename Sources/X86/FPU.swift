@@ -6,7 +6,7 @@
 // honoured where it changes results visibly: FIST/FISTP and FRNDINT. Exceptions set status flags;
 // unmasked ones are not raised (Linux runs with them masked). Transcendentals go through Double.
 
-import Foundation
+import Glibc
 
 struct FPUState {
     var regs: UnsafeMutableRawPointer        // 8 physical registers, 16 bytes each

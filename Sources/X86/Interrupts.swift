@@ -203,11 +203,11 @@ extension CPUCore {
     }
 }
 
-import Foundation
+import Glibc
 
 extension CPUCore {
     mutating func logFault(_ f: Fault) {
         let msg = "x86[\(index)]: exception \(f.vector) code \(String(f.code, radix: 16)) at \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) cr2 \(String(cr2, radix: 16)) rsp \(String(r[4], radix: 16))\n"
-        FileHandle.standardError.write(msg.data(using: .utf8)!)
+        writeDiagnostic(msg)
     }
 }

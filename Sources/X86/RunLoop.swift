@@ -79,7 +79,7 @@ extension CPUCore {
             n = Int(b.pointee.count)
         }
         let guest = n == Int(b.pointee.count) ? UInt64(b.pointee.guestCount) : UInt64(n)
-        do {
+        do throws(Fault) {
             try execBlock(start, start + n, chain: n == Int(b.pointee.count) && !traceBlocks)
         } catch {
             stopBlock = false
@@ -89,12 +89,12 @@ extension CPUCore {
     }
 }
 
-import Foundation
+import Glibc
 
 extension CPUCore {
     mutating func traceBlock(_ b: UnsafeMutablePointer<BlockInfo>) {
         let msg = "x86[\(index)]: block \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) n=\(b.pointee.count) rax=\(String(r[0], radix: 16)) rcx=\(String(r[1], radix: 16)) rsp=\(String(r[4], radix: 16))\n"
-        FileHandle.standardError.write(msg.data(using: .utf8)!)
+        writeDiagnostic(msg)
     }
 }
 
@@ -104,6 +104,6 @@ extension CPUCore {
         if now < nextRIPTrace { return }
         nextRIPTrace = now + 1_000_000_000
         let msg = "x86[\(index)]: rip \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) rsp \(String(r[4], radix: 16)) if=\(flags & RFlag.ifl != 0) \(activity) icount \(instructions) cr3 \(String(cr3, radix: 16))\n"
-        FileHandle.standardError.write(msg.data(using: .utf8)!)
+        writeDiagnostic(msg)
     }
 }

@@ -2,7 +2,7 @@
 // debug registers, MSRs, SYSCALL/SYSENTER, HLT), port I/O, software interrupts, far transfers,
 // BCD adjusts, and the dispatch into the FPU and SSE executors.
 
-import Foundation
+import Glibc
 
 extension CPUCore {
     @inline(never)
@@ -381,7 +381,7 @@ enum UnimplementedLog {
             what = "\(op) \(String(aux, radix: 16))"
         }
         let msg = "x86: unimplemented instruction \(what) at \(String(csBase &+ rip, radix: 16)) (raising #UD)\n"
-        FileHandle.standardError.write(msg.data(using: .utf8)!)
+        writeDiagnostic(msg)
     }
 }
 
