@@ -21,8 +21,8 @@ struct BlockInfo {
 }
 
 struct BlockCache {
-    static let arenaSize = 1 << 20
-    static let infoSize = 1 << 17
+    static let arenaSize = 1 << 17
+    static let infoSize = 1 << 14
     static let tableSize = 1 << 16
     var insts: UnsafeMutablePointer<DInst>
     var used = 0
