@@ -3,6 +3,7 @@
 // whole-file reads and stderr. ImageFormats does the same (Util/Threads.swift).
 import CLinux
 import Glibc
+import ImageFormats
 
 /// Monotonic nanoseconds (CLOCK_MONOTONIC), the clock every device and timer here uses.
 @inline(__always)
@@ -12,31 +13,16 @@ public func monotonicNanos() -> UInt64 {
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }
 
-private final class HostThreadBody {
-    let run: () -> Void
-    init(_ run: @escaping () -> Void) { self.run = run }
-}
-
 public enum HostThread {
-    /// Starts a pthread named `name` (at most 15 bytes show in /proc) running `body`.
+    /// Starts a detached pthread named `name` (at most 15 bytes show in /proc) running `body`;
+    /// the spawning itself is ImageFormats' `startThread`.
     @discardableResult
     public static func start(name: String, stackSize: Int = 1 << 20, _ body: @escaping @Sendable () -> Void) -> pthread_t {
-        var attr = pthread_attr_t()
-        pthread_attr_init(&attr)
-        pthread_attr_setstacksize(&attr, stackSize)
-        defer { pthread_attr_destroy(&attr) }
         let label = String(name.utf8.prefix(15)) ?? "vmrun"
-        let box = Unmanaged.passRetained(HostThreadBody({
+        let tid = startThread(stackSize: stackSize) {
             label.withCString { clinux_set_thread_name($0) }
             body()
-        })).toOpaque()
-        var tid = pthread_t()
-        let r = pthread_create(&tid, &attr, { arg in
-            let b = Unmanaged<HostThreadBody>.fromOpaque(arg!).takeRetainedValue()
-            b.run()
-            return nil
-        }, box)
-        precondition(r == 0, "pthread_create failed: \(r)")
+        }
         pthread_detach(tid)
         return tid
     }
