@@ -154,11 +154,18 @@ public final class Converter: @unchecked Sendable {
                     pending = (st, offset + max(1, e.length))
                 }
             }
-            var len = min(pending!.end - offset, chunkSize)
-            // Keep chunks aligned to the chunk grid so writes stay cluster-aligned.
-            let toGrid = chunkSize - offset % chunkSize
-            if len > toGrid { len = toGrid }
-            let c = Chunk(index: index, targetOffset: targetBase + offset, length: len, status: pending!.status,
+            // Data chunks are at most one buffer; zero and backing runs need no buffer, so they go
+            // as one chunk of up to 1 GiB (a 4 GiB image with 1 GiB of data is then ~520 chunks,
+            // not 2048 turns of the writers' lock).
+            let status = pending!.status
+            var len = min(pending!.end - offset, status == .data ? chunkSize : max(chunkSize, 1 << 30))
+            // Keep chunk ends on the chunk grid (unless the run ends first) so writes stay cluster-aligned.
+            let end = offset + len
+            if end < pending!.end, end % chunkSize != 0 {
+                let gridEnd = end - end % chunkSize
+                len = gridEnd > offset ? gridEnd - offset : len
+            }
+            let c = Chunk(index: index, targetOffset: targetBase + offset, length: len, status: status,
                           source: source, sourceOffset: offset)
             index += 1
             offset += len
