@@ -1,0 +1,130 @@
+// SSE4.2 packed string compares: PCMPESTRM (66 0F 3A 60), PCMPESTRI (61), PCMPISTRM (62),
+// PCMPISTRI (63). glibc picks its strchr/strcspn/strspn/strstr/strcasecmp variants by these when
+// CPUID reports SSE4.2, so they follow the SDM to the bit, flags included.
+//
+// imm8: [1:0] element format (unsigned bytes, unsigned words, signed bytes, signed words);
+// [3:2] aggregation (equal any, ranges, equal each, equal ordered); [5:4] polarity (positive,
+// negative, masked positive, masked negative); [6] the most significant index (I forms) or a
+// byte/word mask instead of a bit mask (M forms).
+//
+// Operand 1 (the set, ranges or needle) is the XMM register, operand 2 (the text) the XMM register
+// or unaligned m128. Lengths are explicit (|EAX| and |EDX|, |RAX| and |RDX| with REX.W, saturated to
+// the element count) or implicit (up to the first zero element). Elements past a length are
+// "invalid" and force the comparison result as the SDM's table says: equal any and ranges never
+// match them; equal each matches where both are invalid; equal ordered treats an invalid needle
+// element as a match and a valid needle element against invalid text as a mismatch.
+// Flags: CF = result != 0, ZF = operand 2 shorter than the element count, SF = the same for operand
+// 1, OF = result bit 0, AF = PF = 0.
+
+extension CPUCore {
+    mutating func execStringCompare(_ i: IP, _ opc: UInt8) throws(Fault) {
+        let imm = UInt8(truncatingIfNeeded: i.imm)
+        let n = imm & 1 != 0 ? 8 : 16
+        let a = xget(i.reg), b = try load128(i)
+        let la: Int, lb: Int
+        if opc & 2 == 0 {
+            let wide = i.flags & DInst.fRexW != 0
+            la = CPUCore.explicitLength(r[0], wide: wide, n: n)
+            lb = CPUCore.explicitLength(r[2], wide: wide, n: n)
+        } else {
+            la = CPUCore.implicitLength(a, n: n)
+            lb = CPUCore.implicitLength(b, n: n)
+        }
+        let res = CPUCore.stringCompare(a, b, la: la, lb: lb, imm: imm)
+        var f: UInt64 = 0
+        if res != 0 { f |= RFlag.cf }
+        if lb < n { f |= RFlag.zf }
+        if la < n { f |= RFlag.sf }
+        if res & 1 != 0 { f |= RFlag.of }
+        if opc & 1 != 0 {
+            let idx = res == 0 ? n : (imm & 0x40 != 0 ? 31 - res.leadingZeroBitCount : res.trailingZeroBitCount)
+            setReg(1, 4, UInt64(idx))
+        } else if imm & 0x40 == 0 {
+            xmm[0] = V128(UInt64(res), 0)
+        } else if n == 16 {
+            var o = SIMD16<UInt8>()
+            for k in 0..<16 where res & (1 << UInt32(k)) != 0 { o[k] = 0xFF }
+            xmm[0] = v128(o)
+        } else {
+            var o = SIMD8<UInt16>()
+            for k in 0..<8 where res & (1 << UInt32(k)) != 0 { o[k] = 0xFFFF }
+            xmm[0] = v128(o)
+        }
+        setArith(f)
+    }
+
+    static func explicitLength(_ v: UInt64, wide: Bool, n: Int) -> Int {
+        let s = wide ? Int64(bitPattern: v) : Int64(Int32(truncatingIfNeeded: v))
+        return Int(min(s.magnitude, UInt64(n)))
+    }
+
+    static func implicitLength(_ v: V128, n: Int) -> Int {
+        for k in 0..<n where element(v, k, words: n == 8, signed: false) == 0 { return k }
+        return n
+    }
+
+    @inline(__always) static func element(_ v: V128, _ k: Int, words: Bool, signed: Bool) -> Int {
+        if words {
+            let w = UInt16(truncatingIfNeeded: v[k >> 2] >> UInt64((k & 3) * 16))
+            return signed ? Int(Int16(bitPattern: w)) : Int(w)
+        }
+        let b = UInt8(truncatingIfNeeded: v[k >> 3] >> UInt64((k & 7) * 8))
+        return signed ? Int(Int8(bitPattern: b)) : Int(b)
+    }
+
+    /// IntRes2 of the SDM: bit j describes element j of operand 2, after polarity.
+    static func stringCompare(_ a: V128, _ b: V128, la: Int, lb: Int, imm: UInt8) -> UInt32 {
+        let words = imm & 1 != 0, signed = imm & 2 != 0
+        let n = words ? 8 : 16
+        var res: UInt32 = 0
+        switch (imm >> 2) & 3 {
+        case 0: // equal any: text element j is one of the set's elements
+            for j in 0..<lb {
+                let t = element(b, j, words: words, signed: signed)
+                for k in 0..<la where element(a, k, words: words, signed: signed) == t {
+                    res |= 1 << UInt32(j)
+                    break
+                }
+            }
+        case 1: // ranges: lo <= text element j <= hi for some complete (lo, hi) pair of operand 1
+            for j in 0..<lb {
+                let t = element(b, j, words: words, signed: signed)
+                var k = 0
+                while k + 1 < la {
+                    if element(a, k, words: words, signed: signed) <= t && t <= element(a, k + 1, words: words, signed: signed) {
+                        res |= 1 << UInt32(j)
+                        break
+                    }
+                    k += 2
+                }
+            }
+        case 2: // equal each
+            for j in 0..<n {
+                let match: Bool
+                if j >= la && j >= lb { match = true }
+                else if j >= la || j >= lb { match = false }
+                else { match = element(a, j, words: words, signed: signed) == element(b, j, words: words, signed: signed) }
+                if match { res |= 1 << UInt32(j) }
+            }
+        default: // equal ordered: the needle (operand 1) occurs in the text starting at element j
+            for j in 0..<n {
+                var match = true
+                var k = 0
+                while k < n - j && k < la {
+                    if j + k >= lb || element(a, k, words: words, signed: signed) != element(b, j + k, words: words, signed: signed) {
+                        match = false
+                        break
+                    }
+                    k += 1
+                }
+                if match { res |= 1 << UInt32(j) }
+            }
+        }
+        switch (imm >> 4) & 3 {
+        case 1: res = ~res & ((1 << UInt32(n)) - 1)
+        case 3: res ^= (1 << UInt32(lb)) - 1
+        default: break
+        }
+        return res
+    }
+}
