@@ -293,6 +293,54 @@ final class SIMDGuestTests: GuestTestCase {
             """)
     }
 
+    /// 32-bit protected mode: operand sizes without REX (CRC32 with 66, PEXTR/PINSR to 32-bit
+    /// registers, explicit lengths in EAX/EDX), memory operands with 32-bit addresses.
+    func testProtectedMode32() throws {
+        try compare("""
+            mov eax, cr4
+            or eax, 0x200
+            mov cr4, eax
+            mov dword [0x8400], 0x33221100
+            mov dword [0x8404], 0x77665544
+            mov dword [0x8408], 0xBBAA9988
+            mov dword [0x840C], 0xFFEEDDCC
+            mov dword [0x8410], 0x6c6c6568
+            mov dword [0x8414], 0x6f77206f
+            mov dword [0x8418], 0x00646c72
+            mov dword [0x841C], 0
+            mov dword [0x8420], 0x006f6c
+            mov dword [0x8424], 0
+            mov dword [0x8428], 0
+            mov dword [0x842C], 0
+            mov eax, -1
+            mov ebx, 0x12345678
+            crc32 eax, bl
+            crc32 eax, bx
+            crc32 eax, ebx
+            crc32 eax, byte [0x8403]
+            crc32 eax, word [0x8405]
+            crc32 eax, dword [0x8409]
+            mov esi, eax
+            movdqu xmm1, [0x8400]
+            pextrd ebx, xmm1, 3
+            pextrb ecx, xmm1, 13
+            pextrw edx, xmm1, 6
+            pinsrd xmm1, esi, 0
+            pinsrb xmm1, ecx, 1
+            phaddw xmm1, [0x8400]
+            movd edi, xmm1
+            movdqu xmm2, [0x8410]
+            movdqu xmm3, [0x8420]
+            mov eax, 2
+            mov edx, 11
+            pcmpestri xmm3, xmm2, 0x0C
+            mov ebp, ecx
+            pcmpistri xmm3, [0x8410], 0x0C
+            mov eax, ecx
+            call dump32
+        """, mode: .pm32, cpu: "max")
+    }
+
     /// qemu64 reports neither SSSE3 nor SSE4: the instructions raise #UD on both CPUs, and CPUID says so.
     func testQemu64LacksThem() throws {
         var body = """
