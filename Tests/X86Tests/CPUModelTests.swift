@@ -35,6 +35,9 @@ final class CPUModelTests: XCTestCase {
         XCTAssertEqual(DecoderFeatures(model: minus).simdExt, 2)
         XCTAssertEqual(DecoderFeatures(model: .max).simdExt, 7)
         XCTAssertEqual(DecoderFeatures(model: q).simdExt, 0)
+        let again = try CPUModel(parsing: "max,+sse4.2,+ssse3")
+        XCTAssertTrue(again.warnings.isEmpty)
+        XCTAssertEqual(again, CPUModel.max)
     }
 
     func testErrors() {
