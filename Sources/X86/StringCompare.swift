@@ -30,27 +30,44 @@ extension CPUCore {
             la = CPUCore.implicitLength(a, n: n)
             lb = CPUCore.implicitLength(b, n: n)
         }
-        let res = CPUCore.stringCompare(a, b, la: la, lb: lb, imm: imm)
+        let (res, f) = CPUCore.stringCompareFlags(a, b, la: la, lb: lb, imm: imm)
+        if opc & 1 != 0 {
+            setReg(1, 4, UInt64(CPUCore.stringCompareIndex(res, imm: imm)))
+        } else {
+            xmm[0] = CPUCore.stringCompareMask(res, imm: imm)
+        }
+        setArith(f)
+    }
+
+    /// IntRes2 and the arithmetic flags.
+    static func stringCompareFlags(_ a: V128, _ b: V128, la: Int, lb: Int, imm: UInt8) -> (UInt32, UInt64) {
+        let n = imm & 1 != 0 ? 8 : 16
+        let res = stringCompare(a, b, la: la, lb: lb, imm: imm)
         var f: UInt64 = 0
         if res != 0 { f |= RFlag.cf }
         if lb < n { f |= RFlag.zf }
         if la < n { f |= RFlag.sf }
         if res & 1 != 0 { f |= RFlag.of }
-        if opc & 1 != 0 {
-            let idx = res == 0 ? n : (imm & 0x40 != 0 ? 31 - res.leadingZeroBitCount : res.trailingZeroBitCount)
-            setReg(1, 4, UInt64(idx))
-        } else if imm & 0x40 == 0 {
-            xmm[0] = V128(UInt64(res), 0)
-        } else if n == 16 {
+        return (res, f)
+    }
+
+    /// PCMPxSTRI's ECX: the lowest (or, with imm8[6], highest) set bit, or the element count.
+    static func stringCompareIndex(_ res: UInt32, imm: UInt8) -> Int {
+        if res == 0 { return imm & 1 != 0 ? 8 : 16 }
+        return imm & 0x40 != 0 ? 31 - res.leadingZeroBitCount : res.trailingZeroBitCount
+    }
+
+    /// PCMPxSTRM's XMM0: the bits, or (imm8[6]) each bit widened to a byte or word mask.
+    static func stringCompareMask(_ res: UInt32, imm: UInt8) -> V128 {
+        if imm & 0x40 == 0 { return V128(UInt64(res), 0) }
+        if imm & 1 == 0 {
             var o = SIMD16<UInt8>()
             for k in 0..<16 where res & (1 << UInt32(k)) != 0 { o[k] = 0xFF }
-            xmm[0] = v128(o)
-        } else {
-            var o = SIMD8<UInt16>()
-            for k in 0..<8 where res & (1 << UInt32(k)) != 0 { o[k] = 0xFFFF }
-            xmm[0] = v128(o)
+            return v128(o)
         }
-        setArith(f)
+        var o = SIMD8<UInt16>()
+        for k in 0..<8 where res & (1 << UInt32(k)) != 0 { o[k] = 0xFFFF }
+        return v128(o)
     }
 
     static func explicitLength(_ v: UInt64, wide: Bool, n: Int) -> Int {
