@@ -204,15 +204,16 @@ extension CPUCore {
         case 0x40: // DPPS: products selected by imm[7:4] (others +0.0), summed pairwise, to lanes imm[3:0]
             let x = asFloats(a), y = asFloats(b)
             var p = SIMD4<Float>()
-            for k in 0..<4 { p[k] = imm & (16 << UInt64(k)) != 0 ? x[k] * y[k] : 0 }
-            let s = (p[0] + p[1]) + (p[2] + p[3])
+            for k in 0..<4 { p[k] = imm & (16 << UInt64(k)) != 0 ? CPUCore.nanFirst(x[k], y[k]) { $0 * $1 } : 0 }
+            let s = CPUCore.nanFirst(CPUCore.nanFirst(p[0], p[1]) { $0 + $1 }, CPUCore.nanFirst(p[2], p[3]) { $0 + $1 }) { $0 + $1 }
             var o = SIMD4<Float>()
             for k in 0..<4 { o[k] = imm & (1 << UInt64(k)) != 0 ? s : 0 }
             r = v128(o)
         case 0x41: // DPPD
             let x = asDoubles(a), y = asDoubles(b)
-            let p0 = imm & 16 != 0 ? x[0] * y[0] : 0, p1 = imm & 32 != 0 ? x[1] * y[1] : 0
-            let s = p0 + p1
+            let p0 = imm & 16 != 0 ? CPUCore.nanFirst(x[0], y[0]) { $0 * $1 } : 0
+            let p1 = imm & 32 != 0 ? CPUCore.nanFirst(x[1], y[1]) { $0 * $1 } : 0
+            let s = CPUCore.nanFirst(p0, p1) { $0 + $1 }
             r = v128(SIMD2<Double>(imm & 1 != 0 ? s : 0, imm & 2 != 0 ? s : 0))
         default: // 0x42 MPSADBW: eight sums of absolute differences of a sliding 4-byte window of a
                  // (from byte 4 * imm[2]) against the 4-byte block imm[1:0] of b
@@ -241,6 +242,19 @@ extension CPUCore {
         case 2: return .up
         default: return .towardZero
         }
+    }
+
+    /// SSE's NaN rule made explicit (Swift's operators leave the operand order to the compiler): a
+    /// NaN in the first operand (the destination) wins, else the second's, quieted. Measured on the
+    /// host CPU for DPPS/DPPD; QEMU 7.2 instead returns the NaN with the larger significand.
+    @inline(__always) static func nanFirst<T: BinaryFloatingPoint>(_ a: T, _ b: T, _ op: (T, T) -> T) -> T {
+        if a.isNaN { return a.isSignalingNaN ? quiet(a) : a }
+        if b.isNaN { return b.isSignalingNaN ? quiet(b) : b }
+        return op(a, b)
+    }
+    @inline(__always) static func quiet<T: BinaryFloatingPoint>(_ v: T) -> T {
+        T(sign: v.sign, exponentBitPattern: v.exponentBitPattern,
+          significandBitPattern: v.significandBitPattern | (T.RawSignificand(1) << (T.significandBitCount - 1)))
     }
 
     /// Rounds to an integral value; a NaN comes back quiet, with its sign and payload.

@@ -268,9 +268,11 @@ final class SIMDGuestTests: GuestTestCase {
     func testPCMPESTR2() throws { try compare(pcmpestrBody([2, 3]), cpu: "max") }
     func testPCMPESTR3() throws { try compare(pcmpestrBody([4, 5, 6]), cpu: "max") }
 
-    /// Cases where QEMU 7.2's TCG differs from the hardware, checked against values taken from an
-    /// Intel host CPU instead: PCMPESTRI with REX.W takes its lengths from RAX and RDX (QEMU uses
-    /// EAX and EDX), and DPPS adds its products pairwise, (p0 + p1) + (p2 + p3).
+    /// Checked against values taken from the host CPU (an AMD EPYC; the SDM says the same) where
+    /// QEMU 7.2's TCG differs from the hardware: PCMPESTRI with REX.W takes its lengths from RAX and
+    /// RDX (QEMU uses EAX and EDX), and DPPS/DPPD with two NaNs return the destination's, quieted
+    /// (QEMU returns the one with the larger significand). Also DPPS's pairwise sum,
+    /// (p0 + p1) + (p2 + p3), where sequential addition would round differently.
     func testAgainstHardware() throws {
         var body = vectors + strings(Array("aeiou".utf8) + [0], Array("hello, World 42!".utf8))
         for (la, lb) in [("0x100000003", "-0x100000000"), ("-1", "0xffffffff00000004")] {
@@ -280,6 +282,19 @@ final class SIMDGuestTests: GuestTestCase {
         body += vec(0x8600, 0x3F80_0000_4CBE_BC20, 0x3F80_0000_CCBE_BC20)    // 1e8, 1, -1e8, 1
         body += vec(0x8610, 0x3F80_0000_3F80_0000, 0x3F80_0000_3F80_0000)    // 1, 1, 1, 1
         body += "movdqu xmm1, [0x8600]\ndpps xmm1, [0x8610], 0xF1\n" + px(1)
+        body += vec(0x8620, 0x7FC1_1111_3F80_0000, 0x7F81_1111_FFC2_2222)    // 1, qNaN, -qNaN, sNaN
+        body += vec(0x8630, 0xFFFF_FFFF_FFFF_FFFF, 0xFF83_3333_3F80_0000)    // -qNaN, -qNaN, 1, -sNaN
+        body += vec(0x8640, 0x7FF8_0000_0000_1111, 0xFFF4_0000_0000_2222)    // qNaN, -sNaN
+        body += vec(0x8650, 0xFFF8_0000_0000_3333, 0x7FF0_0000_0000_4444)    // -qNaN, sNaN
+        body += "xor eax, eax\n"
+        for imm in [0xFF, 0x2F, 0xCF, 0x8F, 0x1F] {
+            body += "movdqu xmm1, [0x8620]\ndpps xmm1, [0x8630], \(imm)\n" + px(1)
+            body += "movdqu xmm1, [0x8630]\ndpps xmm1, [0x8620], \(imm)\n" + px(1)
+        }
+        for imm in [0x33, 0x13, 0x23] {
+            body += "movdqu xmm1, [0x8640]\ndppd xmm1, [0x8650], \(imm)\n" + px(1)
+            body += "movdqu xmm1, [0x8650]\ndppd xmm1, [0x8640], \(imm)\n" + px(1)
+        }
         let image = try GuestHarness.assemble(body, mode: .lm64)
         let (ours, _, plat) = GuestHarness.runOurs(image, model: .max)
         XCTAssertNotNil(plat.exitCode, ours)
@@ -289,6 +304,22 @@ final class SIMDGuestTests: GuestTestCase {
             0000000000000010 0000000000000000 00000000000000C0
             0000000000000010 0000000000000000 0000000000000080
             0000000000000000 0000000000000000 0000000000000080
+            FFFFFFFFFFFFFFFF FFFFFFFFFFFFFFFF 0000000000000044
+            FFFFFFFFFFFFFFFF FFFFFFFFFFFFFFFF 0000000000000044
+            7FC111117FC11111 7FC111117FC11111 0000000000000044
+            FFFFFFFFFFFFFFFF FFFFFFFFFFFFFFFF 0000000000000044
+            FFC22222FFC22222 FFC22222FFC22222 0000000000000044
+            FFC22222FFC22222 FFC22222FFC22222 0000000000000044
+            7FC111117FC11111 7FC111117FC11111 0000000000000044
+            FFC33333FFC33333 FFC33333FFC33333 0000000000000044
+            FFFFFFFFFFFFFFFF FFFFFFFFFFFFFFFF 0000000000000044
+            FFFFFFFFFFFFFFFF FFFFFFFFFFFFFFFF 0000000000000044
+            7FF8000000001111 7FF8000000001111 0000000000000044
+            FFF8000000003333 FFF8000000003333 0000000000000044
+            7FF8000000001111 7FF8000000001111 0000000000000044
+            FFF8000000003333 FFF8000000003333 0000000000000044
+            FFFC000000002222 FFFC000000002222 0000000000000044
+            7FF8000000004444 7FF8000000004444 0000000000000044
 
             """)
     }
