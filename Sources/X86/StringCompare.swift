@@ -89,46 +89,45 @@ extension CPUCore {
         return signed ? Int(Int8(bitPattern: b)) : Int(b)
     }
 
+    /// The elements widened once into lanes (words leave lanes 8-15 zero).
+    @inline(__always) static func lanes(_ v: V128, words: Bool, signed: Bool) -> SIMD16<Int32> {
+        if words {
+            let w = signed ? SIMD8<Int32>(truncatingIfNeeded: asSWords(v)) : SIMD8<Int32>(truncatingIfNeeded: asWords(v))
+            return SIMD16<Int32>(lowHalf: w, highHalf: SIMD8<Int32>())
+        }
+        return signed ? SIMD16<Int32>(truncatingIfNeeded: asSBytes(v)) : SIMD16<Int32>(truncatingIfNeeded: asBytes(v))
+    }
+
     /// IntRes2 of the SDM: bit j describes element j of operand 2, after polarity.
     static func stringCompare(_ a: V128, _ b: V128, la: Int, lb: Int, imm: UInt8) -> UInt32 {
         let words = imm & 1 != 0, signed = imm & 2 != 0
         let n = words ? 8 : 16
+        let x = lanes(a, words: words, signed: signed), y = lanes(b, words: words, signed: signed)
+        let index = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         var res: UInt32 = 0
         switch (imm >> 2) & 3 {
         case 0: // equal any: text element j is one of the set's elements
+            let valid = index .< Int32(la)
+            for j in 0..<lb where any((x .== SIMD16(repeating: y[j])) .& valid) { res |= 1 << UInt32(j) }
+        case 1: // ranges: lo <= text element j <= hi for some complete (lo, hi) pair of operand 1
+            let pairs = la / 2
             for j in 0..<lb {
-                let t = element(b, j, words: words, signed: signed)
-                for k in 0..<la where element(a, k, words: words, signed: signed) == t {
+                let t = y[j]
+                for k in 0..<pairs where x[2 * k] <= t && t <= x[2 * k + 1] {
                     res |= 1 << UInt32(j)
                     break
                 }
             }
-        case 1: // ranges: lo <= text element j <= hi for some complete (lo, hi) pair of operand 1
-            for j in 0..<lb {
-                let t = element(b, j, words: words, signed: signed)
-                var k = 0
-                while k + 1 < la {
-                    if element(a, k, words: words, signed: signed) <= t && t <= element(a, k + 1, words: words, signed: signed) {
-                        res |= 1 << UInt32(j)
-                        break
-                    }
-                    k += 2
-                }
-            }
-        case 2: // equal each
+        case 2: // equal each: both valid and equal, or both invalid
             for j in 0..<n {
-                let match: Bool
-                if j >= la && j >= lb { match = true }
-                else if j >= la || j >= lb { match = false }
-                else { match = element(a, j, words: words, signed: signed) == element(b, j, words: words, signed: signed) }
-                if match { res |= 1 << UInt32(j) }
+                if j >= la && j >= lb || j < la && j < lb && x[j] == y[j] { res |= 1 << UInt32(j) }
             }
         default: // equal ordered: the needle (operand 1) occurs in the text starting at element j
             for j in 0..<n {
                 var match = true
                 var k = 0
                 while k < n - j && k < la {
-                    if j + k >= lb || element(a, k, words: words, signed: signed) != element(b, j + k, words: words, signed: signed) {
+                    if j + k >= lb || x[k] != y[j + k] {
                         match = false
                         break
                     }
