@@ -4,7 +4,9 @@
 // The decoder only lets through encodings whose CPUID bit the model reports
 // (`Decoder.simdExtRequirement`); what reaches `execSIMDExt` with requirement 0 is an encoding we do
 // not implement, named once on stderr and raised as #UD. MXCSR exception flags are not tracked
-// (as in SSE.swift); ROUND* honours the rounding mode from imm8 or MXCSR.RC.
+// (as in SSE.swift); ROUND* honours the rounding mode from imm8 or MXCSR.RC. A 16-byte memory
+// operand must be 16-byte aligned (#GP(0) otherwise), as on hardware; the smaller ones (PMOVSX/ZX,
+// ROUNDSS/SD, INSERTPS, PINSR/PEXTR) and PCMPxSTRx's need not be.
 
 extension CPUCore {
     mutating func execSIMDExt(_ i: IP) throws(Fault) {
@@ -68,7 +70,7 @@ extension CPUCore {
             return
         default: break
         }
-        let a = xget(d), b = try load128(i)
+        let a = xget(d), b = try load128(i, aligned: true)
         let r: V128
         switch opc {
         case 0x10: // PBLENDVB: XMM0's byte sign bits pick the source
@@ -183,7 +185,7 @@ extension CPUCore {
             return
         default: break
         }
-        let a = xget(d), b = try load128(i)
+        let a = xget(d), b = try load128(i, aligned: true)
         let r: V128
         switch opc {
         case 0x08: // ROUNDPS

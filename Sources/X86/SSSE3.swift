@@ -16,7 +16,7 @@ extension CPUCore {
             fpu.setMMX(d, r[0])
         } else {
             try sseAvailable()
-            let b = try load128(i)
+            let b = try load128(i, aligned: true)
             xset(i.reg, CPUCore.ssse3(opc, map: map, xget(i.reg), b, half: false, imm: i.imm))
         }
     }
