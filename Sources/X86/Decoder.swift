@@ -24,6 +24,8 @@ struct Decoder {
     var hasTZCNT = false
     var hasPOPCNT = false
     var hasMOVBE = false
+    /// SSSE3 / SSE4.1 / SSE4.2 encodings (bits 0, 1, 2) decode only when CPUID reports them.
+    var simdExt: UInt8 = 0
 
     init(_ p: UnsafePointer<UInt8>, avail: Int, mode: CodeMode, features: DecoderFeatures = DecoderFeatures()) {
         self.p = p
@@ -33,6 +35,7 @@ struct Decoder {
         hasTZCNT = features.tzcnt
         hasPOPCNT = features.popcnt
         hasMOVBE = features.movbe
+        simdExt = features.simdExt
     }
 
     @inline(__always) mutating func byte() -> UInt8 {
@@ -228,12 +231,14 @@ struct DecoderFeatures {
     var tzcnt = false
     var popcnt = false
     var movbe = false
+    var simdExt: UInt8 = 0
     init() {}
     init(model: CPUModel) {
         lzcnt = model.has("abm")
         tzcnt = model.has("bmi1")
         popcnt = model.has("popcnt")
         movbe = model.has("movbe")
+        simdExt = (model.has("ssse3") ? 1 : 0) | (model.has("sse4.1") ? 2 : 0) | (model.has("sse4.2") ? 4 : 0)
     }
 }
 

@@ -352,7 +352,15 @@ extension Decoder {
 
     mutating func decode0F38(_ d: inout DInst, _ b: UInt8) {
         if b == 0xF0 || b == 0xF1 {
-            if repne { d.op = .unimpl; d.aux = 0x38F0; _ = modrm(&d); return } // CRC32
+            if repne {
+                // CRC32 r32/r64, r/m8 (F0) or r/m16/32/64 (F1): osz is the source's size, REX.W the
+                // destination's.
+                d.op = simdExt & 4 != 0 ? .sse : .ud
+                d.aux = 0x2300 | UInt16(b)
+                if b == 0xF0 { d.osz = 1 }
+                _ = modrm(&d, byteOperand: b == 0xF0, byteRegField: false)
+                return
+            }
             d.op = b == 0xF0 ? .movbeLoad : .movbeStore
             _ = modrm(&d)
             if !d.isMem || !hasMOVBE { d.op = .ud }
@@ -379,6 +387,30 @@ extension Decoder {
             case 0x70, 0x71, 0x72, 0x73, 0xC2, 0xC4, 0xC5, 0xC6: d.imm = UInt64(byte())
             default: break
             }
+        } else {
+            // 0F 38 / 0F 3A: CPUID decides. Encodings we do not implement stay `.sse` and are named
+            // by the executor; ones CPUID does not report raise #UD silently, as QEMU's TCG does.
+            let need = Decoder.simdExtRequirement(map: map, pfx: pfx, b)
+            if need != 0 && simdExt & need == 0 { d.op = .ud }
+        }
+    }
+
+    /// The CPUID feature (`simdExt` bit: 1 SSSE3, 2 SSE4.1, 4 SSE4.2) an 0F 38 / 0F 3A encoding
+    /// needs, or 0 when the interpreter does not implement it.
+    static func simdExtRequirement(map: UInt16, pfx: UInt16, _ b: UInt8) -> UInt8 {
+        if map == 2 {
+            switch b {
+            case 0x00...0x0B, 0x1C...0x1E: return pfx <= 1 ? 1 : 0
+            case 0x10, 0x14, 0x15, 0x17, 0x20...0x25, 0x28...0x2B, 0x30...0x35, 0x38...0x41: return pfx == 1 ? 2 : 0
+            case 0x37: return pfx == 1 ? 4 : 0
+            default: return 0
+            }
+        }
+        switch b {
+        case 0x0F: return pfx <= 1 ? 1 : 0
+        case 0x08...0x0E, 0x14...0x17, 0x20...0x22, 0x40...0x42: return pfx == 1 ? 2 : 0
+        case 0x60...0x63: return pfx == 1 ? 4 : 0
+        default: return 0
         }
     }
 }

@@ -1,5 +1,6 @@
 // SSE, SSE2 and SSE3 (what qemu64 advertises, and what Linux and glibc's baseline x86-64 code
-// use), plus MMX moves. Registers are 16-byte SIMD2<UInt64> values; lane arithmetic goes through
+// use), plus MMX moves. SSSE3 and SSE4 (the 0F 38 / 0F 3A maps) live in SSSE3.swift, SSE4.swift
+// and StringCompare.swift. Registers are 16-byte SIMD2<UInt64> values; lane arithmetic goes through
 // Swift SIMD types, which compile to the host's vector instructions.
 //
 // `aux` = map << 12 | prefix << 8 | opcode (prefix: 0 none, 1 = 66, 2 = F3, 3 = F2).
@@ -57,7 +58,7 @@ extension CPUCore {
         let map = aux >> 12
         let pfx = (aux >> 8) & 3
         let opc = UInt8(aux & 0xFF)
-        if map != 1 { reportUnimplemented(i); throw Fault.ud }
+        if map != 1 { try execSIMDExt(i); return }   // 0F 38 / 0F 3A: SSE4.swift
         // MMX forms (no prefix, integer opcodes) work on the x87 register file.
         if pfx == 0 && (opc >= 0x60 && opc <= 0x7F || opc >= 0xD0) && opc != 0x77 {
             try execMMX(i, opc)

@@ -13,10 +13,31 @@ final class CPUModelTests: XCTestCase {
     }
 
     func testUnimplementedFeaturesAreDroppedWithAWarning() throws {
-        let m = try CPUModel(parsing: "qemu64,+avx,+sse4.2")
+        let m = try CPUModel(parsing: "qemu64,+avx,+aes")
         XCTAssertFalse(m.has("avx"))
-        XCTAssertFalse(m.has("sse4.2"))
+        XCTAssertFalse(m.has("aes"))
         XCTAssertEqual(m.warnings.count, 2)
+    }
+
+    func testSSSE3AndSSE4() throws {
+        // qemu64 stops at SSE3 (QEMU's definition: pni and cx16 in leaf 1 ECX); max has them all.
+        let q = CPUModel.qemu64
+        for f in ["ssse3", "sse4.1", "sse4.2", "popcnt"] { XCTAssertFalse(q.has(f), f) }
+        XCTAssertTrue(q.has("pni"))
+        for f in ["ssse3", "sse4.1", "sse4.2", "popcnt"] { XCTAssertTrue(CPUModel.max.has(f), f) }
+        let plus = try CPUModel(parsing: "qemu64,+ssse3,+sse4.1,sse4_2=on")
+        XCTAssertTrue(plus.has("ssse3") && plus.has("sse4.1") && plus.has("sse4.2"))
+        XCTAssertTrue(plus.warnings.isEmpty)
+        let minus = try CPUModel(parsing: "max,-sse4.2,ssse3=off")
+        XCTAssertFalse(minus.has("sse4.2"))
+        XCTAssertFalse(minus.has("ssse3"))
+        XCTAssertTrue(minus.has("sse4.1"))
+        XCTAssertEqual(DecoderFeatures(model: minus).simdExt, 2)
+        XCTAssertEqual(DecoderFeatures(model: .max).simdExt, 7)
+        XCTAssertEqual(DecoderFeatures(model: q).simdExt, 0)
+        let again = try CPUModel(parsing: "max,+sse4.2,+ssse3")
+        XCTAssertTrue(again.warnings.isEmpty)
+        XCTAssertEqual(again, CPUModel.max)
     }
 
     func testErrors() {

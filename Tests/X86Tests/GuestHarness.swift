@@ -91,16 +91,17 @@ enum GuestHarness {
 
 /// Base class: assemble a body, run it on both CPUs, compare serial output.
 class GuestTestCase: XCTestCase {
-    func compare(_ body: String, mode: GuestMode = .lm64, expectContains: [String] = [],
+    /// `cpu` is a -cpu model both CPUs run (QEMU's TCG and ours raise #UD for what it leaves out).
+    func compare(_ body: String, mode: GuestMode = .lm64, cpu: String = "qemu64", expectContains: [String] = [],
                  file: StaticString = #filePath, line: UInt = #line) throws {
         let image = try GuestHarness.assemble(body, mode: mode)
-        let (ours, _, plat) = GuestHarness.runOurs(image)
+        let (ours, _, plat) = GuestHarness.runOurs(image, model: try CPUModel(parsing: cpu))
         if ProcessInfo.processInfo.environment["X86_TEST_VERBOSE"] != nil { print("--- ours ---\n\(ours)") }
         XCTAssertNotNil(plat.exitCode, "guest did not reach EXIT; output:\n\(ours)", file: file, line: line)
         for s in expectContains {
             XCTAssertTrue(ours.contains(s), "output lacks \(s):\n\(ours)", file: file, line: line)
         }
-        guard let ref = try GuestHarness.runQEMU(image) else {
+        guard let ref = try GuestHarness.runQEMU(image, cpu: cpu) else {
             throw XCTSkip("qemu-system-x86_64 not installed: compared only the expected markers")
         }
         if ours != ref {

@@ -6,15 +6,15 @@ import XCTest
 final class RobustnessTests: GuestTestCase {
     func testUnimplementedOpcodeRaisesUDOnce() throws {
         let before = UnimplementedLog.reportedCount
-        // CRC32 (F2 0F 38 F0) is decoded but not implemented; run it twice.
+        // AESENC (66 0F 38 DC) is not implemented; run it twice.
         let image = try GuestHarness.assemble("""
             lea rax, [rel .r1]
             mov [RECOVER], rax
-            crc32 eax, byte [rel .r1]
+            aesenc xmm1, [rel .r1]
         .r1:
             lea rax, [rel .r2]
             mov [RECOVER], rax
-            crc32 eax, byte [rel .r1]
+            aesenc xmm1, [rel .r1]
         .r2:
             mov qword [RECOVER], 0
         """, mode: .lm64)
