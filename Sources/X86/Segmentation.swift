@@ -134,10 +134,14 @@ extension CPUCore {
         return d
     }
 
-    mutating func farJump(_ sel: UInt16, _ offset: UInt64) throws(Fault) {
+    mutating func farJump(_ sel: UInt16, _ offset: UInt64, next: UInt64 = 0) throws(Fault) {
         if !protectedMode || v86 {
             loadCS(sel, descriptor: nil, cpl: cpl)
             rip = offset & 0xFFFF_FFFF
+            return
+        }
+        if let g = try systemFarTarget(sel) {
+            try farThroughSystem(sel, g, call: false, size: 0, next: next)
             return
         }
         let d = try checkFarTarget(sel)
@@ -154,6 +158,10 @@ extension CPUCore {
             do { try push(oldCS, size); try push(next, size) } catch { r[4] = sp0; throw error }
             loadCS(sel, descriptor: nil, cpl: cpl)
             rip = offset & sizeMask(size)
+            return
+        }
+        if let g = try systemFarTarget(sel) {
+            try farThroughSystem(sel, g, call: true, size: size, next: next)
             return
         }
         let d = try checkFarTarget(sel)
