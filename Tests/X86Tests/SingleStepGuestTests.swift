@@ -1,0 +1,79 @@
+import XCTest
+@testable import X86
+
+/// TF single-step traps (#DB after each instruction, DR6.BS), with POPF/IRET setting TF, MOV SS
+/// holding the trap back, REP iterations and INT3; compared with QEMU's TCG.
+final class SingleStepGuestTests: GuestTestCase {
+    static let print32 = """
+        %macro PRINT 1
+            push eax
+            mov al, %1
+            call putc32
+            mov al, '='
+            call putc32
+            pop eax
+            call hex32
+            push eax
+            mov al, 10
+            call putc32
+            pop eax
+        %endmacro
+
+        """
+
+    func testSingleStepProtectedMode() throws {
+        try compare(Self.print32 + """
+            mov eax, .db
+            mov [IDT + 8], ax
+            shr eax, 16
+            mov [IDT + 8 + 6], ax
+            xor eax, eax
+            mov dr6, eax
+            mov ecx, 3
+            mov esi, 0x7000
+            mov edi, 0x7100
+        .base:
+            pushfd
+            or dword [esp], 0x100
+            popfd                   ; TF from here on: no trap after POPF itself
+            mov eax, 1
+            add eax, 2
+            cmp eax, 3
+            je .x
+            nop
+        .x: mov ebx, ss
+            mov ss, bx              ; no trap here
+            inc eax                 ; the held-back trap comes after this one
+            rep movsb               ; one trap per iteration
+            mov dword [RECOVER], .r1
+            int3                    ; handler entered with TF clear, no trap
+        .r1:
+            nop                     ; IRET restored TF: trap after this
+            ; (ICEBP, F1, is not compared: QEMU's qemu64 model raises #UD for it)
+            lea edx, [eax + 1]
+            pushfd
+            and dword [esp], ~0x100
+            popfd                   ; TF clear, but set when POPF began: trap after it
+            nop
+            mov eax, [0x7100]
+            PRINT 'M'
+            mov eax, esi
+            sub eax, 0x7000
+            PRINT 'S'
+            jmp .done
+        .db:
+            push eax
+            mov eax, [esp + 4]
+            sub eax, .base
+            PRINT 'E'
+            mov eax, dr6
+            and eax, 0x400F
+            PRINT 'D'
+            xor eax, eax
+            mov dr6, eax
+            pop eax
+            iretd
+        .done:
+        """, mode: .pm32, expectContains: ["D=00004000", "EXC 00000003"])
+    }
+}
