@@ -352,3 +352,34 @@ extension CPUCore {
         }
     }
 }
+
+/// x87 status-word bits.
+enum MX16 {
+    static let ie: UInt16 = 1, de: UInt16 = 2, ze: UInt16 = 4, oe: UInt16 = 8, ue: UInt16 = 0x10, pe: UInt16 = 0x20
+    static let sf: UInt16 = 0x40, es: UInt16 = 0x80, c1: UInt16 = 0x200, busy: UInt16 = 0x8000
+}
+
+extension CPUCore {
+    /// The x87 "real indefinite" QNaN (the masked response to an invalid operation).
+    var x87Indefinite: Float80 { Float80(sign: .minus, exponentBitPattern: 0x7FFF, significandBitPattern: 0x4000_0000_0000_0000) }
+
+    /// Records x87 exception flags (same bit layout as MXCSR's low six). An unmasked one sets ES and
+    /// B so the next waiting x87 instruction raises #MF. Returns true when an unmasked IE/DE/ZE
+    /// means the destination is not written.
+    mutating func x87Record(_ f: UInt16) -> Bool {
+        if f == 0 { return false }
+        fpu.sw |= f
+        let unmasked = f & ~fpu.cw & 0x3F
+        if unmasked == 0 { return false }
+        fpu.sw |= MX16.es | MX16.busy
+        return unmasked & (MX16.ie | MX16.de | MX16.ze) != 0
+    }
+
+    /// The control instructions that do not check for a pending x87 exception: FNINIT, FNCLEX,
+    /// FNSTSW, FNSTCW, FNSTENV, FNSAVE.
+    func x87NoWait(_ esc: Int, _ modrm: UInt8, isMem: Bool) -> Bool {
+        let sub = (modrm >> 3) & 7
+        if isMem { return (esc == 1 && (sub == 6 || sub == 7)) || (esc == 5 && (sub == 6 || sub == 7)) }
+        return (esc == 3 && (modrm == 0xE2 || modrm == 0xE3)) || (esc == 7 && modrm == 0xE0)
+    }
+}

@@ -205,4 +205,111 @@ final class FPExceptionGuestTests: GuestTestCase {
 
             """)
     }
+
+    /// x87 status-word flags: arithmetic, FSQRT, compares, FST/FIST conversions, and an unmasked
+    /// exception raising #MF at the next FWAIT (CR0.NE).
+    func testX87StatusFlags() throws {
+        try compare("""
+        %macro X2 3
+            finit
+            mov rax, __float64__(%3)
+            mov [0x8400], rax
+            fld qword [0x8400]
+            mov rax, __float64__(%2)
+            mov [0x8400], rax
+            fld qword [0x8400]
+            %1
+            fnstsw ax
+            and eax, 0xFFFF
+            fstp qword [0x8400]
+            mov rdx, [0x8400]
+            call pf64
+        %endmacro
+            mov qword [FLAGMASK], 0x45
+            X2 {fadd st0, st1}, 1.0, 2.0
+            X2 {fdiv st0, st1}, 1.0, 3.0
+            X2 {fdiv st0, st1}, 2.0, 3.0
+            X2 {fdiv st0, st1}, 1.0, 0.0
+            X2 {fdiv st0, st1}, 0.0, 0.0
+            X2 {fdivr st0, st1}, 0.0, 5.0
+            X2 {fsub st0, st1}, __Infinity__, __Infinity__
+            X2 {fmul st0, st1}, 1.0e300, 1.0e300
+            X2 {fsqrt}, -1.0, 0.0
+            X2 {fsqrt}, 2.0, 0.0
+            X2 {fsqrt}, 16.0, 0.0
+            X2 {fcom st1}, __QNaN__, 1.0
+            X2 {fucom st1}, __QNaN__, 1.0
+            X2 {fcom st1}, 1.0, 2.0
+            X2 {fcomi st0, st1}, __QNaN__, 1.0
+            X2 {fucomi st0, st1}, __QNaN__, 1.0
+            X2 {fucomi st0, st1}, 3.0, 1.0
+            X2 {faddp st1, st0}, 1.0, 1.0e-30
+            X2 {fmulp st1, st0}, 3.0, 5.0
+            X2 {fdivrp st1, st0}, 3.0, 1.0
+            X2 {fst dword [0x8410]}, 1.0e300, 0.0
+            X2 {fst dword [0x8410]}, 0.1, 0.0
+            X2 {fst dword [0x8410]}, 0.5, 0.0
+            X2 {fist word [0x8410]}, 1.0e10, 0.0
+            X2 {fist dword [0x8410]}, 1.5, 0.0
+            X2 {fist dword [0x8410]}, -7.0, 0.0
+            X2 {fadd dword [0x8410]}, 1.0, 0.0
+            ; unmasked ZE: ES and B set, #MF at the next FWAIT with CR0.NE
+            mov rax, cr0
+            or rax, 0x20
+            mov cr0, rax
+            finit
+            mov word [0x8410], 0x37F & ~4
+            fldcw [0x8410]
+            fld1
+            fldz
+            fdivp st1, st0
+            fnstsw ax
+            and eax, 0xFFFF
+            call pf64
+            lea rax, [rel .r1]
+            mov [RECOVER], rax
+            fwait
+        .r1:
+            mov qword [RECOVER], 0
+            fnclex
+            fnstsw ax
+            and eax, 0xFFFF
+            call pf64
+        """, expectContains: ["EXC 0000000000000010"])
+    }
+
+    /// x87 stack faults (QEMU 7.2 reports neither): underflow reading empty registers is IE + SF with
+    /// C1 = 0 and the indefinite as the masked result; the ninth push is IE + SF with C1 = 1.
+    func testX87StackFaults() throws {
+        let out = try ours("""
+            mov qword [FLAGMASK], 0
+            finit
+            fadd st0, st1
+            fnstsw ax
+            and eax, 0xFFFF
+            fstp qword [0x8400]
+            mov rdx, [0x8400]
+            call pf64
+            finit
+            fld1
+            fld1
+            fld1
+            fld1
+            fld1
+            fld1
+            fld1
+            fld1
+            fld1
+            fnstsw ax
+            and eax, 0xFFFF
+            fstp qword [0x8400]
+            mov rdx, [0x8400]
+            call pf64
+        """)
+        XCTAssertEqual(out, """
+            0000000000000041 FFF8000000000000 0000000000000000
+            0000000000003A41 FFF8000000000000 0000000000000000
+
+            """)
+    }
 }
