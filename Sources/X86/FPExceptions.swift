@@ -26,7 +26,8 @@ enum FPOp { case add, sub, mul, div, sqrt, minmax, cmpQuiet, cmpSignaling }
 
 /// The exception flags of one lane of `r = a op b` (for SQRT, `b` is the operand).
 @inline(__always)
-func fpLaneFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, ueUnmasked: Bool) -> UInt32 {
+func fpLaneFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, ueUnmasked: Bool,
+                                         want: UInt32 = 0x3F) -> UInt32 {
     let unary = op == .sqrt
     if (!unary && a.isNaN) || b.isNaN {
         if op == .minmax || op == .cmpSignaling { return MX.ie }
@@ -43,9 +44,12 @@ func fpLaneFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, ueU
         if (unary || a.isFinite) && b.isFinite { f |= MX.oe | MX.pe }
         return f
     }
+    let tiny = r.magnitude < T.leastNormalMagnitude
+    // The exactness test (the costly part) only when PE, or UE of a tiny result, is still wanted.
+    guard want & MX.pe != 0 || (tiny && want & MX.ue != 0) else { return f }
     let inexact = !fpExact(op, a, b, r)
     if inexact { f |= MX.pe }
-    if r.magnitude < T.leastNormalMagnitude && (inexact || (r != 0 && ueUnmasked)) { f |= MX.ue }
+    if tiny && (inexact || (r != 0 && ueUnmasked)) { f |= MX.ue }
     return f
 }
 
@@ -150,7 +154,7 @@ extension CPUCore {
             var r = SIMD4<Float>()
             for k in 0..<4 {
                 r[k] = f32(a[k], b[k])
-                if want != 0 { fl |= fpLaneFlags(op, a[k], b[k], r[k], ueUnmasked: ueU) }
+                if want != 0 { fl |= fpLaneFlags(op, a[k], b[k], r[k], ueUnmasked: ueU, want: want) }
             }
             try mxCommit(fl)
             xset(d, v128(r))
@@ -159,7 +163,7 @@ extension CPUCore {
             var r = SIMD2<Double>()
             for k in 0..<2 {
                 r[k] = f64(a[k], b[k])
-                if want != 0 { fl |= fpLaneFlags(op, a[k], b[k], r[k], ueUnmasked: ueU) }
+                if want != 0 { fl |= fpLaneFlags(op, a[k], b[k], r[k], ueUnmasked: ueU, want: want) }
             }
             try mxCommit(fl)
             xset(d, v128(r))
@@ -167,14 +171,14 @@ extension CPUCore {
             var a = asFloats(xget(d))
             let b = Float(bitPattern: try load32(i))
             let r = f32(a[0], b)
-            if want != 0 { try mxCommit(fpLaneFlags(op, a[0], b, r, ueUnmasked: ueU)) }
+            if want != 0 { try mxCommit(fpLaneFlags(op, a[0], b, r, ueUnmasked: ueU, want: want)) }
             a[0] = r
             xset(d, v128(a))
         default:
             var a = asDoubles(xget(d))
             let b = Double(bitPattern: try load64(i))
             let r = f64(a[0], b)
-            if want != 0 { try mxCommit(fpLaneFlags(op, a[0], b, r, ueUnmasked: ueU)) }
+            if want != 0 { try mxCommit(fpLaneFlags(op, a[0], b, r, ueUnmasked: ueU, want: want)) }
             a[0] = r
             xset(d, v128(a))
         }

@@ -147,7 +147,8 @@ extension CPUCore {
         case 4, 5: r = x - y; k = .sub
         default: r = x / y; k = .div
         }
-        if x87Record(UInt16(fpLaneFlags(k, x, y, r, ueUnmasked: fpu.cw & 0x10 == 0))) { return nil }
+        let want = UInt32((~fpu.sw | ~fpu.cw) & 0x3F)
+        if x87Record(UInt16(fpLaneFlags(k, x, y, r, ueUnmasked: fpu.cw & 0x10 == 0, want: want))) { return nil }
         return r
     }
 

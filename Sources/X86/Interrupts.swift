@@ -1,6 +1,8 @@
 // Exception and interrupt delivery through the IVT (real mode) or the IDT (protected and long
 // mode), with stack switches from the TSS (RSP0-2, IST), error codes, the double-fault rules and
-// triple-fault shutdown; and IRET in its real, protected and long-mode forms.
+// triple-fault shutdown, task gates (TaskSwitch.swift) and delivery from virtual-8086 mode; and
+// IRET in its real, vm86, protected (including the task return with NT and the return into vm86)
+// and long-mode forms.
 
 extension CPUCore {
     enum EventKind { case exception, hardware, software, nmi }
@@ -176,7 +178,8 @@ extension CPUCore {
             rip = ip
             return
         }
-        if flags & RFlag.nt != 0 && !longModeActive {
+        if flags & RFlag.nt != 0 {
+            if longModeActive { throw Fault.gp(0) }   // no task return in IA-32e mode
             try iretTask(next: next)
             return
         }

@@ -1,5 +1,6 @@
 // Segment registers and descriptor tables: loading DS/ES/FS/GS/SS with the SDM's checks, reading
-// and marking descriptors, and CS changes for far JMP/CALL/RET (same privilege and outer returns).
+// and marking descriptors, and CS changes for far JMP/CALL/RET (same privilege and outer returns;
+// gates and TSS targets go to Gates.swift and TaskSwitch.swift).
 //
 // Descriptors are turned into `SegCache` with attributes in the VMX access-rights layout.
 
@@ -123,8 +124,7 @@ extension CPUCore {
         if sel & 0xFFFC == 0 { throw Fault.gp(0) }
         let d = try readDescriptor(sel, fault: .gp(ec))
         if !d.isCode {
-            if d.isSystem { throw Fault(vector: 13, code: ec, hasCode: true) }  // gates: not supported
-            throw Fault.gp(ec)
+            throw Fault.gp(ec)   // (system descriptors were routed to Gates.swift by the callers)
         }
         if d.conforming { if d.dpl > cpl { throw Fault.gp(ec) } }
         else if d.dpl != cpl || Int(sel & 3) > cpl { throw Fault.gp(ec) }

@@ -406,7 +406,7 @@ final class TaskGateGuestTests: GuestTestCase {
             mov rdx, cs
             call pf64
             mov rbx, rsp
-            call far [rel .gateptr]
+            call dword far [rel .gateptr]
             mov rax, rsp
             mov rdx, ss
             call pf64
@@ -435,5 +435,96 @@ final class TaskGateGuestTests: GuestTestCase {
             mov rax, cs
             call pf64
         """)
+    }
+
+    /// A fault while loading the new task's segments is delivered in the new task: the switch
+    /// has happened (TR, busy bits, back link) and the handler returns into the new task.
+    func testTaskSwitchFaultInNewTask() throws {
+        try compare(Self.setup32 + """
+            mov dword [0xA100 + 0x20], .taskB
+            mov dword [0xA100 + 0x24], 0x2
+            mov dword [0xA100 + 0x38], 0x70000
+            mov word [0xA100 + 0x48], 0x10
+            mov word [0xA100 + 0x4C], 0x08
+            mov word [0xA100 + 0x50], 0x10
+            mov word [0xA100 + 0x54], 0x10
+            mov word [0xA100 + 0x58], 0x10
+            mov word [0xA100 + 0x5C], 0x7770       ; GS beyond the GDT limit: #TS(0x7770)
+            mov dword [RECOVER], .inB
+            call 0x50:0
+        .taskB:
+            PRINT 'x'                              ; not reached: the fault hits before B's first instruction
+        .inB:
+            str ax
+            and eax, 0xFFFF
+            PRINT 'T'
+            mov eax, gs
+            PRINT 'G'
+            mov eax, [0xA100]
+            PRINT 'L'
+            mov eax, [0xB048 + 4]
+            PRINT 'A'
+            mov eax, [0xB050 + 4]
+            PRINT 'B'
+            pushfd
+            pop eax
+            and eax, 0x4000
+            PRINT 'N'
+            mov dword [RECOVER], 0
+        """, mode: .pm32, expectContains: ["EXC 0000000A ERR 00007770", "T=00000050"])
+    }
+
+    /// Long mode: JMP through a 64-bit call gate at the same privilege; a 16-bit call gate type
+    /// and a gate to a 32-bit code segment are #GP.
+    func testCallGate64JumpAndFaults() throws {
+        try compare("""
+            mov rsi, gdt
+            mov rdi, 0xB000
+            mov ecx, 0x48
+            rep movsb
+            lea rax, [rel .target]
+            mov [0xB058], ax
+            mov word [0xB05A], 0x18
+            mov word [0xB05C], 0x8C00
+            shr rax, 16
+            mov [0xB05E], ax
+            shr rax, 16
+            mov [0xB060], eax
+            mov dword [0xB064], 0
+            mov rax, [0xB058]
+            mov rdx, [0xB060]
+            mov [0xB068], rax                   ; 0x68: the same gate aimed at 32-bit code (0x08)
+            mov [0xB070], rdx
+            mov word [0xB06A], 0x08
+            mov [0xB078], rax                   ; 0x78: type 4 (16-bit call gate): invalid in long mode
+            mov [0xB080], rdx
+            mov byte [0xB07D], 0x84
+            mov word [0xB100], 0x87
+            mov qword [0xB102], 0xB000
+            lgdt [0xB100]
+            mov rbx, 0x1234
+            jmp dword far [rel .p58]
+        .target:
+            mov rax, cs
+            mov rdx, rbx
+            call pf64
+            lea rax, [rel .r1]
+            mov [RECOVER], rax
+            jmp dword far [rel .p68]
+        .r1:
+            lea rax, [rel .r2]
+            mov [RECOVER], rax
+            call dword far [rel .p78]
+        .r2:
+            mov qword [RECOVER], 0
+            jmp .done
+        .p58: dd 0
+              dw 0x58
+        .p68: dd 0
+              dw 0x68
+        .p78: dd 0
+              dw 0x78
+        .done:
+        """, expectContains: ["EXC 000000000000000D ERR 0000000000000008", "EXC 000000000000000D ERR 0000000000000078"])
     }
 }
