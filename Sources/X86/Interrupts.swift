@@ -80,7 +80,9 @@ extension CPUCore {
         let is32 = long || gtype & 8 != 0
         let psize = long ? 8 : (is32 ? 4 : 2)
         let target = long ? gate.gateOffset : (is32 ? gate.gateOffset & 0xFFFF_FFFF : gate.gateOffset & 0xFFFF)
-        let oldFlags = rflags
+        var oldFlags = rflags
+        // Fault-class exceptions push RF = 1 so the restarted instruction is not re-trapped.
+        if kind == .exception && !(v == 1 || v == 3 || v == 4 || v == 8 || v == 18) { oldFlags |= RFlag.rf }
         let oldCS = UInt64(segs[SegReg.cs].selector)
         let oldSS = UInt64(segs[SegReg.ss].selector)
         let oldSP = r[4]

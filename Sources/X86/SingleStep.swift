@@ -7,10 +7,14 @@
 //  - MOV SS / POP SS hold the trap back until after the following instruction;
 //  - POPF/IRET that set TF take effect after the next instruction (TF is sampled at the start);
 //  - a REP string instruction traps after each iteration (StringOps runs one per step).
-// The run loop's normal path only tests one flag bit per block for all this.
+// RF (pushed as 1 by fault-class exceptions and restored by IRET) lasts for one instruction: it is
+// cleared when the next instruction completes (unless that instruction loaded RFLAGS itself: IRET,
+// or a far transfer that may switch tasks). There are no instruction breakpoints for it to mask.
+// The run loop's normal path tests one mask (TF | RF) per block for all this.
 
 extension CPUCore {
-    /// Runs one instruction and delivers the single-step trap. Called when TF is set.
+    /// Runs one instruction, then clears RF and delivers the single-step trap. Called when TF or RF
+    /// is set.
     @inline(never)
     mutating func singleStep() {
         var d: DInst
@@ -20,6 +24,8 @@ extension CPUCore {
             raise(error)
             return
         }
+        let tf = flags & RFlag.tf != 0
+        let rf = flags & RFlag.rf != 0
         let shadowed = interruptShadow
         interruptShadow = false
         pollNow = true
@@ -34,6 +40,13 @@ extension CPUCore {
         }
         instructions &+= 1
         guard completed else { return }
+        if rf {
+            switch d.op {
+            case .iret, .jmpFarI, .jmpFarM, .callFarI, .callFarM: break
+            default: flags &= ~RFlag.rf
+            }
+        }
+        guard tf else { return }
         switch d.op {
         case .int, .int3, .into, .int1:
             return

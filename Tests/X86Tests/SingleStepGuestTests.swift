@@ -76,4 +76,55 @@ final class SingleStepGuestTests: GuestTestCase {
         .done:
         """, mode: .pm32, expectContains: ["D=00004000", "EXC 00000003"])
     }
+
+    /// A fault pushes RF = 1 (SDM 18.3.1.1; QEMU 7.2's TCG pushes 0, so this runs on our CPU only,
+    /// against the SDM); IRET restores it, and it is gone once the next instruction completes (a
+    /// software interrupt after it pushes RF = 0).
+    func testResumeFlag() throws {
+        let image = try GuestHarness.assemble(Self.print32 + """
+            mov eax, .soft
+            mov [IDT + 0x31*8], ax
+            mov word [IDT + 0x31*8 + 2], 0x08
+            mov word [IDT + 0x31*8 + 4], 0x8E00
+            shr eax, 16
+            mov [IDT + 0x31*8 + 6], ax
+            mov eax, .gp
+            mov [IDT + 13*8], ax
+            shr eax, 16
+            mov [IDT + 13*8 + 6], ax
+            mov dword [RECOVER], .r1
+            mov ax, 0x7777
+            mov ds, ax                 ; #GP: the handler sees RF = 1
+        .r1:
+            nop
+            int 0x31                   ; RF is clear again
+            mov dword [RECOVER], .r2
+            xor edx, edx
+            div edx                    ; #DE is a fault too
+        .r2:
+            jmp .done
+        .gp:
+            mov eax, [esp + 12]
+            and eax, 0x10000
+            PRINT 'G'
+            mov eax, [RECOVER]
+            mov [esp + 4], eax
+            add esp, 4
+            iretd
+        .soft:
+            mov eax, [esp + 8]
+            and eax, 0x10000
+            PRINT 'S'
+            iretd
+        .done:
+        """, mode: .pm32)
+        let (out, _, plat) = GuestHarness.runOurs(image)
+        XCTAssertNotNil(plat.exitCode, "guest did not reach EXIT; output:\n\(out)")
+        XCTAssertEqual(out, """
+            G=00010000
+            S=00000000
+            EXC 00000000 ERR 00000000
+
+            """)
+    }
 }
