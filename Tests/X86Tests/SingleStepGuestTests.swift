@@ -127,4 +127,45 @@ final class SingleStepGuestTests: GuestTestCase {
 
             """)
     }
+
+    /// ICEBP (F1, INT1): a #DB trap through vector 1 without the gate's DPL check, the pushed EIP
+    /// after the instruction, DR6.BS clear. QEMU 7.2's TCG raises #UD for F1 (it builds without
+    /// ICEBP), so this runs on our CPU only, against the SDM.
+    func testICEBP() throws {
+        let image = try GuestHarness.assemble(Self.print32 + """
+            mov eax, .db
+            mov [IDT + 8], ax
+            shr eax, 16
+            mov [IDT + 8 + 6], ax
+            xor eax, eax
+            mov dr6, eax
+        .base:
+            db 0xF1
+            mov ebx, 0x42
+            jmp .done
+        .db:
+            mov eax, [esp]
+            sub eax, .base
+            PRINT 'E'
+            mov eax, dr6
+            and eax, 0x400F
+            PRINT 'D'
+            mov eax, [esp + 8]
+            and eax, 0x10100
+            PRINT 'F'
+            iretd
+        .done:
+            mov eax, ebx
+            PRINT 'B'
+        """, mode: .pm32)
+        let (out, _, plat) = GuestHarness.runOurs(image)
+        XCTAssertNotNil(plat.exitCode, "guest did not reach EXIT; output:\n\(out)")
+        XCTAssertEqual(out, """
+            E=00000001
+            D=00000000
+            F=00000000
+            B=00000042
+
+            """)
+    }
 }
