@@ -1,6 +1,7 @@
 // Hardware task switching (legacy protected mode only; long mode has none): JMP/CALL to a TSS
 // descriptor or a task gate, interrupts and exceptions through a task gate in the IDT, and IRET
-// with NT set returning along the back link. 32-bit (type 9/B) and 16-bit (type 1/3) TSS formats.
+// with NT set returning along the back link. 32-bit (type 9/B) and 16-bit (type 1/3) TSS formats,
+// and the 32-bit TSS's T (debug trap) bit.
 //
 // The order follows the SDM's task-switch steps: validate the new TSS, read its whole image, save
 // the current state into the old TSS, update the busy bits and the back link, load TR (CR0.TS set),
@@ -29,10 +30,11 @@ extension CPUCore {
     }
 
     /// Switches to the task whose TSS descriptor is `d` (selector `sel`). `returnEIP` is the EIP saved
-    /// in the outgoing TSS. Returns whether the new TSS is a 32-bit one.
-    @discardableResult
+    /// in the outgoing TSS; `errorCode` (exceptions through a task gate) goes on the new task's
+    /// stack. A 32-bit TSS with its T bit set raises the #DB trap (DR6.BT) before the new task's
+    /// first instruction.
     mutating func taskSwitch(to sel: UInt16, descriptor d: Descriptor, source: TaskSource,
-                             returnEIP: UInt64) throws(Fault) -> Bool {
+                             returnEIP: UInt64, errorCode: UInt32? = nil) throws(Fault) {
         let ec = UInt32(sel & 0xFFFC)
         let type = d.type
         if !d.isSystem || type & 5 != 1 { throw Fault.gp(ec) }
@@ -48,6 +50,7 @@ extension CPUCore {
         var s = [UInt16](repeating: 0, count: 6)
         let newCR3: UInt64, newEIP: UInt64, ldt: UInt16
         var newFlags: UInt64
+        var trapBit = false
         if new32 {
             newCR3 = try loadSys(base &+ TSS32.cr3, 4)
             newEIP = try loadSys(base &+ TSS32.eip, 4)
@@ -55,6 +58,7 @@ extension CPUCore {
             for k in 0..<8 { g[k] = try loadSys(base &+ TSS32.regs &+ UInt64(4 * k), 4) }
             for k in 0..<6 { s[k] = UInt16(try loadSys(base &+ TSS32.segs &+ UInt64(4 * k), 2)) }
             ldt = UInt16(try loadSys(base &+ TSS32.ldt, 2))
+            trapBit = try loadSys(base &+ 0x64, 2) & 1 != 0
         } else {
             newCR3 = 0
             newEIP = try loadSys(base &+ 0x0E, 2)
@@ -108,12 +112,23 @@ extension CPUCore {
         do throws(Fault) {
             try loadTaskSegments(s, ldt: ldt)
             if rip > UInt64(segs[SegReg.cs].limit) { throw Fault.gp(0) }
+            if let errorCode {
+                let size = new32 ? 4 : 2
+                let m: UInt64 = segs[SegReg.ss].attr & 0x4000 != 0 ? 0xFFFF_FFFF : 0xFFFF
+                let sp = (r[4] &- UInt64(size)) & m
+                try storeSys((segs[SegReg.ss].base &+ sp) & 0xFFFF_FFFF, UInt64(errorCode), size)
+                setSP(sp)
+            }
         } catch {
             // Delivered in the context of the new task.
             refreshMode()
             raise(error)
+            return
         }
-        return new32
+        if trapBit {
+            dr.4 |= 0x8000
+            raise(Fault(vector: 1, code: 0, hasCode: false))
+        }
     }
 
     private mutating func setTSSBusy(_ sel: UInt16, _ busy: Bool) throws(Fault) {
@@ -189,13 +204,6 @@ extension CPUCore {
     /// the new task's stack.
     mutating func interruptThroughTaskGate(_ gate: Descriptor, code: UInt32?, next: UInt64) throws(Fault) {
         let (sel, d) = try taskGateTarget(gate)
-        let is32 = try taskSwitch(to: sel, descriptor: d, source: .interrupt, returnEIP: next)
-        if let code {
-            let size = is32 ? 4 : 2
-            let m: UInt64 = segs[SegReg.ss].attr & 0x4000 != 0 ? 0xFFFF_FFFF : 0xFFFF
-            let sp = (r[4] &- UInt64(size)) & m
-            try storeSys((segs[SegReg.ss].base &+ sp) & 0xFFFF_FFFF, UInt64(code), size)
-            setSP(sp)
-        }
+        try taskSwitch(to: sel, descriptor: d, source: .interrupt, returnEIP: next, errorCode: code)
     }
 }

@@ -527,4 +527,55 @@ final class TaskGateGuestTests: GuestTestCase {
         .done:
         """, expectContains: ["EXC 000000000000000D ERR 0000000000000008", "EXC 000000000000000D ERR 0000000000000078"])
     }
+
+    /// The 32-bit TSS T bit: a #DB trap (DR6.BT) in the new task before its first instruction.
+    /// QEMU 7.2's TCG ignores the bit, so this runs on our CPU only, against the SDM.
+    func testTSSDebugTrapBit() throws {
+        let image = try GuestHarness.assemble(Self.setup32 + """
+            mov dword [0xA100 + 0x20], .taskB
+            mov dword [0xA100 + 0x24], 0x2
+            mov dword [0xA100 + 0x38], 0x70000
+            mov word [0xA100 + 0x48], 0x10
+            mov word [0xA100 + 0x4C], 0x08
+            mov word [0xA100 + 0x50], 0x10
+            mov word [0xA100 + 0x54], 0x10
+            mov word [0xA100 + 0x64], 1            ; T
+            mov eax, .db
+            mov [IDT + 8], ax
+            shr eax, 16
+            mov [IDT + 8 + 6], ax
+            xor eax, eax
+            mov dr6, eax
+            call 0x50:0
+            mov eax, 0xA
+            PRINT 'A'
+            jmp .done
+        .db:
+            mov eax, [esp]
+            sub eax, .taskB
+            PRINT 'E'
+            mov eax, dr6
+            and eax, 0xC000
+            PRINT 'D'
+            str ax
+            and eax, 0xFFFF
+            PRINT 'T'
+            iretd
+        .taskB:
+            mov eax, 0xB
+            PRINT 'B'
+            iretd
+        .done:
+        """, mode: .pm32)
+        let (out, _, plat) = GuestHarness.runOurs(image)
+        XCTAssertNotNil(plat.exitCode, "guest did not reach EXIT; output:\n\(out)")
+        XCTAssertEqual(out, """
+            E=00000000
+            D=00008000
+            T=00000050
+            B=0000000B
+            A=0000000A
+
+            """)
+    }
 }
