@@ -1,5 +1,5 @@
-// Floating-point exception flags: MXCSR for SSE arithmetic, compares and conversions (this file
-// holds those SSE executors), and the x87 status word for the common x87 operations (FPU.swift
+// Floating-point exception flags: MXCSR for SSE arithmetic (including ADDSUB and the horizontal
+// adds), compares and conversions (this file holds those SSE executors), and the x87 status word for the common x87 operations (FPU.swift
 // calls `x87Flags`).
 //
 // Results come from the host (x86-64: the same IEEE operations); the flags are derived in software
@@ -182,6 +182,61 @@ extension CPUCore {
             a[0] = r
             xset(d, v128(a))
         }
+    }
+
+    /// ADDSUBPD/ADDSUBPS: even lanes subtract, odd lanes add.
+    mutating func sseAddSub(_ i: IP, _ pfx: UInt16) throws(Fault) {
+        let d = i.reg
+        let a = xget(d), b = try load128(i)
+        let want = mxWanted, ueU = mxUEUnmasked
+        var fl: UInt32 = 0
+        if pfx == 1 {
+            let x = asDoubles(a), y = asDoubles(b)
+            let r = SIMD2<Double>(x[0] - y[0], x[1] + y[1])
+            if want != 0 {
+                for k in 0..<2 { fl |= fpLaneFlags(k & 1 == 0 ? .sub : .add, x[k], y[k], r[k], ueUnmasked: ueU, want: want) }
+            }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        } else if pfx == 3 {
+            let x = asFloats(a), y = asFloats(b)
+            let r = SIMD4<Float>(x[0] - y[0], x[1] + y[1], x[2] - y[2], x[3] + y[3])
+            if want != 0 {
+                for k in 0..<4 { fl |= fpLaneFlags(k & 1 == 0 ? .sub : .add, x[k], y[k], r[k], ueUnmasked: ueU, want: want) }
+            }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        } else { throw Fault.ud }
+    }
+
+    /// HADDPD/HADDPS/HSUBPD/HSUBPS: pairs within the destination, then within the source.
+    mutating func sseHorizontal(_ i: IP, _ pfx: UInt16, sub: Bool) throws(Fault) {
+        let d = i.reg
+        let a = xget(d), b = try load128(i)
+        let want = mxWanted, ueU = mxUEUnmasked
+        let op: FPOp = sub ? .sub : .add
+        var fl: UInt32 = 0
+        if pfx == 1 {
+            let x = asDoubles(a), y = asDoubles(b)
+            let p = [(x[0], x[1]), (y[0], y[1])]
+            var r = SIMD2<Double>()
+            for k in 0..<2 {
+                r[k] = sub ? p[k].0 - p[k].1 : p[k].0 + p[k].1
+                if want != 0 { fl |= fpLaneFlags(op, p[k].0, p[k].1, r[k], ueUnmasked: ueU, want: want) }
+            }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        } else if pfx == 3 {
+            let x = asFloats(a), y = asFloats(b)
+            let p = [(x[0], x[1]), (x[2], x[3]), (y[0], y[1]), (y[2], y[3])]
+            var r = SIMD4<Float>()
+            for k in 0..<4 {
+                r[k] = sub ? p[k].0 - p[k].1 : p[k].0 + p[k].1
+                if want != 0 { fl |= fpLaneFlags(op, p[k].0, p[k].1, r[k], ueUnmasked: ueU, want: want) }
+            }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        } else { throw Fault.ud }
     }
 
     mutating func sseCompare(_ i: IP, _ pfx: UInt16) throws(Fault) {

@@ -177,22 +177,8 @@ extension CPUCore {
                 let x = asDwords(a), y = asDwords(b)
                 xset(d, v128(SIMD4<UInt32>(x[Int(s & 3)], x[Int((s >> 2) & 3)], y[Int((s >> 4) & 3)], y[Int((s >> 6) & 3)])))
             }
-        case 0xD0: // ADDSUBPD/PS
-            let a = xget(d), b = try load128(i)
-            if pfx == 1 { let x = asDoubles(a), y = asDoubles(b); xset(d, v128(SIMD2<Double>(x[0] - y[0], x[1] + y[1]))) }
-            else if pfx == 3 { let x = asFloats(a), y = asFloats(b); xset(d, v128(SIMD4<Float>(x[0] - y[0], x[1] + y[1], x[2] - y[2], x[3] + y[3]))) }
-            else { throw Fault.ud }
-        case 0x7C, 0x7D: // HADD/HSUB PD/PS
-            let a = xget(d), b = try load128(i)
-            let sub = opc == 0x7D
-            if pfx == 1 {
-                let x = asDoubles(a), y = asDoubles(b)
-                xset(d, v128(sub ? SIMD2<Double>(x[0] - x[1], y[0] - y[1]) : SIMD2<Double>(x[0] + x[1], y[0] + y[1])))
-            } else if pfx == 3 {
-                let x = asFloats(a), y = asFloats(b)
-                xset(d, v128(sub ? SIMD4<Float>(x[0] - x[1], x[2] - x[3], y[0] - y[1], y[2] - y[3])
-                                 : SIMD4<Float>(x[0] + x[1], x[2] + x[3], y[0] + y[1], y[2] + y[3])))
-            } else { throw Fault.ud }
+        case 0xD0: try sseAddSub(i, pfx)                          // ADDSUBPD/PS
+        case 0x7C, 0x7D: try sseHorizontal(i, pfx, sub: opc == 0x7D)    // HADD/HSUB PD/PS
 
         case 0x70 where pfx == 2 || pfx == 3: // PSHUFHW / PSHUFLW
             let src = asWords(try load128(i))

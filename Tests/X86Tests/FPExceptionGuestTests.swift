@@ -117,6 +117,29 @@ final class FPExceptionGuestTests: GuestTestCase {
             movq xmm0, rax
             cvtps2dq xmm0, xmm0
             MXOUT
+            ; ADDSUB and horizontal adds
+            mov rax, F(1.0) | (F(1.0e-10) << 32)
+            movq xmm0, rax
+            mov rax, F(1.0) | (F(1.0) << 32)
+            movq xmm1, rax
+            addsubps xmm0, xmm1
+            MXOUT
+            mov rax, D(__Infinity__)
+            movq xmm0, rax
+            movq xmm1, rax
+            addsubpd xmm0, xmm1
+            MXOUT
+            mov rax, F(1.0e30) | (F(3.0e38) << 32)
+            movq xmm0, rax
+            haddps xmm0, xmm0
+            MXOUT
+            mov rax, D(1.0)
+            movq xmm0, rax
+            mov rax, D(3.0)
+            movq xmm1, rax
+            unpcklpd xmm0, xmm1
+            hsubpd xmm0, xmm0
+            MXOUT
         """)
     }
 
