@@ -46,7 +46,8 @@ extension CPUCore {
             default: flags &= ~RFlag.rf
             }
         }
-        guard tf else { return }
+        // No trap out of HLT (as QEMU: the halt is not cut short by its own single-step trap).
+        guard tf && activity == .running else { return }
         switch d.op {
         case .int, .int3, .into, .int1:
             return
