@@ -3,8 +3,10 @@
 // writes (exponent all ones, 64-bit mantissa) round-trip bit-exactly.
 //
 // Arithmetic rounds to nearest at extended precision (the host default); the rounding control is
-// honoured where it changes results visibly: FIST/FISTP and FRNDINT. Exceptions set status flags;
-// unmasked ones are not raised (Linux runs with them masked). Transcendentals go through Double.
+// honoured where it changes results visibly: FIST/FISTP and FRNDINT. The common operations
+// (arithmetic, FSQRT, compares, FST/FIST conversions, stack faults) set the status-word exception
+// flags (FPExceptions.swift); an unmasked one sets ES and B and the next waiting x87 instruction
+// raises #MF when CR0.NE is set. Transcendentals go through Double and set no flags.
 
 import Glibc
 
@@ -46,7 +48,14 @@ struct FPUState {
     }
     mutating func push(_ v: Float80) {
         top = (top - 1) & 7
-        if (tagWord >> UInt16(2 * top)) & 3 != 3 { sw |= 0x41 }  // stack overflow: IE + SF
+        if (tagWord >> UInt16(2 * top)) & 3 != 3 {
+            // Stack overflow: IE + SF with C1 = 1; the masked response loads the indefinite (an
+            // unmasked IE sets ES and B and leaves the register).
+            sw |= 0x241
+            if cw & 1 == 0 { sw |= 0x8080; return }
+            set(0, Float80(sign: .minus, exponentBitPattern: 0x7FFF, significandBitPattern: 0x4000_0000_0000_0000))
+            return
+        }
         set(0, v)
     }
     mutating func pop() {
@@ -88,7 +97,11 @@ extension CPUCore {
         if cr0 & 0xC != 0 { throw Fault.nm }   // EM or TS
     }
 
-    mutating func fpuCheckPending() throws(Fault) {}
+    /// An unmasked x87 exception is pending (ES): #MF when CR0.NE is set (the FERR# route of NE = 0
+    /// is not modelled).
+    mutating func fpuCheckPending() throws(Fault) {
+        if fpu.sw & 0x80 != 0 && cr0 & 0x20 != 0 { throw Fault.mf }
+    }
 
     /// Rounds by the FPU control word's RC field.
     mutating func fpuRound(_ v: Float80) -> Float80 {
@@ -105,12 +118,15 @@ extension CPUCore {
         let r = truncate ? v.rounded(.towardZero) : fpuRound(v)
         let lim = Float80(sign: .plus, exponent: bits - 1, significand: 1)
         if r.isNaN || r >= lim || r < -lim {
+            _ = x87Record(MX16.ie)
             return UInt64(1) << UInt64(bits - 1)
         }
+        if r != v { _ = x87Record(MX16.pe) }
         return UInt64(bitPattern: Int64(r)) & sizeMask(bits / 8)
     }
 
-    mutating func fpuCompare(_ a: Float80, _ b: Float80, eflags: Bool) {
+    mutating func fpuCompare(_ a: Float80, _ b: Float80, eflags: Bool, quiet: Bool = false) {
+        _ = x87Record(UInt16(fpLaneFlags(quiet ? .cmpQuiet : .cmpSignaling, a, b, a, ueUnmasked: false)))
         var c: UInt16 = 0
         var f: UInt64 = 0
         if a.isNaN || b.isNaN { c = 0x4500; f = RFlag.zf | RFlag.pf | RFlag.cf }
@@ -119,15 +135,30 @@ extension CPUCore {
         if eflags { setArith(f) } else { fpu.sw = (fpu.sw & ~0x4700) | c }
     }
 
-    mutating func fpuArith(_ op: Int, _ a: Float80, _ b: Float80) -> Float80 {
+    /// ST(0) op operand for the D8/DC/DE/memory forms (op: 0 add, 1 mul, 4 sub, 5 subr, 6 div,
+    /// 7 divr) with the exception flags; nil when an unmasked exception leaves the destination.
+    mutating func fpuArith(_ op: Int, _ a: Float80, _ b: Float80) -> Float80? {
+        let (x, y) = op == 5 || op == 7 ? (b, a) : (a, b)
+        let r: Float80
+        let k: FPOp
         switch op {
-        case 0: return a + b
-        case 1: return a * b
-        case 4: return a - b
-        case 5: return b - a
-        case 6: if b == 0 && !a.isNaN { fpu.sw |= 4 }; return a / b
-        default: if a == 0 && !b.isNaN { fpu.sw |= 4 }; return b / a
+        case 0: r = x + y; k = .add
+        case 1: r = x * y; k = .mul
+        case 4, 5: r = x - y; k = .sub
+        default: r = x / y; k = .div
         }
+        let want = UInt32((~fpu.sw | ~fpu.cw) & 0x3F)
+        if x87Record(UInt16(fpLaneFlags(k, x, y, r, ueUnmasked: fpu.cw & 0x10 == 0, want: want))) { return nil }
+        return r
+    }
+
+    /// Stack underflow on reading empty registers: IE + SF with C1 = 0; the masked response is the
+    /// indefinite QNaN. Returns true when one of ST(0) / ST(i) is empty.
+    mutating func x87Underflow(_ i: Int, _ j: Int = 0) -> Bool {
+        guard fpu.isEmpty(i) || fpu.isEmpty(j) else { return false }
+        fpu.sw &= ~0x200
+        _ = x87Record(MX16.ie | MX16.sf)
+        return true
     }
 
     mutating func execX87(_ i: IP) throws(Fault) {
@@ -136,6 +167,7 @@ extension CPUCore {
         let modrm = UInt8(i.aux & 0xFF)
         let sub = Int((modrm >> 3) & 7)
         let sti = Int(modrm & 7)
+        if fpu.sw & 0x80 != 0 && !x87NoWait(esc, modrm, isMem: i.isMem) { try fpuCheckPending() }
         fpu.fop = UInt16(esc) << 8 | UInt16(modrm)
         if i.isMem {
             try x87Memory(i, esc, sub)
@@ -143,9 +175,10 @@ extension CPUCore {
         }
         switch esc {
         case 0: // D8: st0 op sti
-            let a = fpu.get(0), b = fpu.get(sti)
+            let empty = x87Underflow(0, sti)
+            let a = empty ? x87Indefinite : fpu.get(0), b = empty ? x87Indefinite : fpu.get(sti)
             if sub == 2 || sub == 3 { fpuCompare(a, b, eflags: false); if sub == 3 { fpu.pop() } }
-            else { fpu.set(0, fpuArith(sub, a, b)) }
+            else if let v = fpuArith(sub, a, b), !(empty && fpu.cw & 1 == 0) { fpu.set(0, v) }
         case 1:
             switch modrm {
             case 0xC0...0xC7: let v = fpu.get(sti); fpu.push(v)
@@ -153,7 +186,7 @@ extension CPUCore {
             case 0xD0: break
             case 0xE0: fpu.set(0, -fpu.get(0))
             case 0xE1: fpu.set(0, abs(fpu.get(0)))
-            case 0xE4: fpuCompare(fpu.get(0), 0, eflags: false)
+            case 0xE4: fpuCompare(x87Underflow(0) ? x87Indefinite : fpu.get(0), 0, eflags: false)
             case 0xE5: fxam()
             case 0xE8: fpu.push(1)
             case 0xE9: fpu.push(Float80(3.32192809488736234787031942948939))
@@ -180,7 +213,12 @@ extension CPUCore {
             case 0xF6: fpu.top = (fpu.top - 1) & 7
             case 0xF7: fpu.top = (fpu.top + 1) & 7
             case 0xF9: let v = fpu.get(1) * Float80(log2(1 + Double(fpu.get(0)))); fpu.pop(); fpu.set(0, v)
-            case 0xFA: fpu.set(0, fpu.get(0).squareRoot())
+            case 0xFA:
+                if x87Underflow(0) { if fpu.cw & 1 != 0 { fpu.set(0, x87Indefinite) }; break }
+                let v = fpu.get(0), r = v.squareRoot()
+                // C0-C3 are undefined after FSQRT; like QEMU, a negative operand leaves C2 set.
+                if v.sign == .minus && !v.isNaN { fpu.sw = (fpu.sw & ~0x4700) | 0x400 }
+                if !x87Record(UInt16(fpLaneFlags(.sqrt, v, v, r, ueUnmasked: fpu.cw & 0x10 == 0))) { fpu.set(0, r) }
             case 0xFB: let v = Double(fpu.get(0)); fpu.set(0, Float80(sin(v))); fpu.push(Float80(cos(v))); fpu.sw &= ~0x400
             case 0xFC: fpu.set(0, fpuRound(fpu.get(0)))
             case 0xFD:
@@ -191,7 +229,7 @@ extension CPUCore {
             default: throw Fault.ud
             }
         case 2:
-            if modrm == 0xE9 { fpuCompare(fpu.get(0), fpu.get(1), eflags: false); fpu.pop(); fpu.pop(); return }
+            if modrm == 0xE9 { fpuCompare(fpu.get(0), fpu.get(1), eflags: false, quiet: true); fpu.pop(); fpu.pop(); return }
             let cc: [UInt8] = [2, 4, 6, 10]
             if sub < 4 { if cond(cc[sub]) { fpu.set(0, fpu.get(sti)) } } else { throw Fault.ud }
         case 3:
@@ -204,42 +242,44 @@ extension CPUCore {
                     let cc: [UInt8] = [3, 5, 7, 11]
                     if cond(cc[sub]) { fpu.set(0, fpu.get(sti)) }
                 } else if sub == 5 || sub == 6 {
-                    fpuCompare(fpu.get(0), fpu.get(sti), eflags: true)
+                    fpuCompare(fpu.get(0), fpu.get(sti), eflags: true, quiet: sub == 5)
                 } else { throw Fault.ud }
             }
         case 4: // DC: sti op= st0 (sub 4/5 and 6/7 swap meaning)
-            let a = fpu.get(sti), b = fpu.get(0)
+            let empty = x87Underflow(0, sti)
+            let a = empty ? x87Indefinite : fpu.get(sti), b = empty ? x87Indefinite : fpu.get(0)
             if sub == 2 || sub == 3 { fpuCompare(b, a, eflags: false); if sub == 3 { fpu.pop() }; return }
             let op = [0, 1, 2, 3, 5, 4, 7, 6][sub]
-            fpu.set(sti, fpuArith(op, a, b))
+            if let v = fpuArith(op, a, b), !(empty && fpu.cw & 1 == 0) { fpu.set(sti, v) }
         case 5:
             switch sub {
             case 0: fpu.tagWord |= 3 << UInt16(2 * fpu.phys(sti))
             case 2: fpu.set(sti, fpu.get(0))
             case 3: fpu.set(sti, fpu.get(0)); fpu.pop()
-            case 4: fpuCompare(fpu.get(0), fpu.get(sti), eflags: false)
-            case 5: fpuCompare(fpu.get(0), fpu.get(sti), eflags: false); fpu.pop()
+            case 4: fpuCompare(fpu.get(0), fpu.get(sti), eflags: false, quiet: true)
+            case 5: fpuCompare(fpu.get(0), fpu.get(sti), eflags: false, quiet: true); fpu.pop()
             default: throw Fault.ud
             }
         case 6:
             if modrm == 0xD9 { fpuCompare(fpu.get(0), fpu.get(1), eflags: false); fpu.pop(); fpu.pop(); return }
-            let a = fpu.get(sti), b = fpu.get(0)
-            let op = [0, 1, 2, 3, 4, 5, 6, 7][sub]
-            if op == 2 || op == 3 { throw Fault.ud }
+            if sub == 2 || sub == 3 { throw Fault.ud }
+            let empty = x87Underflow(0, sti)
+            let a = empty ? x87Indefinite : fpu.get(sti), b = empty ? x87Indefinite : fpu.get(0)
             // DE E0+i FSUBRP st(i) = st0 - st(i); E8+i FSUBP st(i) = st(i) - st0; F0 FDIVRP; F8 FDIVP.
-            let v: Float80
-            switch op {
-            case 4: v = b - a
-            case 5: v = a - b
-            case 6: v = b / a
-            case 7: v = a / b
-            default: v = fpuArith(op, a, b)
+            let v: Float80?
+            switch sub {
+            case 4: v = fpuArith(4, b, a)
+            case 5: v = fpuArith(4, a, b)
+            case 6: v = fpuArith(6, b, a)
+            case 7: v = fpuArith(6, a, b)
+            default: v = fpuArith(sub, a, b)
             }
-            fpu.set(sti, v); fpu.pop()
+            if let v, !(empty && fpu.cw & 1 == 0) { fpu.set(sti, v) }
+            fpu.pop()
         default:
             switch modrm {
             case 0xE0: setReg(0, 2, UInt64(fpu.status))
-            case 0xE8...0xF7: fpuCompare(fpu.get(0), fpu.get(sti), eflags: true); fpu.pop()
+            case 0xE8...0xF7: fpuCompare(fpu.get(0), fpu.get(sti), eflags: true, quiet: modrm < 0xF0); fpu.pop()
             case 0xC0...0xC7: fpu.tagWord |= 3 << UInt16(2 * fpu.phys(sti)); fpu.pop()
             default: throw Fault.ud
             }
@@ -271,14 +311,18 @@ extension CPUCore {
         switch esc {
         case 0, 2, 4, 6:
             let v = try loadOperand(&self, esc / 2)
-            let a = fpu.get(0)
+            let empty = x87Underflow(0)
+            let a = empty ? x87Indefinite : fpu.get(0)
             if sub == 2 || sub == 3 { fpuCompare(a, v, eflags: false); if sub == 3 { fpu.pop() }; return }
-            fpu.set(0, fpuArith(sub, a, v))
+            if let r = fpuArith(sub, a, v), !(empty && fpu.cw & 1 == 0) { fpu.set(0, r) }
         case 1:
             switch sub {
             case 0: fpu.push(try loadOperand(&self, 0))
             case 2, 3:
-                try writeRm(i, 4, UInt64(Float(fpu.get(0)).bitPattern))
+                let v = fpu.get(0), f = Float(v)
+                if !x87Record(UInt16(fpConvertFlags(v, f, ueUnmasked: fpu.cw & 0x10 == 0))) {
+                    try writeRm(i, 4, UInt64(f.bitPattern))
+                }
                 if sub == 3 { fpu.pop() }
             case 4: try fldenv(i)
             case 5: fpu.cw = UInt16(try readRm(i, 2))
@@ -312,7 +356,10 @@ extension CPUCore {
             case 0: fpu.push(try loadOperand(&self, 2))
             case 1: try writeRm(i, 8, fpuToInt(fpu.get(0), bits: 64, truncate: true)); fpu.pop()
             case 2, 3:
-                try writeRm(i, 8, Double(fpu.get(0)).bitPattern)
+                let v = fpu.get(0), f = Double(v)
+                if !x87Record(UInt16(fpConvertFlags(v, f, ueUnmasked: fpu.cw & 0x10 == 0))) {
+                    try writeRm(i, 8, f.bitPattern)
+                }
                 if sub == 3 { fpu.pop() }
             case 4: try frstor(i)
             case 6: try fsave(i)

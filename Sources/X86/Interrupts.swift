@@ -1,6 +1,8 @@
 // Exception and interrupt delivery through the IVT (real mode) or the IDT (protected and long
 // mode), with stack switches from the TSS (RSP0-2, IST), error codes, the double-fault rules and
-// triple-fault shutdown; and IRET in its real, protected and long-mode forms.
+// triple-fault shutdown, task gates (TaskSwitch.swift) and delivery from virtual-8086 mode; and
+// IRET in its real, vm86, protected (including the task return with NT and the return into vm86)
+// and long-mode forms.
 
 extension CPUCore {
     enum EventKind { case exception, hardware, software, nmi }
@@ -63,7 +65,10 @@ extension CPUCore {
         if !gate.isSystem || !validTypes.contains(gtype) { throw Fault.gp(idtCode) }
         if kind == .software && gate.dpl < cpl { throw Fault.gp(UInt32(v) * 8 + 2) }
         if !gate.present { throw Fault.np(idtCode) }
-        if gtype == 0x5 { throw Fault.gp(idtCode) }  // task gates: not supported
+        if gtype == 0x5 {
+            try interruptThroughTaskGate(gate, code: code, next: next)
+            return
+        }
 
         let sel = gate.gateSelector
         if sel & 0xFFFC == 0 { throw Fault.gp(ext) }
@@ -75,11 +80,14 @@ extension CPUCore {
         let is32 = long || gtype & 8 != 0
         let psize = long ? 8 : (is32 ? 4 : 2)
         let target = long ? gate.gateOffset : (is32 ? gate.gateOffset & 0xFFFF_FFFF : gate.gateOffset & 0xFFFF)
-        let oldFlags = rflags
+        var oldFlags = rflags
+        // Fault-class exceptions push RF = 1 so the restarted instruction is not re-trapped.
+        if kind == .exception && !(v == 1 || v == 3 || v == 4 || v == 8 || v == 18) { oldFlags |= RFlag.rf }
         let oldCS = UInt64(segs[SegReg.cs].selector)
         let oldSS = UInt64(segs[SegReg.ss].selector)
         let oldSP = r[4]
-        if v86 { throw Fault.gp(UInt32(sel & 0xFFFC)) }
+        let fromV86 = v86
+        if fromV86 && newCPL != 0 { throw Fault.gp(UInt32(sel & 0xFFFC)) }
 
         if long {
             let ist = Int(gate.raw >> 32) & 7
@@ -131,6 +139,10 @@ extension CPUCore {
                 sp = esp
             }
             var frame: [UInt64] = []
+            if fromV86 {
+                // From virtual-8086 mode the data segments go on the ring-0 stack and become null.
+                frame += [SegReg.gs, SegReg.fs, SegReg.ds, SegReg.es].map { UInt64(segs[$0].selector) }
+            }
             if newSSCache != nil { frame += [oldSS, oldSP] }
             frame += [oldFlags, oldCS, next]
             if let code { frame.append(UInt64(code)) }
@@ -141,6 +153,9 @@ extension CPUCore {
             if var ssc = newSSCache {
                 ssc.attr |= 1
                 segs[SegReg.ss] = ssc
+            }
+            if fromV86 {
+                for s in [SegReg.es, SegReg.ds, SegReg.fs, SegReg.gs] { segs[s] = SegCache(selector: 0, attr: 0, limit: 0, base: 0) }
             }
             loadCS(sel, descriptor: cd, cpl: newCPL)
             if stackMask32 == 0xFFFF { r[4] = (r[4] & ~0xFFFF) | (sp & 0xFFFF) } else { r[4] = sp }
@@ -153,7 +168,7 @@ extension CPUCore {
         rip = target
     }
 
-    mutating func iret(_ size: Int) throws(Fault) {
+    mutating func iret(_ size: Int, next: UInt64 = 0) throws(Fault) {
         if !protectedMode || v86 {
             if v86 && (flags >> 12) & 3 != 3 { throw Fault.gp(0) }
             let ip = try peek(0, size)
@@ -165,10 +180,18 @@ extension CPUCore {
             rip = ip
             return
         }
-        if flags & RFlag.nt != 0 && !longModeActive { throw Fault.gp(0) }  // task return: not supported
+        if flags & RFlag.nt != 0 {
+            if longModeActive { throw Fault.gp(0) }   // no task return in IA-32e mode
+            try iretTask(next: next)
+            return
+        }
         let newIP = try peek(0, size)
         let sel = UInt16(truncatingIfNeeded: try peek(UInt64(size), size))
         let newFlags = try peek(UInt64(2 * size), size)
+        if newFlags & RFlag.vm != 0 && size == 4 && cpl == 0 && !longModeActive {
+            try iretToV86(newIP: newIP, cs: sel, newFlags: newFlags)
+            return
+        }
         let rpl = Int(sel & 3)
         let ec = UInt32(sel & 0xFFFC)
         if sel & 0xFFFC == 0 { throw Fault.gp(0) }
@@ -209,5 +232,26 @@ extension CPUCore {
     mutating func logFault(_ f: Fault) {
         let msg = "x86[\(index)]: exception \(f.vector) code \(String(f.code, radix: 16)) at \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) cr2 \(String(cr2, radix: 16)) rsp \(String(r[4], radix: 16))\n"
         writeDiagnostic(msg)
+    }
+}
+
+extension CPUCore {
+    /// IRET at CPL 0 with VM set in the popped EFLAGS: EIP, CS, EFLAGS, ESP, SS, ES, DS, FS, GS.
+    mutating func iretToV86(newIP: UInt64, cs: UInt16, newFlags: UInt64) throws(Fault) {
+        var v = [UInt64](repeating: 0, count: 6)
+        for k in 0..<6 { v[k] = try peek(UInt64(12 + 4 * k), 4) }
+        flags = (newFlags & 0x3F_7FD5 & ~(RFlag.vif | RFlag.vip)) | (flags & (RFlag.vif | RFlag.vip)) | 2
+        lop = 0
+        cpl = 3
+        let sels: [(Int, UInt64)] = [(SegReg.cs, UInt64(cs)), (SegReg.ss, v[1]), (SegReg.es, v[2]),
+                                     (SegReg.ds, v[3]), (SegReg.fs, v[4]), (SegReg.gs, v[5])]
+        for (s, sel) in sels {
+            let x = UInt16(truncatingIfNeeded: sel)
+            segs[s] = SegCache(selector: x, attr: 0xF3, limit: 0xFFFF, base: UInt64(x) << 4)
+        }
+        r[4] = v[0] & 0xFFFF_FFFF
+        rip = newIP & 0xFFFF
+        refreshMode()
+        pollNow = true
     }
 }

@@ -60,6 +60,7 @@ extension CPUCore {
     }
 
     mutating func runOneBlock() {
+        if flags & (RFlag.tf | RFlag.rf) != 0 { singleStep(); return }
         let b: UnsafeMutablePointer<BlockInfo>
         do {
             b = try currentBlock()

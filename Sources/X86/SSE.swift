@@ -166,14 +166,7 @@ extension CPUCore {
         case 0x51, 0x58, 0x59, 0x5C, 0x5D, 0x5E, 0x5F:
             try sseFloatArith(i, opc, pfx)
         case 0xC2: try sseCompare(i, pfx)
-        case 0x2E, 0x2F:
-            if pfx == 1 {
-                let a = asDoubles(xget(d))[0], b = Double(bitPattern: try load64(i))
-                setArith(a.isNaN || b.isNaN ? RFlag.zf | RFlag.pf | RFlag.cf : (a < b ? RFlag.cf : (a == b ? RFlag.zf : 0)))
-            } else {
-                let a = asFloats(xget(d))[0], b = Float(bitPattern: try load32(i))
-                setArith(a.isNaN || b.isNaN ? RFlag.zf | RFlag.pf | RFlag.cf : (a < b ? RFlag.cf : (a == b ? RFlag.zf : 0)))
-            }
+        case 0x2E, 0x2F: try sseComis(i, pfx, signaling: opc == 0x2F)
         case 0x2A: try sseConvertFromInt(i, pfx)
         case 0x2C, 0x2D: try sseConvertToInt(i, pfx, truncate: opc == 0x2C)
         case 0x5A, 0x5B, 0xE6: try sseConvertVector(i, opc, pfx)
@@ -185,22 +178,8 @@ extension CPUCore {
                 let x = asDwords(a), y = asDwords(b)
                 xset(d, v128(SIMD4<UInt32>(x[Int(s & 3)], x[Int((s >> 2) & 3)], y[Int((s >> 4) & 3)], y[Int((s >> 6) & 3)])))
             }
-        case 0xD0: // ADDSUBPD/PS
-            let a = xget(d), b = try load128(i)
-            if pfx == 1 { let x = asDoubles(a), y = asDoubles(b); xset(d, v128(SIMD2<Double>(x[0] - y[0], x[1] + y[1]))) }
-            else if pfx == 3 { let x = asFloats(a), y = asFloats(b); xset(d, v128(SIMD4<Float>(x[0] - y[0], x[1] + y[1], x[2] - y[2], x[3] + y[3]))) }
-            else { throw Fault.ud }
-        case 0x7C, 0x7D: // HADD/HSUB PD/PS
-            let a = xget(d), b = try load128(i)
-            let sub = opc == 0x7D
-            if pfx == 1 {
-                let x = asDoubles(a), y = asDoubles(b)
-                xset(d, v128(sub ? SIMD2<Double>(x[0] - x[1], y[0] - y[1]) : SIMD2<Double>(x[0] + x[1], y[0] + y[1])))
-            } else if pfx == 3 {
-                let x = asFloats(a), y = asFloats(b)
-                xset(d, v128(sub ? SIMD4<Float>(x[0] - x[1], x[2] - x[3], y[0] - y[1], y[2] - y[3])
-                                 : SIMD4<Float>(x[0] + x[1], x[2] + x[3], y[0] + y[1], y[2] + y[3])))
-            } else { throw Fault.ud }
+        case 0xD0: try sseAddSub(i, pfx)                          // ADDSUBPD/PS
+        case 0x7C, 0x7D: try sseHorizontal(i, pfx, sub: opc == 0x7D)    // HADD/HSUB PD/PS
 
         case 0x70 where pfx == 2 || pfx == 3: // PSHUFHW / PSHUFLW
             let src = asWords(try load128(i))
@@ -212,157 +191,6 @@ extension CPUCore {
             if pfx == 1 { try execSSEInt(i, opc); return }
             reportUnimplemented(i)
             throw Fault.ud
-        }
-    }
-
-    mutating func sseFloatArith(_ i: IP, _ opc: UInt8, _ pfx: UInt16) throws(Fault) {
-        let d = i.reg
-        func f32(_ a: Float, _ b: Float) -> Float {
-            switch opc {
-            case 0x51: return b.squareRoot()
-            case 0x58: return a + b
-            case 0x59: return a * b
-            case 0x5C: return a - b
-            case 0x5D: return a < b ? a : b
-            case 0x5E: return a / b
-            default: return a > b ? a : b
-            }
-        }
-        func f64(_ a: Double, _ b: Double) -> Double {
-            switch opc {
-            case 0x51: return b.squareRoot()
-            case 0x58: return a + b
-            case 0x59: return a * b
-            case 0x5C: return a - b
-            case 0x5D: return a < b ? a : b
-            case 0x5E: return a / b
-            default: return a > b ? a : b
-            }
-        }
-        switch pfx {
-        case 0:
-            let a = asFloats(xget(d)), b = asFloats(try load128(i))
-            xset(d, v128(SIMD4<Float>(f32(a[0], b[0]), f32(a[1], b[1]), f32(a[2], b[2]), f32(a[3], b[3]))))
-        case 1:
-            let a = asDoubles(xget(d)), b = asDoubles(try load128(i))
-            xset(d, v128(SIMD2<Double>(f64(a[0], b[0]), f64(a[1], b[1]))))
-        case 2:
-            var a = asFloats(xget(d))
-            a[0] = f32(a[0], Float(bitPattern: try load32(i)))
-            xset(d, v128(a))
-        default:
-            var a = asDoubles(xget(d))
-            a[0] = f64(a[0], Double(bitPattern: try load64(i)))
-            xset(d, v128(a))
-        }
-    }
-
-    mutating func sseCompare(_ i: IP, _ pfx: UInt16) throws(Fault) {
-        let d = i.reg
-        let p = Int(i.imm & 7)
-        func c<T: BinaryFloatingPoint>(_ a: T, _ b: T) -> Bool {
-            switch p {
-            case 0: return a == b
-            case 1: return a < b
-            case 2: return a <= b
-            case 3: return a.isNaN || b.isNaN
-            case 4: return !(a == b)
-            case 5: return !(a < b)
-            case 6: return !(a <= b)
-            default: return !(a.isNaN || b.isNaN)
-            }
-        }
-        switch pfx {
-        case 0:
-            let a = asFloats(xget(d)), b = asFloats(try load128(i))
-            var r = SIMD4<UInt32>()
-            for k in 0..<4 { r[k] = c(a[k], b[k]) ? .max : 0 }
-            xset(d, v128(r))
-        case 1:
-            let a = asDoubles(xget(d)), b = asDoubles(try load128(i))
-            xset(d, V128(c(a[0], b[0]) ? .max : 0, c(a[1], b[1]) ? .max : 0))
-        case 2:
-            var a = asDwords(xget(d))
-            a[0] = c(Float(bitPattern: a[0]), Float(bitPattern: try load32(i))) ? .max : 0
-            xset(d, v128(a))
-        default:
-            var a = xget(d)
-            a[0] = c(Double(bitPattern: a[0]), Double(bitPattern: try load64(i))) ? .max : 0
-            xset(d, a)
-        }
-    }
-
-    /// Float to integer with SSE's rounding (MXCSR.RC) or truncation; out of range gives the
-    /// "integer indefinite" value.
-    mutating func sseToInt<T: BinaryFloatingPoint>(_ v: T, bits: Int, truncate: Bool) -> UInt64 {
-        let rule: FloatingPointRoundingRule
-        if truncate { rule = .towardZero } else {
-            switch (mxcsr >> 13) & 3 {
-            case 0: rule = .toNearestOrEven
-            case 1: rule = .down
-            case 2: rule = .up
-            default: rule = .towardZero
-            }
-        }
-        let r = v.rounded(rule)
-        let lim = T(sign: .plus, exponent: T.Exponent(bits - 1), significand: 1)
-        if r.isNaN || r >= lim || r < -lim { return UInt64(1) << UInt64(bits - 1) }
-        return UInt64(bitPattern: Int64(r)) & sizeMask(bits / 8)
-    }
-
-    mutating func sseConvertToInt(_ i: IP, _ pfx: UInt16, truncate: Bool) throws(Fault) {
-        let bits = i.size * 8
-        switch pfx {
-        case 2: setReg(i.reg, i.size, sseToInt(Float(bitPattern: try load32(i)), bits: bits, truncate: truncate))
-        case 3: setReg(i.reg, i.size, sseToInt(Double(bitPattern: try load64(i)), bits: bits, truncate: truncate))
-        default: throw Fault.ud   // CVTPS2PI & co (MMX): not implemented
-        }
-    }
-
-    mutating func sseConvertFromInt(_ i: IP, _ pfx: UInt16) throws(Fault) {
-        let d = i.reg
-        switch pfx {
-        case 2, 3:
-            let raw = try readRm(i, i.size)
-            let v = i.size == 8 ? Int64(bitPattern: raw) : Int64(Int32(truncatingIfNeeded: raw))
-            var x = xget(d)
-            if pfx == 2 { x[0] = (x[0] & ~0xFFFF_FFFF) | UInt64(Float(v).bitPattern) } else { x[0] = Double(v).bitPattern }
-            xset(d, x)
-        default: throw Fault.ud
-        }
-    }
-
-    mutating func sseConvertVector(_ i: IP, _ opc: UInt8, _ pfx: UInt16) throws(Fault) {
-        let d = i.reg
-        switch (opc, pfx) {
-        case (0x5A, 0): // CVTPS2PD
-            let f = asFloats(V128(try load64(i), 0))
-            xset(d, v128(SIMD2<Double>(Double(f[0]), Double(f[1]))))
-        case (0x5A, 1): // CVTPD2PS
-            let a = asDoubles(try load128(i))
-            xset(d, v128(SIMD4<Float>(Float(a[0]), Float(a[1]), 0, 0)))
-        case (0x5A, 2): // CVTSS2SD
-            var x = xget(d); x[0] = Double(Float(bitPattern: try load32(i))).bitPattern; xset(d, x)
-        case (0x5A, 3): // CVTSD2SS
-            var x = xget(d)
-            x[0] = (x[0] & ~0xFFFF_FFFF) | UInt64(Float(Double(bitPattern: try load64(i))).bitPattern)
-            xset(d, x)
-        case (0x5B, 0): // CVTDQ2PS
-            let a = asSDwords(try load128(i))
-            xset(d, v128(SIMD4<Float>(Float(a[0]), Float(a[1]), Float(a[2]), Float(a[3]))))
-        case (0x5B, 1), (0x5B, 2): // CVTPS2DQ / CVTTPS2DQ
-            let a = asFloats(try load128(i))
-            var r = SIMD4<UInt32>()
-            for k in 0..<4 { r[k] = UInt32(truncatingIfNeeded: sseToInt(a[k], bits: 32, truncate: pfx == 2)) }
-            xset(d, v128(r))
-        case (0xE6, 2): // CVTDQ2PD
-            let a = asSDwords(V128(try load64(i), 0))
-            xset(d, v128(SIMD2<Double>(Double(a[0]), Double(a[1]))))
-        case (0xE6, 1), (0xE6, 3): // CVTTPD2DQ / CVTPD2DQ
-            let a = asDoubles(try load128(i))
-            let lo = sseToInt(a[0], bits: 32, truncate: pfx == 1), hi = sseToInt(a[1], bits: 32, truncate: pfx == 1)
-            xset(d, V128(lo | hi << 32, 0))
-        default: throw Fault.ud
         }
     }
 

@@ -1,5 +1,6 @@
 // Segment registers and descriptor tables: loading DS/ES/FS/GS/SS with the SDM's checks, reading
-// and marking descriptors, and CS changes for far JMP/CALL/RET (same privilege and outer returns).
+// and marking descriptors, and CS changes for far JMP/CALL/RET (same privilege and outer returns;
+// gates and TSS targets go to Gates.swift and TaskSwitch.swift).
 //
 // Descriptors are turned into `SegCache` with attributes in the VMX access-rights layout.
 
@@ -123,8 +124,7 @@ extension CPUCore {
         if sel & 0xFFFC == 0 { throw Fault.gp(0) }
         let d = try readDescriptor(sel, fault: .gp(ec))
         if !d.isCode {
-            if d.isSystem { throw Fault(vector: 13, code: ec, hasCode: true) }  // gates: not supported
-            throw Fault.gp(ec)
+            throw Fault.gp(ec)   // (system descriptors were routed to Gates.swift by the callers)
         }
         if d.conforming { if d.dpl > cpl { throw Fault.gp(ec) } }
         else if d.dpl != cpl || Int(sel & 3) > cpl { throw Fault.gp(ec) }
@@ -134,10 +134,14 @@ extension CPUCore {
         return d
     }
 
-    mutating func farJump(_ sel: UInt16, _ offset: UInt64) throws(Fault) {
+    mutating func farJump(_ sel: UInt16, _ offset: UInt64, next: UInt64 = 0) throws(Fault) {
         if !protectedMode || v86 {
             loadCS(sel, descriptor: nil, cpl: cpl)
             rip = offset & 0xFFFF_FFFF
+            return
+        }
+        if let g = try systemFarTarget(sel) {
+            try farThroughSystem(sel, g, call: false, size: 0, next: next)
             return
         }
         let d = try checkFarTarget(sel)
@@ -154,6 +158,10 @@ extension CPUCore {
             do { try push(oldCS, size); try push(next, size) } catch { r[4] = sp0; throw error }
             loadCS(sel, descriptor: nil, cpl: cpl)
             rip = offset & sizeMask(size)
+            return
+        }
+        if let g = try systemFarTarget(sel) {
+            try farThroughSystem(sel, g, call: true, size: size, next: next)
             return
         }
         let d = try checkFarTarget(sel)

@@ -27,13 +27,15 @@ extension CPUCore {
             rip = next
             return
         }
-        var budget = 1 << 14
+        // Under TF single-step one iteration per step (the #DB trap comes after each).
+        let stepping = flags & RFlag.tf != 0
+        var budget = stepping ? 1 : 1 << 14
         while r[1] & am != 0 {
             if budget <= 0 {
                 // Come back later: RIP stays on this instruction.
                 throw Fault.exitBlock
             }
-            if step == UInt64(size) && (i.op == .movs || i.op == .stos) {
+            if step == UInt64(size) && (i.op == .movs || i.op == .stos) && !stepping {
                 let n = try fastChunk(i, size)
                 if n > 0 { budget -= n; continue }
             }

@@ -54,7 +54,7 @@ extension CPUCore {
             try deliver(vector: 1, code: nil, kind: .exception, next: next)
             throw Fault.exitBlock
         case .iret:
-            try iret(size)
+            try iret(size, next: next)
             pollNow = true
             throw Fault.exitBlock
         case .hlt:
@@ -65,7 +65,7 @@ extension CPUCore {
 
         // Far transfers.
         case .jmpFarI:
-            try farJump(i.aux, i.imm)
+            try farJump(i.aux, i.imm, next: next)
             throw Fault.exitBlock
         case .callFarI:
             try farCall(i.aux, i.imm, size, next: next)
@@ -74,7 +74,7 @@ extension CPUCore {
             let lin = try opLinear(i, size + 2)
             let off = try loadN(lin, size)
             let sel = UInt16(try loadN(lin &+ UInt64(size), 2))
-            if i.op == .jmpFarM { try farJump(sel, off) } else { try farCall(sel, off, size, next: next) }
+            if i.op == .jmpFarM { try farJump(sel, off, next: next) } else { try farCall(sel, off, size, next: next) }
             throw Fault.exitBlock
         case .retf:
             try farReturn(mode == .m64 && i.flags & DInst.fRexW == 0 && size == 8 ? 4 : size, popBytes: i.imm)

@@ -1,0 +1,444 @@
+// Floating-point exception flags: MXCSR for SSE arithmetic (including ADDSUB and the horizontal
+// adds), compares and conversions (this file holds those SSE executors), and the x87 status word for the common x87 operations (FPU.swift
+// calls `x87Flags`).
+//
+// Results come from the host (x86-64: the same IEEE operations); the flags are derived in software
+// per lane, with the SDM's rules and precedence:
+//  - IE: an SNaN operand; any NaN for signaling compares, COMIS and MIN/MAX; invalid operations
+//    (inf-inf, 0*inf, 0/0, inf/inf, sqrt of a negative); NaN or out-of-range float->int conversions.
+//  - ZE: finite non-zero / 0.   - DE: a subnormal operand (ORed with the post-computation flags).
+//  - OE (+PE): a finite result overflowed to infinity.
+//  - UE: a tiny result that is also inexact (any tiny non-zero result when UE is unmasked).
+//  - PE: inexact, found with error-free transforms (TwoSum; an FMA residual for MUL/DIV/SQRT,
+//    exact double arithmetic for single precision).
+// Work is skipped when every flag the operation could raise is already set and masked (the flags
+// are sticky), so steady-state code that has already set PE pays one test per instruction.
+// Unmasked: pre-computation exceptions (IE/ZE/DE) abort before any result is written; otherwise
+// the post-computation ones do; MXCSR gets the flags and #XM (CR4.OSXMMEXCPT) or #UD is raised.
+// DAZ/FTZ are not modelled (results are IEEE results).
+
+enum MX {
+    static let ie: UInt32 = 1, de: UInt32 = 2, ze: UInt32 = 4, oe: UInt32 = 8, ue: UInt32 = 16, pe: UInt32 = 32
+    static let pre: UInt32 = ie | de | ze
+}
+
+enum FPOp { case add, sub, mul, div, sqrt, minmax, cmpQuiet, cmpSignaling }
+
+/// The exception flags of one lane of `r = a op b` (for SQRT, `b` is the operand).
+@inline(__always)
+func fpLaneFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, ueUnmasked: Bool,
+                                         want: UInt32 = 0x3F) -> UInt32 {
+    let unary = op == .sqrt
+    if (!unary && a.isNaN) || b.isNaN {
+        if op == .minmax || op == .cmpSignaling { return MX.ie }
+        return (!unary && a.isSignalingNaN) || b.isSignalingNaN ? MX.ie : 0
+    }
+    var f: UInt32 = (!unary && a.isSubnormal) || b.isSubnormal ? MX.de : 0
+    switch op {
+    case .minmax, .cmpQuiet, .cmpSignaling: return f
+    default: break
+    }
+    if r.isNaN { return MX.ie }
+    if op == .div && b == 0 { return a.isInfinite ? f : MX.ze }
+    if r.isInfinite {
+        if (unary || a.isFinite) && b.isFinite { f |= MX.oe | MX.pe }
+        return f
+    }
+    let tiny = r.magnitude < T.leastNormalMagnitude
+    // The exactness test (the costly part) only when PE, or UE of a tiny result, is still wanted.
+    guard want & MX.pe != 0 || (tiny && want & MX.ue != 0) else { return f }
+    let inexact = !fpExact(op, a, b, r)
+    if inexact { f |= MX.pe }
+    if tiny && (inexact || (r != 0 && ueUnmasked)) { f |= MX.ue }
+    return f
+}
+
+/// Whether `r` is the exact result of `a op b` (all finite, r finite).
+@inline(__always)
+func fpExact<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T) -> Bool {
+    switch op {
+    case .add, .sub:
+        let y = op == .add ? b : -b
+        let bv = r - a
+        let av = r - bv
+        return (a - av) + (y - bv) == 0
+    case .mul:
+        if a == 0 || b == 0 { return true }
+        if r == 0 { return false }
+        if T.self == Float.self { return Double(a) * Double(b) == Double(r) }
+        return (-r).addingProduct(a, b) == 0
+    case .div:
+        if a == 0 || b.isInfinite { return true }
+        if r == 0 { return false }
+        if T.self == Float.self { return Double(r) * Double(b) == Double(a) }
+        return a.addingProduct(-r, b) == 0
+    case .sqrt:
+        if b == 0 || b.isInfinite { return true }
+        if T.self == Float.self { return Double(r) * Double(r) == Double(b) }
+        return b.addingProduct(-r, r) == 0
+    default:
+        return true
+    }
+}
+
+/// Flags of a floating-point format conversion (CVTSD2SS & co.) from `v` to `r`.
+@inline(__always)
+func fpConvertFlags<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, _ r: D, ueUnmasked: Bool) -> UInt32 {
+    if v.isNaN { return v.isSignalingNaN ? MX.ie : 0 }
+    var f: UInt32 = v.isSubnormal ? MX.de : 0
+    if v.isInfinite { return f }
+    if r.isInfinite { return f | MX.oe | MX.pe }
+    let inexact = S(r) != v
+    if inexact { f |= MX.pe }
+    if r.magnitude < D.leastNormalMagnitude && (inexact || (r != 0 && ueUnmasked)) { f |= MX.ue }
+    return f
+}
+
+extension CPUCore {
+    /// Flags an SSE operation still has to look for: those not yet set, and every unmasked one.
+    @inline(__always) var mxWanted: UInt32 { mutating get { (~mxcsr | ~(mxcsr >> 7)) & 0x3F } }
+    @inline(__always) var mxUEUnmasked: Bool { mutating get { mxcsr & 0x800 == 0 } }
+
+    /// Records the flags of an instruction before its results are written; raises #XM/#UD when one
+    /// is unmasked (pre-computation exceptions first, then post-computation ones).
+    mutating func mxCommit(_ f: UInt32) throws(Fault) {
+        if f == 0 { return }
+        let unmasked = ~(mxcsr >> 7) & 0x3F
+        if f & MX.pre & unmasked != 0 {
+            mxcsr |= f & MX.pre
+            throw cr4 & 0x400 != 0 ? Fault.xm : Fault.ud
+        }
+        mxcsr |= f
+        if f & unmasked != 0 { throw cr4 & 0x400 != 0 ? Fault.xm : Fault.ud }
+    }
+
+    mutating func sseFloatArith(_ i: IP, _ opc: UInt8, _ pfx: UInt16) throws(Fault) {
+        let d = i.reg
+        let op: FPOp
+        switch opc {
+        case 0x51: op = .sqrt
+        case 0x58: op = .add
+        case 0x59: op = .mul
+        case 0x5C: op = .sub
+        case 0x5E: op = .div
+        default: op = .minmax
+        }
+        let want = mxWanted
+        let ueU = mxUEUnmasked
+        var fl: UInt32 = 0
+        func f32(_ a: Float, _ b: Float) -> Float {
+            switch opc {
+            case 0x51: return b.squareRoot()
+            case 0x58: return a + b
+            case 0x59: return a * b
+            case 0x5C: return a - b
+            case 0x5D: return a < b ? a : b
+            case 0x5E: return a / b
+            default: return a > b ? a : b
+            }
+        }
+        func f64(_ a: Double, _ b: Double) -> Double {
+            switch opc {
+            case 0x51: return b.squareRoot()
+            case 0x58: return a + b
+            case 0x59: return a * b
+            case 0x5C: return a - b
+            case 0x5D: return a < b ? a : b
+            case 0x5E: return a / b
+            default: return a > b ? a : b
+            }
+        }
+        switch pfx {
+        case 0:
+            let a = asFloats(xget(d)), b = asFloats(try load128(i))
+            var r = SIMD4<Float>()
+            for k in 0..<4 {
+                r[k] = f32(a[k], b[k])
+                if want != 0 { fl |= fpLaneFlags(op, a[k], b[k], r[k], ueUnmasked: ueU, want: want) }
+            }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        case 1:
+            let a = asDoubles(xget(d)), b = asDoubles(try load128(i))
+            var r = SIMD2<Double>()
+            for k in 0..<2 {
+                r[k] = f64(a[k], b[k])
+                if want != 0 { fl |= fpLaneFlags(op, a[k], b[k], r[k], ueUnmasked: ueU, want: want) }
+            }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        case 2:
+            var a = asFloats(xget(d))
+            let b = Float(bitPattern: try load32(i))
+            let r = f32(a[0], b)
+            if want != 0 { try mxCommit(fpLaneFlags(op, a[0], b, r, ueUnmasked: ueU, want: want)) }
+            a[0] = r
+            xset(d, v128(a))
+        default:
+            var a = asDoubles(xget(d))
+            let b = Double(bitPattern: try load64(i))
+            let r = f64(a[0], b)
+            if want != 0 { try mxCommit(fpLaneFlags(op, a[0], b, r, ueUnmasked: ueU, want: want)) }
+            a[0] = r
+            xset(d, v128(a))
+        }
+    }
+
+    /// ADDSUBPD/ADDSUBPS: even lanes subtract, odd lanes add.
+    mutating func sseAddSub(_ i: IP, _ pfx: UInt16) throws(Fault) {
+        let d = i.reg
+        let a = xget(d), b = try load128(i)
+        let want = mxWanted, ueU = mxUEUnmasked
+        var fl: UInt32 = 0
+        if pfx == 1 {
+            let x = asDoubles(a), y = asDoubles(b)
+            let r = SIMD2<Double>(x[0] - y[0], x[1] + y[1])
+            if want != 0 {
+                for k in 0..<2 { fl |= fpLaneFlags(k & 1 == 0 ? .sub : .add, x[k], y[k], r[k], ueUnmasked: ueU, want: want) }
+            }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        } else if pfx == 3 {
+            let x = asFloats(a), y = asFloats(b)
+            let r = SIMD4<Float>(x[0] - y[0], x[1] + y[1], x[2] - y[2], x[3] + y[3])
+            if want != 0 {
+                for k in 0..<4 { fl |= fpLaneFlags(k & 1 == 0 ? .sub : .add, x[k], y[k], r[k], ueUnmasked: ueU, want: want) }
+            }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        } else { throw Fault.ud }
+    }
+
+    /// HADDPD/HADDPS/HSUBPD/HSUBPS: pairs within the destination, then within the source.
+    mutating func sseHorizontal(_ i: IP, _ pfx: UInt16, sub: Bool) throws(Fault) {
+        let d = i.reg
+        let a = xget(d), b = try load128(i)
+        let want = mxWanted, ueU = mxUEUnmasked
+        let op: FPOp = sub ? .sub : .add
+        var fl: UInt32 = 0
+        if pfx == 1 {
+            let x = asDoubles(a), y = asDoubles(b)
+            let p = [(x[0], x[1]), (y[0], y[1])]
+            var r = SIMD2<Double>()
+            for k in 0..<2 {
+                r[k] = sub ? p[k].0 - p[k].1 : p[k].0 + p[k].1
+                if want != 0 { fl |= fpLaneFlags(op, p[k].0, p[k].1, r[k], ueUnmasked: ueU, want: want) }
+            }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        } else if pfx == 3 {
+            let x = asFloats(a), y = asFloats(b)
+            let p = [(x[0], x[1]), (x[2], x[3]), (y[0], y[1]), (y[2], y[3])]
+            var r = SIMD4<Float>()
+            for k in 0..<4 {
+                r[k] = sub ? p[k].0 - p[k].1 : p[k].0 + p[k].1
+                if want != 0 { fl |= fpLaneFlags(op, p[k].0, p[k].1, r[k], ueUnmasked: ueU, want: want) }
+            }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        } else { throw Fault.ud }
+    }
+
+    mutating func sseCompare(_ i: IP, _ pfx: UInt16) throws(Fault) {
+        let d = i.reg
+        let p = Int(i.imm & 7)
+        let op: FPOp = (p == 1 || p == 2 || p == 5 || p == 6) ? .cmpSignaling : .cmpQuiet
+        let want = mxWanted
+        var fl: UInt32 = 0
+        func c<T: BinaryFloatingPoint>(_ a: T, _ b: T) -> Bool {
+            if want != 0 { fl |= fpLaneFlags(op, a, b, a, ueUnmasked: false) }
+            switch p {
+            case 0: return a == b
+            case 1: return a < b
+            case 2: return a <= b
+            case 3: return a.isNaN || b.isNaN
+            case 4: return !(a == b)
+            case 5: return !(a < b)
+            case 6: return !(a <= b)
+            default: return !(a.isNaN || b.isNaN)
+            }
+        }
+        switch pfx {
+        case 0:
+            let a = asFloats(xget(d)), b = asFloats(try load128(i))
+            var r = SIMD4<UInt32>()
+            for k in 0..<4 { r[k] = c(a[k], b[k]) ? .max : 0 }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        case 1:
+            let a = asDoubles(xget(d)), b = asDoubles(try load128(i))
+            let r = V128(c(a[0], b[0]) ? .max : 0, c(a[1], b[1]) ? .max : 0)
+            try mxCommit(fl)
+            xset(d, r)
+        case 2:
+            var a = asDwords(xget(d))
+            a[0] = c(Float(bitPattern: a[0]), Float(bitPattern: try load32(i))) ? .max : 0
+            try mxCommit(fl)
+            xset(d, v128(a))
+        default:
+            var a = xget(d)
+            a[0] = c(Double(bitPattern: a[0]), Double(bitPattern: try load64(i))) ? .max : 0
+            try mxCommit(fl)
+            xset(d, a)
+        }
+    }
+
+    /// COMISS/COMISD (signaling: IE on any NaN) and UCOMISS/UCOMISD (IE on SNaN only).
+    mutating func sseComis(_ i: IP, _ pfx: UInt16, signaling: Bool) throws(Fault) {
+        let d = i.reg
+        let op: FPOp = signaling ? .cmpSignaling : .cmpQuiet
+        func flagsFor<T: BinaryFloatingPoint>(_ a: T, _ b: T) -> UInt64 {
+            a.isNaN || b.isNaN ? RFlag.zf | RFlag.pf | RFlag.cf : (a < b ? RFlag.cf : (a == b ? RFlag.zf : 0))
+        }
+        if pfx == 1 {
+            let a = asDoubles(xget(d))[0], b = Double(bitPattern: try load64(i))
+            if mxWanted != 0 { try mxCommit(fpLaneFlags(op, a, b, a, ueUnmasked: false)) }
+            setArith(flagsFor(a, b))
+        } else {
+            let a = asFloats(xget(d))[0], b = Float(bitPattern: try load32(i))
+            if mxWanted != 0 { try mxCommit(fpLaneFlags(op, a, b, a, ueUnmasked: false)) }
+            setArith(flagsFor(a, b))
+        }
+    }
+
+    /// Float to integer with SSE's rounding (MXCSR.RC) or truncation; NaN and out of range give the
+    /// "integer indefinite" value and IE, an inexact conversion PE.
+    mutating func sseToInt<T: BinaryFloatingPoint>(_ v: T, bits: Int, truncate: Bool, flags fl: inout UInt32) -> UInt64 {
+        let rule: FloatingPointRoundingRule
+        if truncate { rule = .towardZero } else {
+            switch (mxcsr >> 13) & 3 {
+            case 0: rule = .toNearestOrEven
+            case 1: rule = .down
+            case 2: rule = .up
+            default: rule = .towardZero
+            }
+        }
+        let r = v.rounded(rule)
+        let lim = T(sign: .plus, exponent: T.Exponent(bits - 1), significand: 1)
+        if r.isNaN || r >= lim || r < -lim {
+            fl |= MX.ie
+            return UInt64(1) << UInt64(bits - 1)
+        }
+        if r != v { fl |= MX.pe }
+        return UInt64(bitPattern: Int64(r)) & sizeMask(bits / 8)
+    }
+
+    mutating func sseConvertToInt(_ i: IP, _ pfx: UInt16, truncate: Bool) throws(Fault) {
+        let bits = i.size * 8
+        var fl: UInt32 = 0
+        let v: UInt64
+        switch pfx {
+        case 2: v = sseToInt(Float(bitPattern: try load32(i)), bits: bits, truncate: truncate, flags: &fl)
+        case 3: v = sseToInt(Double(bitPattern: try load64(i)), bits: bits, truncate: truncate, flags: &fl)
+        default: throw Fault.ud   // CVTPS2PI & co (MMX): not implemented
+        }
+        try mxCommit(fl)
+        setReg(i.reg, i.size, v)
+    }
+
+    mutating func sseConvertFromInt(_ i: IP, _ pfx: UInt16) throws(Fault) {
+        let d = i.reg
+        switch pfx {
+        case 2, 3:
+            let raw = try readRm(i, i.size)
+            let v = i.size == 8 ? Int64(bitPattern: raw) : Int64(Int32(truncatingIfNeeded: raw))
+            var x = xget(d)
+            if pfx == 2 {
+                let f = Float(v)
+                try mxCommit(Int64(exactly: f) == v ? 0 : MX.pe)
+                x[0] = (x[0] & ~0xFFFF_FFFF) | UInt64(f.bitPattern)
+            } else {
+                let f = Double(v)
+                try mxCommit(Int64(exactly: f) == v ? 0 : MX.pe)
+                x[0] = f.bitPattern
+            }
+            xset(d, x)
+        default: throw Fault.ud
+        }
+    }
+
+    mutating func sseConvertVector(_ i: IP, _ opc: UInt8, _ pfx: UInt16) throws(Fault) {
+        let d = i.reg
+        let ueU = mxUEUnmasked
+        var fl: UInt32 = 0
+        switch (opc, pfx) {
+        case (0x5A, 0): // CVTPS2PD
+            let f = asFloats(V128(try load64(i), 0))
+            let r = SIMD2<Double>(Double(f[0]), Double(f[1]))
+            for k in 0..<2 { fl |= fpConvertFlags(f[k], r[k], ueUnmasked: ueU) }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        case (0x5A, 1): // CVTPD2PS
+            let a = asDoubles(try load128(i))
+            let r = SIMD4<Float>(Float(a[0]), Float(a[1]), 0, 0)
+            for k in 0..<2 { fl |= fpConvertFlags(a[k], r[k], ueUnmasked: ueU) }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        case (0x5A, 2): // CVTSS2SD
+            let f = Float(bitPattern: try load32(i))
+            let r = Double(f)
+            try mxCommit(fpConvertFlags(f, r, ueUnmasked: ueU))
+            var x = xget(d); x[0] = r.bitPattern; xset(d, x)
+        case (0x5A, 3): // CVTSD2SS
+            let v = Double(bitPattern: try load64(i))
+            let r = Float(v)
+            try mxCommit(fpConvertFlags(v, r, ueUnmasked: ueU))
+            var x = xget(d)
+            x[0] = (x[0] & ~0xFFFF_FFFF) | UInt64(r.bitPattern)
+            xset(d, x)
+        case (0x5B, 0): // CVTDQ2PS
+            let a = asSDwords(try load128(i))
+            let r = SIMD4<Float>(Float(a[0]), Float(a[1]), Float(a[2]), Float(a[3]))
+            for k in 0..<4 where Int32(exactly: r[k]) != a[k] { fl |= MX.pe }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        case (0x5B, 1), (0x5B, 2): // CVTPS2DQ / CVTTPS2DQ
+            let a = asFloats(try load128(i))
+            var r = SIMD4<UInt32>()
+            for k in 0..<4 { r[k] = UInt32(truncatingIfNeeded: sseToInt(a[k], bits: 32, truncate: pfx == 2, flags: &fl)) }
+            try mxCommit(fl)
+            xset(d, v128(r))
+        case (0xE6, 2): // CVTDQ2PD
+            let a = asSDwords(V128(try load64(i), 0))
+            xset(d, v128(SIMD2<Double>(Double(a[0]), Double(a[1]))))
+        case (0xE6, 1), (0xE6, 3): // CVTTPD2DQ / CVTPD2DQ
+            let a = asDoubles(try load128(i))
+            let lo = sseToInt(a[0], bits: 32, truncate: pfx == 1, flags: &fl)
+            let hi = sseToInt(a[1], bits: 32, truncate: pfx == 1, flags: &fl)
+            try mxCommit(fl)
+            xset(d, V128(lo | hi << 32, 0))
+        default: throw Fault.ud
+        }
+    }
+}
+
+/// x87 status-word bits.
+enum MX16 {
+    static let ie: UInt16 = 1, de: UInt16 = 2, ze: UInt16 = 4, oe: UInt16 = 8, ue: UInt16 = 0x10, pe: UInt16 = 0x20
+    static let sf: UInt16 = 0x40, es: UInt16 = 0x80, c1: UInt16 = 0x200, busy: UInt16 = 0x8000
+}
+
+extension CPUCore {
+    /// The x87 "real indefinite" QNaN (the masked response to an invalid operation).
+    var x87Indefinite: Float80 { Float80(sign: .minus, exponentBitPattern: 0x7FFF, significandBitPattern: 0x4000_0000_0000_0000) }
+
+    /// Records x87 exception flags (same bit layout as MXCSR's low six). An unmasked one sets ES and
+    /// B so the next waiting x87 instruction raises #MF. Returns true when an unmasked IE/DE/ZE
+    /// means the destination is not written.
+    mutating func x87Record(_ f: UInt16) -> Bool {
+        if f == 0 { return false }
+        fpu.sw |= f
+        let unmasked = f & ~fpu.cw & 0x3F
+        if unmasked == 0 { return false }
+        fpu.sw |= MX16.es | MX16.busy
+        return unmasked & (MX16.ie | MX16.de | MX16.ze) != 0
+    }
+
+    /// The control instructions that do not check for a pending x87 exception: FNINIT, FNCLEX,
+    /// FNSTSW, FNSTCW, FNSTENV, FNSAVE.
+    func x87NoWait(_ esc: Int, _ modrm: UInt8, isMem: Bool) -> Bool {
+        let sub = (modrm >> 3) & 7
+        if isMem { return (esc == 1 && (sub == 6 || sub == 7)) || (esc == 5 && (sub == 6 || sub == 7)) }
+        return (esc == 3 && (modrm == 0xE2 || modrm == 0xE3)) || (esc == 7 && modrm == 0xE0)
+    }
+}
