@@ -2,9 +2,11 @@
 //
 // Every simple reply and every structured-reply chunk is written whole under the send lock, so
 // chunks of different requests never mix and a TLS session has one writer at a time (the reader
-// thread only receives). Small replies are corked; the thread leaving the lock flushes unless
-// another one is already waiting for it (which then flushes, or passes that on), so replies that
-// finish together share a system call and none stays in the buffer while the client waits for it.
+// thread only receives). Small replies are corked; the thread leaving the lock after the last
+// chunk of a reply flushes unless another one is already waiting for it (which then flushes, or
+// passes that on), so replies that finish together share a system call and none stays in the
+// buffer while the client waits for it. Chunks before a reply's last stay corked: the client
+// cannot use them before the last one anyway (a sparse read's hole chunks go out with its data).
 // Large read payloads go out in a gather write, or with sendfile straight from the host file.
 import Glibc
 import Synchronization
@@ -21,15 +23,21 @@ final class ReplyWriter: @unchecked Sendable {
         self.mode = mode
     }
 
-    /// Runs `body` (one whole reply or chunk) under the send lock; flushes if nobody is next.
-    func locked<T>(_ body: () throws -> T) throws -> T {
+    /// Runs `body` (one whole reply or chunk) under the send lock; after a reply's last chunk
+    /// (`ends`), flushes if nobody is next.
+    func locked<T>(ends: Bool = true, _ body: () throws -> T) throws -> T {
         waiting.add(1, ordering: .relaxed)
         lock.lock()
         defer { lock.unlock() }
         waiting.subtract(1, ordering: .relaxed)
         let result = try body()
-        if waiting.load(ordering: .relaxed) == 0 { try stream.flush() }
+        if ends && waiting.load(ordering: .relaxed) == 0 { try stream.flush() }
         return result
+    }
+
+    /// Gives back the stream's output buffer while the connection idles (nothing corked).
+    func releaseIdleBuffer() {
+        lock.withLock { stream.releaseOutputBuffer() }
     }
 
     func simple(_ r: NBDRequest, error: UInt32) throws {
@@ -55,7 +63,7 @@ final class ReplyWriter: @unchecked Sendable {
         try withUnsafeMutableBytes(of: &h) { raw in
             let n = NBDReplyEncoder.chunk(into: raw.baseAddress!, mode: mode, flags: flags, type: type, cookie: r.cookie,
                                           offset: r.offset, payloadLength: UInt64(payload.count))
-            try locked {
+            try locked(ends: flags & NBDReplyFlag.done != 0) {
                 try stream.cork(UnsafeRawBufferPointer(rebasing: raw[0..<n]))
                 try stream.cork(payload)
             }
@@ -77,7 +85,7 @@ final class ReplyWriter: @unchecked Sendable {
                 n += 8
             }
             let header = UnsafeRawBufferPointer(rebasing: raw[0..<n])
-            try locked {
+            try locked(ends: last) {
                 if bytes.count <= 16 * 1024 && stream.corkSpace >= n + bytes.count {
                     try stream.cork(header)
                     try stream.cork(bytes)
@@ -101,7 +109,7 @@ final class ReplyWriter: @unchecked Sendable {
                                           cookie: r.cookie, offset: r.offset, payloadLength: UInt64(count) + 8)
             storeBE64(p, n, offset)
             n += 8
-            try locked {
+            try locked(ends: last) {
                 let sent = try stream.sendFile(header: UnsafeRawBufferPointer(rebasing: raw[0..<n]), source: source.fd,
                                                offset: source.offset, length: count)
                 if sent < count {

@@ -120,10 +120,10 @@ final class RequestRunner: @unchecked Sendable {
             do { try backend.flush() } catch { return .failure(wireError(error), "flush failed") }
         }
         let count = Int(r.length)
-        let buf = try slot.buffer(count)
         if mode >= .structured && !r.flags.contains(.dontFragment) && count > 0 {
-            return try sparseRead(r, buf)
+            return try sparseRead(r, slot)
         }
+        let buf = try slot.buffer(count)
         do {
             try backend.read(at: r.offset, into: UnsafeMutableRawBufferPointer(start: buf, count: count))
         } catch {
@@ -139,8 +139,8 @@ final class RequestRunner: @unchecked Sendable {
 
     /// Holes become OFFSET_HOLE chunks; runs of data become one OFFSET_DATA chunk each, sent
     /// straight from the host file with sendfile when the backend says where the bytes are, else
-    /// read into the buffer first.
-    private func sparseRead(_ r: NBDRequest, _ buf: UnsafeMutableRawPointer) throws -> Outcome {
+    /// read into the buffer first (which is only allocated then: sendfile needs none).
+    private func sparseRead(_ r: NBDRequest, _ slot: RequestSlot) throws -> Outcome {
         let total = r.length
         let zeroCopy = replies.stream.canSendFile
         var done: UInt64 = 0
@@ -182,7 +182,7 @@ final class RequestRunner: @unchecked Sendable {
             if let src = source {
                 let at = r.offset + done
                 try replies.fileData(r, offset: at, source: src, count: Int(run), last: last) { sent in
-                    let rest = UnsafeMutableRawBufferPointer(start: buf, count: Int(run) - sent)
+                    let rest = UnsafeMutableRawBufferPointer(start: try slot.buffer(Int(run) - sent), count: Int(run) - sent)
                     do {
                         try backend.read(at: at + UInt64(sent), into: rest)
                     } catch {
@@ -193,6 +193,7 @@ final class RequestRunner: @unchecked Sendable {
                 done += run
                 continue
             }
+            let buf = try slot.buffer(Int(total))
             do {
                 try backend.read(at: r.offset + done, into: UnsafeMutableRawBufferPointer(start: buf + Int(done), count: Int(run)))
             } catch {
