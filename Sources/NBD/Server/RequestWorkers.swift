@@ -8,6 +8,22 @@
 // Workers are plain threads with the connection stack size, started only when a queued request
 // finds none free, and gone after `idleSeconds` without work: an idle connection has no worker,
 // and a connection whose requests are quick gets by with one or two.
+//
+// How many run at once follows what the requests do. Requests that block (a disk read that misses
+// the page cache, O_DIRECT, a slow network backend) get up to 16 workers, so that many reach the
+// backend together. Requests that only burn CPU (page-cache hits) gain nothing from more threads
+// than cores, and 16 threads passing requests around on 2 cores cost more than the requests
+// themselves (random 4 KiB reads from the page cache ran at less than half the speed): then only
+// as many workers as cores take requests, and the rest of the queue waits for them. The two are
+// told apart by sampling requests: did the thread wait (a voluntary context switch) while it ran
+// one? Preemption does not count, so a loaded host does not look like a slow disk. The mode starts
+// out "blocking", and a queue head that waits longer than `stallNanoseconds` switches back to it
+// (a request stuck in the backend cannot report itself), so a stuck request never holds up the
+// others for long. When requests do not block, the reader runs them itself (`runInline`), as the
+// sequential server did: no thread switch at all. Its requests are sampled too, and one that
+// blocks for long turns the connection back to workers. The last worker to go gives
+// back every data buffer and calls `idle` (the reply writer frees its output buffer), so a
+// connection that did I/O and then idles costs what a fresh one does.
 import Glibc
 
 final class RequestWorkers: @unchecked Sendable {
@@ -18,11 +34,26 @@ final class RequestWorkers: @unchecked Sendable {
     static let maxRetained = 16 * 1024 * 1024
     static let idleRetained = 4 * 1024 * 1024
     static let idleSeconds = 10.0
-    static let maxWorkers: Int = { if let p = getenv("NBD_MAXW") { return Int(atoi(p)) }; return 16 }()
+    static let maxWorkers = maxInFlight
+    /// Workers for requests that do not block.
+    /// (84 is glibc's _SC_NPROCESSORS_ONLN, which some builds of the Glibc module do not show.)
+    static let cpuWorkers = max(2, sysconf(84))
+    /// A queued request waiting this long means the running ones are stuck or slow.
+    static let stallNanoseconds: UInt64 = 5_000_000
+    /// A request counts as blocking when it waited and took at least this long (nanoseconds):
+    /// handing requests to other threads costs a few microseconds each on a busy host, which
+    /// only pays when they wait for much longer than that. (Reads from a virtual disk the host
+    /// caches take ~25 us with O_DIRECT, and run faster one after another than spread on threads.)
+    static let longWait: UInt64 = 50_000
+    /// One request in this many on a worker is sampled (two getrusage calls).
+    static let samplePeriod = 4
 
     private let monitor = Monitor()
+    /// The reader waits on this one; the workers on the monitor's own condition.
+    private let readerCondition = Monitor.Condition()
     private let execute: (RequestSlot) throws -> Void
     private let failed: () -> Void
+    private let idle: () -> Void
 
     private var queue: [RequestSlot] = []
     private var free: [RequestSlot] = []
@@ -34,15 +65,20 @@ final class RequestWorkers: @unchecked Sendable {
     private var sleepers = 0
     private var wakeups = 0
     private var stopping = false
+    /// How often recent requests blocked, 0...1024 (a moving average of the samples).
+    private var blocking = 1024
     /// The reader waits until `inFlight` and `charged` are at most these (nil: not waiting).
     private var readerWaits: (inFlight: Int, charged: Int)?
     private var failure: Error?
 
     /// `execute` runs a request and sends its reply; when it throws (the connection is broken),
-    /// the error is kept for the reader and `failed` wakes it.
-    init(execute: @escaping (RequestSlot) throws -> Void, failed: @escaping () -> Void) {
+    /// the error is kept for the reader and `failed` wakes it. `idle` runs (on the last worker,
+    /// no lock held) when the connection has had nothing to do for `idleSeconds`.
+    init(execute: @escaping (RequestSlot) throws -> Void, failed: @escaping () -> Void,
+         idle: @escaping () -> Void = {}) {
         self.execute = execute
         self.failed = failed
+        self.idle = idle
     }
 
     /// The first error a worker hit, if any.
@@ -71,14 +107,22 @@ final class RequestWorkers: @unchecked Sendable {
         monitor.withLock { finished(slot) }
     }
 
+    /// Workers that may take requests at once, by what the recent requests did.
+    private var wanted: Int { blocking >= 256 ? RequestWorkers.maxWorkers : RequestWorkers.cpuWorkers }
+
     /// Queues an admitted request for a worker.
     func start(_ slot: RequestSlot) {
         var spawn = false
         monitor.withLock {
+            slot.queuedAt = Deadline.now()
             queue.append(slot)
+            if let head = queue.first, slot.queuedAt &- head.queuedAt >= RequestWorkers.stallNanoseconds {
+                blocking = 1024
+            }
             // Workers that will look at the queue without being woken.
             let free = workers - running - sleepers + wakeups
-            if queue.count > free {
+            let awake = workers - sleepers + wakeups
+            if queue.count > free && awake < wanted {
                 if sleepers > wakeups {
                     wakeups += 1
                     monitor.signal()
@@ -134,29 +178,58 @@ final class RequestWorkers: @unchecked Sendable {
     // MARK: workers
 
     private func work() {
+        var count = 0
+        let idleNanoseconds = UInt64(RequestWorkers.idleSeconds * 1e9)
+        /// The worker goes when it has taken no request until then (and none waits).
+        var idleUntil = Deadline.now() &+ idleNanoseconds
         monitor.lock()
         while true {
-            if !queue.isEmpty {
+            // Take a request unless more workers are busy than the mode wants (then the running
+            // ones get to it); a stalled queue head is taken whatever the mode.
+            if let head = queue.first,
+               running < wanted || Deadline.now() &- head.queuedAt >= RequestWorkers.stallNanoseconds {
                 let slot = queue.removeFirst()
+                if running >= wanted { blocking = 1024 }
                 running += 1
                 monitor.unlock()
-                run(slot)
-                monitor.lock()
+                count += 1
+                if count % RequestWorkers.samplePeriod == 0 {
+                    let sample = Sample()
+                    run(slot)
+                    monitor.lock()
+                    note(sample)
+                } else {
+                    run(slot)
+                    monitor.lock()
+                }
                 running -= 1
                 finished(slot)
+                idleUntil = Deadline.now() &+ idleNanoseconds
                 continue
             }
-            if stopping { break }
-            let deadline = Deadline(secondsFromNow: RequestWorkers.idleSeconds)
+            if queue.isEmpty && (stopping || Deadline.now() >= idleUntil) { break }
+            // While requests wait, look again when the head would count as stalled.
+            var deadline = Deadline(nanoseconds: idleUntil)
+            if let head = queue.first { deadline = Deadline(nanoseconds: head.queuedAt &+ RequestWorkers.stallNanoseconds) }
             sleepers += 1
-            let woken = monitor.wait(until: deadline)
+            _ = monitor.wait(until: deadline)
             sleepers -= 1
             if wakeups > 0 { wakeups -= 1 }
-            if !woken && queue.isEmpty && Deadline.now() >= deadline.nanoseconds { break }
         }
         workers -= 1
-        if readerWaits != nil { monitor.broadcast() }
+        // The last worker leaving an idle connection (not one being stopped) frees the buffers.
+        let wentIdle = workers == 0 && inFlight == 0 && !stopping
+        if wentIdle {
+            for s in free {
+                s.release()
+                s.extents = []
+            }
+            free.removeAll()
+            retained = 0
+        }
+        if readerWaits != nil { readerCondition.signal() }
         monitor.unlock()
+        if wentIdle { idle() }
     }
 
     private func run(_ slot: RequestSlot) {
@@ -184,6 +257,45 @@ final class RequestWorkers: @unchecked Sendable {
         monitor.unlock()
     }
 
+    /// Whether a request blocked: the thread gave up the CPU to wait (I/O, a lock) while it ran.
+    /// Preemption does not count (a loaded host preempts requests that never wait).
+    private struct Sample {
+        let switches = Sample.voluntarySwitches()
+        let start = Deadline.now()
+
+        static func voluntarySwitches() -> Int {
+            var u = rusage()
+            getrusage(__rusage_who_t(1), &u)   // RUSAGE_THREAD (a _GNU_SOURCE name)
+            return u.ru_nvcsw
+        }
+    }
+
+    /// Folds a finished request's sample into `blocking` (the lock is held). A request that
+    /// blocked for a millisecond or more turns the mode to "blocking" at once.
+    private func note(_ s: Sample) {
+        let wall = Deadline.now() &- s.start
+        let blocked = wall >= RequestWorkers.longWait && Sample.voluntarySwitches() != s.switches
+        if blocked && wall >= 1_000_000 {
+            blocking = 1024
+        } else {
+            blocking += ((blocked ? 1024 : 0) - blocking) / 8
+        }
+    }
+
+    /// Whether the reader should run its next request itself: the recent requests did not block,
+    /// so handing them to a worker would only cost a thread switch each.
+    var runsInline: Bool { monitor.withLock { blocking < 256 && queue.isEmpty } }
+
+    /// Runs an admitted request on the calling thread (the reader), as `start` would on a worker.
+    func runInline(_ slot: RequestSlot) {
+        let sample = Sample()
+        run(slot)
+        monitor.withLock {
+            note(sample)
+            finished(slot)
+        }
+    }
+
     // MARK: slots (the lock is held)
 
     private func takeFreeSlot(fitting charge: Int) -> RequestSlot {
@@ -208,13 +320,13 @@ final class RequestWorkers: @unchecked Sendable {
         free.append(slot)
         if let w = readerWaits, inFlight <= w.inFlight && charged <= w.charged {
             readerWaits = nil
-            monitor.broadcast()
+            readerCondition.signal()
         }
     }
 
     private func waitReader(inFlight count: Int, charged bytes: Int) {
         readerWaits = (count, bytes)
-        monitor.wait()
+        monitor.wait(readerCondition)
         readerWaits = nil
     }
 }

@@ -8,6 +8,8 @@
 // rest to the connection's workers (RequestWorkers), which run up to 16 at once as qemu-nbd does,
 // so a deep client queue reaches a slow disk instead of waiting behind one request. Requests that
 // must end the connection (NBD_CMD_DISC, a protocol violation) first wait for those in flight.
+// While the requests are ones that never block (page-cache hits), this thread runs them itself
+// and no worker is involved (see RequestWorkers).
 import Glibc
 
 public final class NBDTransmission {
@@ -30,7 +32,8 @@ public final class NBDTransmission {
         self.replies = replies
         self.runner = runner
         // A worker that cannot reply leaves the connection broken: wake the reader to end it.
-        workers = RequestWorkers(execute: { try runner.run($0) }, failed: { [stream] in stream.transport.shutdown() })
+        workers = RequestWorkers(execute: { try runner.run($0) }, failed: { [stream] in stream.transport.shutdown() },
+                                 idle: { [replies] in replies.releaseIdleBuffer() })
     }
 
     /// Serves requests until the client disconnects. Throws on a hard disconnect (the message says
@@ -109,7 +112,11 @@ public final class NBDTransmission {
                     throw error
                 }
             }
-            workers.start(slot)
+            if workers.runsInline {
+                workers.runInline(slot)
+            } else {
+                workers.start(slot)
+            }
         }
         return true
     }
