@@ -46,24 +46,42 @@ final class RequestRunner: @unchecked Sendable {
             return try read(slot)
         case .write:
             return attempt("writing to file failed") {
-                try backend.write(at: r.offset, from: UnsafeRawBufferPointer(start: slot.data, count: Int(r.length)), fua: fua)
+                try io(slot) { try backend.write(at: r.offset, from: UnsafeRawBufferPointer(start: slot.data, count: Int(r.length)), fua: fua) }
             }
         case .writeZeroes:
             return attempt("writing to file failed") {
-                try backend.writeZeroes(at: r.offset, length: r.length, fua: fua, mayTrim: !r.flags.contains(.noHole),
-                                        fast: r.flags.contains(.fastZero))
+                try io(slot) {
+                    try backend.writeZeroes(at: r.offset, length: r.length, fua: fua, mayTrim: !r.flags.contains(.noHole),
+                                            fast: r.flags.contains(.fastZero))
+                }
             }
         case .flush:
-            return attempt("flush failed") { try backend.flush() }
+            return attempt("flush failed") { try io(slot) { try backend.flush() } }
         case .trim:
-            return attempt("discard failed") { try backend.trim(at: r.offset, length: r.length, fua: fua) }
+            return attempt("discard failed") { try io(slot) { try backend.trim(at: r.offset, length: r.length, fua: fua) } }
         case .cache:
-            return attempt("caching data failed") { try backend.cache(at: r.offset, length: r.length) }
+            return attempt("caching data failed") { try io(slot) { try backend.cache(at: r.offset, length: r.length) } }
         case .blockStatus:
             return try blockStatus(slot)
         default:
             return .failure(22, "invalid request type (\(r.command.rawValue)) received")
         }
+    }
+
+    /// A backend call, timed when the slot is sampled: did it wait (a voluntary context switch)
+    /// for long? (Waits for the send lock or the socket are not counted: they say nothing
+    /// about whether the backend blocks.)
+    private func io<T>(_ slot: RequestSlot, _ body: () throws -> T) rethrows -> T {
+        guard slot.sampled else { return try body() }
+        let switches = voluntarySwitches(), start = Deadline.now()
+        defer {
+            let wall = Deadline.now() &- start
+            if wall >= RequestWorkers.longWait && voluntarySwitches() != switches {
+                slot.waited = true
+                if wall >= 1_000_000 { slot.waitedLong = true }
+            }
+        }
+        return try body()
     }
 
     /// Runs a backend call; its error becomes a failure with QEMU's message for the command.
@@ -117,7 +135,7 @@ final class RequestRunner: @unchecked Sendable {
     private func read(_ slot: RequestSlot) throws -> Outcome {
         let r = slot.request
         if r.flags.contains(.fua) {
-            do { try backend.flush() } catch { return .failure(wireError(error), "flush failed") }
+            do { try io(slot) { try backend.flush() } } catch { return .failure(wireError(error), "flush failed") }
         }
         let count = Int(r.length)
         if mode >= .structured && !r.flags.contains(.dontFragment) && count > 0 {
@@ -125,7 +143,7 @@ final class RequestRunner: @unchecked Sendable {
         }
         let buf = try slot.buffer(count)
         do {
-            try backend.read(at: r.offset, into: UnsafeMutableRawBufferPointer(start: buf, count: count))
+            try io(slot) { try backend.read(at: r.offset, into: UnsafeMutableRawBufferPointer(start: buf, count: count)) }
         } catch {
             return .failure(wireError(error), "reading from file failed")
         }
@@ -142,13 +160,15 @@ final class RequestRunner: @unchecked Sendable {
     /// read into the buffer first (which is only allocated then: sendfile needs none).
     private func sparseRead(_ r: NBDRequest, _ slot: RequestSlot) throws -> Outcome {
         let total = r.length
-        let zeroCopy = replies.stream.canSendFile
+        // sendfile reads the file while holding the send lock: fine from the page cache, but
+        // on a worker (requests that block) it would queue every other reply behind the disk.
+        let zeroCopy = replies.stream.canSendFile && !slot.onWorker
         var done: UInt64 = 0
         var next: NBDReadStatus? = nil
         while done < total {
             let status: NBDReadStatus
             do {
-                status = try next ?? backend.readStatus(at: r.offset + done, length: total - done)
+                status = try next ?? io(slot) { try backend.readStatus(at: r.offset + done, length: total - done) }
             } catch {
                 let e = wireError(error)
                 return .failure(e, "unable to check for holes: \(String(cString: strerror(e)))")
@@ -195,7 +215,9 @@ final class RequestRunner: @unchecked Sendable {
             }
             let buf = try slot.buffer(Int(total))
             do {
-                try backend.read(at: r.offset + done, into: UnsafeMutableRawBufferPointer(start: buf + Int(done), count: Int(run)))
+                try io(slot) {
+                    try backend.read(at: r.offset + done, into: UnsafeMutableRawBufferPointer(start: buf + Int(done), count: Int(run)))
+                }
             } catch {
                 return .failure(wireError(error), "reading from file failed")
             }

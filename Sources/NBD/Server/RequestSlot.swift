@@ -14,6 +14,13 @@ final class RequestSlot {
     var charge = 0
     /// When it was queued for a worker (monotonic nanoseconds).
     var queuedAt: UInt64 = 0
+    /// Runs on a worker (not inline on the reader).
+    var onWorker = false
+    /// Its backend calls are timed (RequestRunner.io); `waited`: one of them waited at least
+    /// RequestWorkers.longWait, `waitedLong`: at least a millisecond.
+    var sampled = false
+    var waited = false
+    var waitedLong = false
     var extents: [NBDExtent] = []
     private(set) var data: UnsafeMutableRawPointer?
     private(set) var capacity = 0

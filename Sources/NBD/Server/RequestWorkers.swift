@@ -15,8 +15,10 @@
 // than cores, and 16 threads passing requests around on 2 cores cost more than the requests
 // themselves (random 4 KiB reads from the page cache ran at less than half the speed): then only
 // as many workers as cores take requests, and the rest of the queue waits for them. The two are
-// told apart by sampling requests: did the thread wait (a voluntary context switch) while it ran
-// one? Preemption does not count, so a loaded host does not look like a slow disk. The mode starts
+// told apart by sampling requests: did a backend call wait (a voluntary context switch) for
+// 50 us or more? Preemption does not count, so a loaded host does not look like a slow disk, nor
+// do waits for the send lock or the socket, so that workers contending for it do not keep the
+// connection in this mode. The mode starts
 // out "blocking", and a queue head that waits longer than `stallNanoseconds` switches back to it
 // (a request stuck in the backend cannot report itself), so a stuck request never holds up the
 // others for long. When requests do not block, the reader runs them itself (`runInline`), as the
@@ -45,7 +47,7 @@ final class RequestWorkers: @unchecked Sendable {
     /// only pays when they wait for much longer than that. (Reads from a virtual disk the host
     /// caches take ~25 us with O_DIRECT, and run faster one after another than spread on threads.)
     static let longWait: UInt64 = 50_000
-    /// One request in this many on a worker is sampled (two getrusage calls).
+    /// One request in this many on a worker is sampled (two getrusage calls per backend call).
     static let samplePeriod = 4
 
     private let monitor = Monitor()
@@ -115,6 +117,7 @@ final class RequestWorkers: @unchecked Sendable {
         var spawn = false
         monitor.withLock {
             slot.queuedAt = Deadline.now()
+            slot.onWorker = true
             queue.append(slot)
             if let head = queue.first, slot.queuedAt &- head.queuedAt >= RequestWorkers.stallNanoseconds {
                 blocking = 1024
@@ -193,15 +196,10 @@ final class RequestWorkers: @unchecked Sendable {
                 running += 1
                 monitor.unlock()
                 count += 1
-                if count % RequestWorkers.samplePeriod == 0 {
-                    let sample = Sample()
-                    run(slot)
-                    monitor.lock()
-                    note(sample)
-                } else {
-                    run(slot)
-                    monitor.lock()
-                }
+                slot.sampled = count % RequestWorkers.samplePeriod == 0
+                run(slot)
+                monitor.lock()
+                if slot.sampled { note(slot) }
                 running -= 1
                 finished(slot)
                 idleUntil = Deadline.now() &+ idleNanoseconds
@@ -257,28 +255,13 @@ final class RequestWorkers: @unchecked Sendable {
         monitor.unlock()
     }
 
-    /// Whether a request blocked: the thread gave up the CPU to wait (I/O, a lock) while it ran.
-    /// Preemption does not count (a loaded host preempts requests that never wait).
-    private struct Sample {
-        let switches = Sample.voluntarySwitches()
-        let start = Deadline.now()
-
-        static func voluntarySwitches() -> Int {
-            var u = rusage()
-            getrusage(__rusage_who_t(1), &u)   // RUSAGE_THREAD (a _GNU_SOURCE name)
-            return u.ru_nvcsw
-        }
-    }
-
-    /// Folds a finished request's sample into `blocking` (the lock is held). A request that
-    /// blocked for a millisecond or more turns the mode to "blocking" at once.
-    private func note(_ s: Sample) {
-        let wall = Deadline.now() &- s.start
-        let blocked = wall >= RequestWorkers.longWait && Sample.voluntarySwitches() != s.switches
-        if blocked && wall >= 1_000_000 {
+    /// Folds a sampled request into `blocking` (the lock is held). A request whose backend
+    /// call waited for a millisecond or more turns the mode to "blocking" at once.
+    private func note(_ slot: RequestSlot) {
+        if slot.waitedLong {
             blocking = 1024
         } else {
-            blocking += ((blocked ? 1024 : 0) - blocking) / 8
+            blocking += ((slot.waited ? 1024 : 0) - blocking) / 8
         }
     }
 
@@ -288,10 +271,11 @@ final class RequestWorkers: @unchecked Sendable {
 
     /// Runs an admitted request on the calling thread (the reader), as `start` would on a worker.
     func runInline(_ slot: RequestSlot) {
-        let sample = Sample()
+        slot.onWorker = false
+        slot.sampled = true
         run(slot)
         monitor.withLock {
-            note(sample)
+            note(slot)
             finished(slot)
         }
     }
@@ -315,6 +299,9 @@ final class RequestWorkers: @unchecked Sendable {
         inFlight -= 1
         charged -= slot.charge
         slot.charge = 0
+        slot.sampled = false
+        slot.waited = false
+        slot.waitedLong = false
         if retained + slot.capacity > RequestWorkers.maxRetained { slot.release() }
         retained += slot.capacity
         free.append(slot)
@@ -329,4 +316,12 @@ final class RequestWorkers: @unchecked Sendable {
         monitor.wait(readerCondition)
         readerWaits = nil
     }
+}
+
+/// Times this thread gave up the CPU to wait (I/O, a lock), not counting preemption (a loaded
+/// host preempts requests that never wait): getrusage(RUSAGE_THREAD).ru_nvcsw.
+func voluntarySwitches() -> Int {
+    var u = rusage()
+    getrusage(__rusage_who_t(1), &u)   // RUSAGE_THREAD (a _GNU_SOURCE name)
+    return u.ru_nvcsw
 }
