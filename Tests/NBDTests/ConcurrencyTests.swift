@@ -39,6 +39,16 @@ final class BarrierBackend: NBDBackend, @unchecked Sendable {
         }
     }
 
+    /// Closes the barrier again (after a warm-up with it open): the next reads wait for
+    /// `barrier` of them to be inside.
+    func arm() {
+        lock.withLock {
+            open = false
+            maxInside = inside
+            started = 0
+        }
+    }
+
     /// Opens the barrier from outside (for the disconnect test).
     func release() {
         lock.withLock {
@@ -128,6 +138,33 @@ final class ConcurrencyTests: XCTestCase {
         let seen = backend.observed
         XCTAssertFalse(seen.gaveUp, "requests ran one after another (at most \(seen.maxInside) at once)")
         XCTAssertEqual(seen.maxInside, 16, "requests in the backend at once")
+        c.disconnect()
+    }
+
+    /// A connection whose requests have been quick runs them on its reader thread; when one
+    /// then blocks, another thread takes over the reading, so the requests behind it still reach
+    /// the backend (four reads must be inside together before any returns).
+    func testReaderStuckInAQuickConnectionIsReplaced() throws {
+        let backend = BarrierBackend(size: 1 << 20, barrier: 4)
+        backend.release()
+        let c = try connect(backend)
+        var got = [UInt8](repeating: 0, count: 512)
+        for i in 0..<300 {
+            try got.withUnsafeMutableBytes { try c.read(at: UInt64(i % 64) * 4096, into: $0) }
+        }
+        backend.arm()
+        let done = Monitor()
+        var finished = 0
+        for i in 0..<4 {
+            try Threads.spawn {
+                var buf = [UInt8](repeating: 0, count: 512)
+                _ = try? buf.withUnsafeMutableBytes { try c.read(at: UInt64(i) * 4096, into: $0) }
+                done.withLock { finished += 1; done.broadcast() }
+            }
+        }
+        done.withLock { while finished < 4 { done.wait() } }
+        let seen = backend.observed
+        XCTAssertFalse(seen.gaveUp, "the reads behind a stuck one did not reach the backend (at most \(seen.maxInside) at once)")
         c.disconnect()
     }
 

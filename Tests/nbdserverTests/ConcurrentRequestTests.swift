@@ -105,7 +105,7 @@ final class ConcurrentRequestTests: XCTestCase {
         let check = try runTool("qemu-img", ["check", image])
         XCTAssertEqual(check.status, 0, check.stdout + check.stderr)
         let raw = dir.file("ref.raw")
-        FileManager.default.createFile(atPath: raw, contents: Data(UnsafeRawBufferPointer(ref.bytes)))
+        XCTAssertTrue(FileManager.default.createFile(atPath: raw, contents: Data(UnsafeRawBufferPointer(ref.bytes))))
         let cmp = try runTool("qemu-img", ["compare", "-f", "qcow2", "-F", "raw", image, raw])
         XCTAssertEqual(cmp.status, 0, cmp.stdout + cmp.stderr)
     }

@@ -69,6 +69,16 @@ final class RequestWorkers: @unchecked Sendable {
     private var stopping = false
     /// How often recent requests blocked, 0...1024 (a moving average of the samples).
     private var blocking = 1024
+    /// The reader's current inline request (a number per request) and when it began (nil: none
+    /// running, or its reader was replaced already).
+    private var inlineToken = 0
+    private var inlineSince: UInt64?
+    /// Inline requests whose reader the watchdog replaced: a new thread reads now, and the stuck
+    /// reader must not go on once its request returns.
+    private var replaced: Set<Int> = []
+    private var watchedByWatchdog = false
+    /// Runs the connection's reader loop on a new thread (set once by the connection).
+    var takeOver: () -> Void = {}
     /// The reader waits until `inFlight` and `charged` are at most these (nil: not waiting).
     private var readerWaits: (inFlight: Int, charged: Int)?
     private var failure: Error?
@@ -155,6 +165,7 @@ final class RequestWorkers: @unchecked Sendable {
 
     /// Drains, then ends the workers and waits for them to go.
     func stop() {
+        if monitor.withLock({ watchedByWatchdog }) { InlineWatchdog.shared.unwatch(self) }
         drain()
         monitor.withLock {
             stopping = true
@@ -267,16 +278,48 @@ final class RequestWorkers: @unchecked Sendable {
 
     /// Whether the reader should run its next request itself: the recent requests did not block,
     /// so handing them to a worker would only cost a thread switch each.
-    var runsInline: Bool { monitor.withLock { blocking < 256 && queue.isEmpty } }
+    var runsInline: Bool { monitor.withLock { blocking < 256 && queue.isEmpty && !stopping } }
 
     /// Runs an admitted request on the calling thread (the reader), as `start` would on a worker.
-    func runInline(_ slot: RequestSlot) {
+    /// False when the request stalled and another thread took over reading meanwhile (see
+    /// InlineWatchdog): the caller must then stop reading.
+    func runInline(_ slot: RequestSlot) -> Bool {
         slot.onWorker = false
         slot.sampled = true
+        let (token, first): (Int, Bool) = monitor.withLock {
+            inlineToken += 1
+            inlineSince = Deadline.now()
+            defer { watchedByWatchdog = true }
+            return (inlineToken, !watchedByWatchdog)
+        }
+        if first { InlineWatchdog.shared.watch(self) }
+        InlineWatchdog.shared.inlineStarted()
         run(slot)
-        monitor.withLock {
+        return monitor.withLock {
+            if inlineToken == token { inlineSince = nil }
             note(slot)
             finished(slot)
+            return replaced.remove(token) == nil
+        }
+    }
+
+    /// From the watchdog: when the reader has been in one inline request for too long, hands the
+    /// reading to a new thread (`takeOver`) and turns the connection to workers.
+    func rescueIfStalled(now: UInt64) {
+        let rescue: Bool = monitor.withLock {
+            guard let since = inlineSince, now &- since >= InlineWatchdog.stall, !stopping else { return false }
+            replaced.insert(inlineToken)
+            inlineSince = nil
+            blocking = 1024
+            return true
+        }
+        if rescue {
+            do {
+                try Threads.spawn { [takeOver] in takeOver() }
+            } catch {
+                // No thread: the stuck reader goes on reading when its request returns.
+                monitor.withLock { _ = replaced.remove(inlineToken) }
+            }
         }
     }
 

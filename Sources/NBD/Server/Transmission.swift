@@ -9,7 +9,8 @@
 // so a deep client queue reaches a slow disk instead of waiting behind one request. Requests that
 // must end the connection (NBD_CMD_DISC, a protocol violation) first wait for those in flight.
 // While the requests are ones that never block (page-cache hits), this thread runs them itself
-// and no worker is involved (see RequestWorkers).
+// and no worker is involved (see RequestWorkers); if one of them blocks after all, another thread
+// takes over the reading (InlineWatchdog).
 import Glibc
 
 public final class NBDTransmission {
@@ -38,25 +39,54 @@ public final class NBDTransmission {
 
     /// Serves requests until the client disconnects. Throws on a hard disconnect (the message says
     /// why). Returns only when every request it took has replied and the workers are gone.
+    ///
+    /// The reading may move to another thread (InlineWatchdog: this one got stuck in a request it
+    /// ran itself); this thread then waits for whichever reader ends the connection.
     public func run() throws {
-        do {
-            try serveRequests()
-        } catch {
-            workers.stop()
-            throw workers.error ?? error
+        workers.takeOver = { [weak self] in self?.readerRole() }
+        readerRole()
+        let e: Error? = roles.withLock {
+            while !ended { roles.wait() }
+            return endError
         }
-        workers.stop()
-        if let e = workers.error { throw e }
-        try replies.flush()
+        workers.takeOver = {}
+        if let e { throw e }
     }
 
-    private func serveRequests() throws {
+    private let roles = Monitor()
+    private var ended = false
+    private var endError: Error?
+
+    /// Reads and serves requests on the calling thread until the connection ends (then ends it:
+    /// waits for the requests in flight, records how it ended) or another thread takes over.
+    private func readerRole() {
+        var failure: Error?
+        do {
+            if try !serveRequests() { return }
+        } catch {
+            failure = error
+        }
+        workers.stop()
+        var e = failure.map { workers.error ?? $0 } ?? workers.error
+        if e == nil {
+            do { try replies.flush() } catch { e = error }
+        }
+        roles.withLock {
+            ended = true
+            endError = e
+            roles.broadcast()
+        }
+    }
+
+    /// True when the connection ended (EOF, NBD_CMD_DISC), false when another thread took over
+    /// the reading.
+    private func serveRequests() throws -> Bool {
         let headerSize = mode.requestHeaderSize
         var header = (UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         while true {
             if !stream.hasBuffered(headerSize) {
                 workers.trimIfIdle()
-                if try !stream.waitForData() { return }
+                if try !stream.waitForData() { return true }
             }
             let request: NBDRequest = try withUnsafeMutableBytes(of: &header) { raw in
                 let h = UnsafeMutableRawBufferPointer(rebasing: raw[0..<headerSize])
@@ -75,12 +105,19 @@ public final class NBDTransmission {
                 case .failure(.short): throw NBDError.violation("short request")
                 }
             }
-            if try !serve(request) { return }
+            switch try serve(request) {
+            case .next: continue
+            case .end: return true
+            case .replaced: return false
+            }
         }
     }
 
-    /// One request; false when the connection must end (after NBD_CMD_DISC).
-    private func serve(_ r: NBDRequest) throws -> Bool {
+    enum Next { case next, end, replaced }
+
+    /// One request; `.end` when the connection must end (after NBD_CMD_DISC), `.replaced` when
+    /// another thread reads now.
+    private func serve(_ r: NBDRequest) throws -> Next {
         trace?("nbd_co_receive_request_decode_type",
                "Decoding type: cookie = \(r.cookie), type = \(r.command.rawValue) (\(r.command))")
         let check = RequestCheck.check(r, mode: mode, exportSize: session.export.size, readOnly: session.export.isReadOnly)
@@ -89,7 +126,7 @@ public final class NBDTransmission {
         if case .drop(let n) = check.payload { try stream.discard(n) }
         switch check.verdict {
         case .disconnect:
-            return false
+            return .end
         case .refuse(let e, let msg):
             if check.payload == .unreadable {
                 workers.drain()
@@ -113,11 +150,11 @@ public final class NBDTransmission {
                 }
             }
             if workers.runsInline {
-                workers.runInline(slot)
+                if !workers.runInline(slot) { return .replaced }
             } else {
                 workers.start(slot)
             }
         }
-        return true
+        return .next
     }
 }
