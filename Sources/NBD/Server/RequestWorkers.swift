@@ -77,6 +77,8 @@ final class RequestWorkers: @unchecked Sendable {
     /// reader must not go on once its request returns.
     private var replaced: Set<Int> = []
     private var watchedByWatchdog = false
+    /// A sleeping worker waits for the queue head to stall.
+    private var watching = false
     /// Runs the connection's reader loop on a new thread (set once by the connection).
     var takeOver: () -> Void = {}
     /// The reader waits until `inFlight` and `charged` are at most these (nil: not waiting).
@@ -135,7 +137,10 @@ final class RequestWorkers: @unchecked Sendable {
             // Workers that will look at the queue without being woken.
             let free = workers - running - sleepers + wakeups
             let awake = workers - sleepers + wakeups
-            if queue.count > free && awake < wanted {
+            // Beyond what the mode wants, one sleeping worker still watches the queue head (with
+            // a timed wait), so that requests stuck in the backend cannot hold up the queue for
+            // long even when no further request arrives to notice it.
+            if queue.count > free && (awake < wanted || !watching) {
                 if sleepers > wakeups {
                     wakeups += 1
                     monitor.signal()
@@ -217,12 +222,19 @@ final class RequestWorkers: @unchecked Sendable {
                 continue
             }
             if queue.isEmpty && (stopping || Deadline.now() >= idleUntil) { break }
-            // While requests wait, look again when the head would count as stalled.
+            // While requests wait, one worker (the watcher) looks again when the head would count
+            // as stalled.
             var deadline = Deadline(nanoseconds: idleUntil)
-            if let head = queue.first { deadline = Deadline(nanoseconds: head.queuedAt &+ RequestWorkers.stallNanoseconds) }
+            var watches = false
+            if let head = queue.first, !watching {
+                deadline = Deadline(nanoseconds: head.queuedAt &+ RequestWorkers.stallNanoseconds)
+                watches = true
+                watching = true
+            }
             sleepers += 1
             _ = monitor.wait(until: deadline)
             sleepers -= 1
+            if watches { watching = false }
             if wakeups > 0 { wakeups -= 1 }
         }
         workers -= 1
