@@ -3,12 +3,16 @@
 # workloads; prints times and ratios (above 1 means nbdserver is faster).
 #   nbdcopy of a 4 GiB raw image holding 1 GiB of data to null:, with and without --no-extents,
 #   with 1 and 4 connections; random 4 KiB reads at queue depth 64 (fio's nbd engine);
-#   memory per idle connection.
+#   the same random reads with --cache=none (O_DIRECT: every read reaches the disk, so requests
+#   in flight together are what counts); memory per idle connection.
 # Usage: bench/nbd-vs-qemu-nbd.sh [WORKDIR]   (needs ~1.2 GiB free; builds release first)
+#   OURS=/path/to/nbdserver bench/nbd-vs-qemu-nbd.sh ...   measures that binary instead (no build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product nbdserver >/dev/null
-OURS=$PWD/.build/release/nbdserver
+if [ -z "${OURS:-}" ]; then
+    swift build -c release --product nbdserver >/dev/null
+    OURS=$PWD/.build/release/nbdserver
+fi
 W=${1:-$(mktemp -d /var/tmp/nbdbench.XXXX)}
 mkdir -p "$W"; cd "$W"
 if [ ! -f disk.raw ]; then
@@ -35,6 +39,8 @@ start() {  # name, command...
 start ours   $OURS -r -t -e 0 -f raw -k "$W/ours.sock" disk.raw
 start qemu   qemu-nbd -r -t -e 0 -f raw -k "$W/qemu.sock" disk.raw
 start nbdkit nbdkit -r -f -U "$W/nbdkit.sock" file disk.raw
+start ours-direct $OURS -r -t -e 0 -f raw --cache=none -k "$W/ours-direct.sock" disk.raw
+start qemu-direct qemu-nbd -r -t -e 0 -f raw --cache=none -k "$W/qemu-direct.sock" disk.raw
 
 # Wall time is the best of 3 runs; server CPU (user+system, from /proc) is the mean of the same
 # runs: on a shared machine the CPU a server burns per workload is the steadier comparison.
@@ -76,6 +82,9 @@ if command -v fio >/dev/null && fio --enghelp=nbd >/dev/null 2>&1; then
     io=$(iops ours); iq=$(iops qemu); ik=$(iops nbdkit)
     printf "%-34s %9s %9s %9s %11.2fx %11.2fx\n" "fio randread 4k qd64 (IOPS)" "$io" "$iq" "$ik" \
         "$(echo "$io / $iq" | bc -l)" "$(echo "$io / $ik" | bc -l)"
+    # nbdkit's file plugin has no O_DIRECT mode (its cache=none only drops pages after use): no column.
+    io=$(iops ours-direct); iq=$(iops qemu-direct)
+    printf "%-34s %9s %9s %9s %11.2fx\n" "  same, --cache=none (IOPS)" "$io" "$iq" "-" "$(echo "$io / $iq" | bc -l)"
 else
     echo "fio with the nbd engine is not installed: random-read row skipped"
 fi

@@ -52,24 +52,28 @@ final class MemoryBackend: NBDBackend, @unchecked Sendable {
     }
 }
 
-final class LoopbackTests: XCTestCase {
-    /// Starts a server thread on one end of a socketpair; returns the client's descriptor.
-    func serve(_ policy: NBDServerPolicy, log: @escaping @Sendable (String) -> Void = { _ in }) throws -> Int32 {
-        var fds: [Int32] = [0, 0]
-        XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds), 0)
-        let serverFD = fds[0]
-        try Threads.spawn {
-            let stream = NBDStream(transport: SocketTransport(fd: serverFD))
-            do {
-                if case .transmission(let s) = try NBDServerHandshake(stream: stream, policy: policy).run() {
-                    try NBDTransmission(stream: stream, session: s, log: log).run()
-                }
-            } catch {
-                log("server: \(error)")
+/// Starts a server thread on one end of a socketpair; returns the client's descriptor.
+func serveOnSocketpair(_ policy: NBDServerPolicy, log: @escaping @Sendable (String) -> Void = { _ in }) throws -> Int32 {
+    var fds: [Int32] = [0, 0]
+    XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds), 0)
+    let serverFD = fds[0]
+    try Threads.spawn {
+        let stream = NBDStream(transport: SocketTransport(fd: serverFD))
+        do {
+            if case .transmission(let s) = try NBDServerHandshake(stream: stream, policy: policy).run() {
+                try NBDTransmission(stream: stream, session: s, log: log).run()
             }
-            stream.transport.close()
+        } catch {
+            log("server: \(error)")
         }
-        return fds[1]
+        stream.transport.close()
+    }
+    return fds[1]
+}
+
+final class LoopbackTests: XCTestCase {
+    func serve(_ policy: NBDServerPolicy, log: @escaping @Sendable (String) -> Void = { _ in }) throws -> Int32 {
+        try serveOnSocketpair(policy, log: log)
     }
 
     func connect(_ policy: NBDServerPolicy, _ config: NBDClientConfig) throws -> NBDClient {
@@ -193,9 +197,15 @@ final class LoopbackTests: XCTestCase {
     }
 
     /// The handshake and a request, fed a byte at a time, get the same answers as fed all at once.
+    /// The read goes out after the write's reply: requests in flight together may run in any order.
     func testHandshakeByteAtATime() throws {
         let backend = MemoryBackend(size: 65536)
         var transcripts: [[UInt8]] = []
+        func request(_ r: NBDRequest) -> [UInt8] {
+            var req = [UInt8](repeating: 0, count: 28)
+            _ = req.withUnsafeMutableBytes { r.encode(into: $0.baseAddress!, mode: .structured) }
+            return req
+        }
         for chunked in [false, true] {
             let fd = try serve(policy(backend))
             var w = WireWriter()
@@ -204,28 +214,34 @@ final class LoopbackTests: XCTestCase {
             var go = WireWriter()
             go.string32("disk"); go.u16(1); go.u16(NBDInfo.name)
             w.u64(NBDMagic.haveOptions); w.u32(NBDOption.go.rawValue); w.u32(UInt32(go.bytes.count)); w.raw(go.bytes)
-            for r in [NBDRequest(command: .write, cookie: 41, offset: 100, length: 4),
-                      NBDRequest(command: .read, cookie: 42, offset: 98, length: 8),
-                      NBDRequest(command: .disconnect, cookie: 43, offset: 0, length: 0)] {
-                var req = [UInt8](repeating: 0, count: 28)
-                _ = req.withUnsafeMutableBytes { r.encode(into: $0.baseAddress!, mode: .structured) }
-                w.raw(req)
-                if r.command == .write { w.raw([1, 2, 3, 4]) }
+            w.raw(request(NBDRequest(command: .write, cookie: 41, offset: 100, length: 4)))
+            w.raw([1, 2, 3, 4])
+            let second = request(NBDRequest(command: .read, cookie: 42, offset: 98, length: 8))
+                + request(NBDRequest(command: .disconnect, cookie: 43, offset: 0, length: 0))
+            func send(_ bytes: [UInt8]) {
+                if chunked {
+                    for b in bytes { var x = b; XCTAssertEqual(Glibc.write(fd, &x, 1), 1) }
+                } else {
+                    _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                }
             }
-            let bytes = w.bytes
-            if chunked {
-                for b in bytes { var x = b; XCTAssertEqual(Glibc.write(fd, &x, 1), 1) }
-            } else {
-                _ = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            }
+            var writeReply = WireWriter()
+            writeReply.u32(NBDMagic.simpleReply); writeReply.u32(0); writeReply.u64(41)
             var got: [UInt8] = []
             var buf = [UInt8](repeating: 0, count: 4096)
+            send(w.bytes)
+            var sentSecond = false
             while true {
+                if !sentSecond && got.count >= 16 && Array(got.suffix(16)) == writeReply.bytes {
+                    send(second)
+                    sentSecond = true
+                }
                 let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, 4096, 0) }
                 if n <= 0 { break }
                 got += buf[0..<n]
             }
             close(fd)
+            XCTAssertTrue(sentSecond, "no reply to the write")
             transcripts.append(got)
         }
         XCTAssertEqual(transcripts[0], transcripts[1])

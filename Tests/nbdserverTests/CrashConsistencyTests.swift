@@ -1,6 +1,7 @@
 // Writes acknowledged with FUA, or followed by an acknowledged FLUSH, survive kill -9 of the server.
 //
-// A python3-libnbd client writes numbered blocks, some with FUA, some plain then flushed, and keeps
+// A python3-libnbd client writes numbered blocks, some with FUA, some plain then flushed (one at a
+// time, or 16 in flight), and keeps
 // going with unflushed writes while the test kills the server with SIGKILL. Every block the client
 // saw acknowledged as durable must be in the image; for formats with metadata, `qemu-img check`
 // must find the image clean.
@@ -36,11 +37,54 @@ except nbd.Error:
     pass
 """#
 
-    func crashAndCheck(format: String, cacheArgs: [String]) throws {
+    /// The same with 16 writes in flight (libnbd's aio calls): a write is durable when it had FUA
+    /// and completed, or when it completed before a FLUSH was sent and that flush completed. The
+    /// server runs those requests concurrently, so a flush must cover every write that completed
+    /// before it, wherever it ran.
+    static let pipelinedWriter = #"""
+import nbd, sys
+uri, log = sys.argv[1], open(sys.argv[2], "w", buffering=1)
+h = nbd.NBD()
+h.connect_uri(uri)
+bs = 65536
+blocks = h.get_size() // bs - 1
+pending = {}
+completed = []
+flush = None
+covers = []
+i = 0
+try:
+    while True:
+        while len(pending) < 16:
+            fua = i % 97 == 0
+            off = (i % blocks) * bs
+            c = h.aio_pwrite(bytes([(i % 251) + 1]) * bs, off, flags=nbd.CMD_FLAG_FUA if fua else 0)
+            pending[c] = (i, off, fua)
+            i += 1
+        h.poll(-1)
+        for c in list(pending):
+            if h.aio_command_completed(c):
+                j, off, fua = pending.pop(c)
+                if fua:
+                    log.write("durable %d %d\n" % (j, off))
+                else:
+                    completed.append((j, off))
+        if flush is not None and h.aio_command_completed(flush):
+            for j, off in covers:
+                log.write("durable %d %d\n" % (j, off))
+            flush = None
+        if flush is None and len(completed) >= 8:
+            covers, completed = completed, []
+            flush = h.aio_flush()
+except nbd.Error:
+    pass
+"""#
+
+    func crashAndCheck(format: String, cacheArgs: [String], writer: String = CrashConsistencyTests.writer,
+                       size: Int = 64 << 20) throws {
         let py = try pythonWithLibnbd()
         let dir = TempDir()
         let image = dir.file("disk.\(format)")
-        let size = 64 << 20
         if format == "raw" {
             try makeRawImage(image, size: UInt64(size), data: [])
         } else {
@@ -51,7 +95,7 @@ except nbd.Error:
                                        socket: dir.file("s.sock"))
         let client = Process()
         client.executableURL = URL(fileURLWithPath: py)
-        client.arguments = ["-c", CrashConsistencyTests.writer, server.uri, dir.file("log")]
+        client.arguments = ["-c", writer, server.uri, dir.file("log")]
         try client.run()
         usleep(700_000)
         server.kill9()
@@ -86,6 +130,13 @@ except nbd.Error:
     }
 
     func testRawWriteback() throws { try crashAndCheck(format: "raw", cacheArgs: []) }
+    func testQcow2Pipelined() throws {
+        try crashAndCheck(format: "qcow2", cacheArgs: [], writer: CrashConsistencyTests.pipelinedWriter, size: 256 << 20)
+    }
+    func testRawCacheNonePipelined() throws {
+        try crashAndCheck(format: "raw", cacheArgs: ["--cache=none"], writer: CrashConsistencyTests.pipelinedWriter,
+                          size: 256 << 20)
+    }
     func testRawCacheNone() throws { try crashAndCheck(format: "raw", cacheArgs: ["--cache=none"]) }
     func testQcow2() throws {
         try XCTSkipUnless(FormatRegistry.driver(named: "qcow2") != nil, "the qcow2 driver is not in this build yet")

@@ -22,6 +22,11 @@ public final class FileNode: BlockNode, @unchecked Sendable {
     private let canZeroRange = Atomic<Bool>(true)
     private let canDeviceZero = Atomic<Bool>(true)
     private let lockState = Mutex<(perm: BlockPermissions, shared: BlockPermissions, locked: Bool)>((.init(), .init(), false))
+    /// QEMU's block-status cache (file-posix): the last data extent SEEK_DATA/SEEK_HOLE found, so
+    /// that reads in one big data run do not cost two lseeks each. Plain writes only turn holes
+    /// into data, so they keep it; anything that may make holes (write-zeroes, discard, truncate,
+    /// copy_file_range) bumps the generation, and a lookup that raced with one stores nothing.
+    private let dataCache = Mutex<(generation: UInt64, start: UInt64, end: UInt64)>((0, 0, 0))
     private let noFlush: Bool
     private let closed = Atomic<Bool>(false)
 
@@ -103,8 +108,15 @@ public final class FileNode: BlockNode, @unchecked Sendable {
         }
     }
 
+    /// Forgets the cached data extent, after anything that may have punched holes (a lookup that
+    /// ran meanwhile finds the generation changed and keeps nothing).
+    private func invalidateDataCache() {
+        dataCache.withLock { $0 = ($0.generation &+ 1, 0, 0) }
+    }
+
     public func writeZeroes(at offset: UInt64, length: UInt64, flags: WriteFlags) throws {
         guard !isReadOnly else { throw BlockError(.readOnly, "Block node is read-only", errno: EROFS) }
+        defer { invalidateDataCache() }
         guard length > 0 else { return }
         if isBlockDevice {
             if flags.contains(.mayUnmap), clinux_blk_discard(file.fd, offset, length) == 0 {
@@ -148,6 +160,7 @@ public final class FileNode: BlockNode, @unchecked Sendable {
 
     public func discard(at offset: UInt64, length: UInt64) throws {
         guard !isReadOnly else { throw BlockError(.readOnly, "Block node is read-only", errno: EROFS) }
+        defer { invalidateDataCache() }
         guard length > 0 else { return }
         if isBlockDevice {
             _ = clinux_blk_discard(file.fd, offset, length)
@@ -167,6 +180,7 @@ public final class FileNode: BlockNode, @unchecked Sendable {
 
     public func truncate(to newSize: UInt64, preallocation: Preallocation, exact: Bool) throws {
         guard !isReadOnly else { throw BlockError(.readOnly, "Block node is read-only", errno: EROFS) }
+        defer { invalidateDataCache() }
         if isBlockDevice {
             if newSize > size { throw BlockError(.unsupported, "Cannot grow device files", errno: EINVAL) }
             if exact && newSize != size { throw BlockError(.unsupported, "Cannot resize device files", errno: ENOTSUP) }
@@ -207,6 +221,10 @@ public final class FileNode: BlockNode, @unchecked Sendable {
         if !wantZero || isBlockDevice {
             return BlockExtent(flags: [.data, .offsetValid], length: length, hostOffset: offset, file: self)
         }
+        let cached = dataCache.withLock { $0 }
+        if offset >= cached.start && offset < cached.end {
+            return BlockExtent(flags: [.data, .offsetValid], length: min(length, cached.end - offset), hostOffset: offset, file: self)
+        }
         let fd = file.fd
         let data = clinux_lseek(fd, Int64(offset), clinux_SEEK_DATA)
         if data < 0 {
@@ -222,7 +240,13 @@ public final class FileNode: BlockNode, @unchecked Sendable {
             return BlockExtent(flags: [.zero, .offsetValid], length: n, hostOffset: offset, file: self)
         }
         var hole = clinux_lseek(fd, Int64(offset), clinux_SEEK_HOLE)
-        if hole < 0 || UInt64(hole) <= offset { hole = Int64(offset + length) }
+        if hole < 0 || UInt64(hole) <= offset {
+            hole = Int64(offset + length)
+        } else {
+            dataCache.withLock { c in
+                if c.generation == cached.generation { c = (c.generation, offset, UInt64(hole)) }
+            }
+        }
         let n = min(length, UInt64(hole) - offset)
         return BlockExtent(flags: [.data, .offsetValid], length: n, hostOffset: offset, file: self)
     }
@@ -280,6 +304,7 @@ extension FileNode: HostMappedNode {
     }
 
     public func writeDirect(at offset: UInt64, length: UInt64, fill: (HostExtent) throws -> Void) throws -> UInt64 {
+        defer { invalidateDataCache() }
         guard canWriteDirect, length > 0 else { return 0 }
         try fill(HostExtent(file: file, offset: offset, length: length))
         noteEnd(offset + length)

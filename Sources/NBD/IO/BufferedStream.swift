@@ -228,6 +228,15 @@ public final class NBDStream: @unchecked Sendable {
         try flush()
     }
 
+    /// Frees the output buffer when nothing is corked (it comes back on next use). The caller
+    /// serializes this with the writers.
+    public func releaseOutputBuffer() {
+        if outCount == 0, let p = output {
+            p.deallocate()
+            output = nil
+        }
+    }
+
     /// Frees the buffers of an idle stream (they come back on next use).
     public func releaseBuffers() {
         if inEnd == inStart, let p = input {

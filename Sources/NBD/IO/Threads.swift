@@ -75,4 +75,23 @@ public final class Monitor: @unchecked Sendable {
 
     public func signal() { pthread_cond_signal(&cond) }
     public func broadcast() { pthread_cond_broadcast(&cond) }
+
+    /// A second condition on the same lock, for one thread that waits for something else than
+    /// the others do (so that waking it does not wake them all, nor the other way round).
+    public final class Condition: @unchecked Sendable {
+        fileprivate var cond = pthread_cond_t()
+        public init() {
+            var ca = pthread_condattr_t()
+            pthread_condattr_init(&ca)
+            pthread_condattr_setclock(&ca, CLOCK_MONOTONIC)
+            pthread_cond_init(&cond, &ca)
+            pthread_condattr_destroy(&ca)
+        }
+        deinit { pthread_cond_destroy(&cond) }
+        public func signal() { pthread_cond_signal(&cond) }
+        public func broadcast() { pthread_cond_broadcast(&cond) }
+    }
+
+    /// Waits on `condition` (the lock must be held).
+    public func wait(_ condition: Condition) { pthread_cond_wait(&condition.cond, &mutex) }
 }

@@ -16,6 +16,11 @@ public struct Deadline: Sendable {
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
+    /// At `nanoseconds` on the monotonic clock (`Deadline.now()`).
+    public init(nanoseconds: UInt64) {
+        self.nanoseconds = nanoseconds
+    }
+
     public init(secondsFromNow s: Double) {
         nanoseconds = Deadline.now() &+ UInt64(max(0, s) * 1e9)
     }

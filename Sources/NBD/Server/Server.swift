@@ -7,7 +7,10 @@
 //   goes away; clients that fail or abort the handshake do not count.
 // - A client that has not finished its handshake within `handshakeLimit` seconds is dropped, so
 //   idle or slow handshakes cannot pin threads (--handshake-limit).
-// - `shutdown()` (signals, tests) stops accepting and wakes every connection thread.
+// - `shutdown()` (signals, tests) stops accepting and wakes every connection thread; `run()` then
+//   returns once the connections have ended (their requests in flight finished, as QEMU drains
+//   before it closes the image), so the caller may close the backend. A backend stuck for more
+//   than `drainLimit` seconds does not keep the server from ending.
 import Glibc
 
 public final class NBDServer: @unchecked Sendable {
@@ -21,6 +24,8 @@ public final class NBDServer: @unchecked Sendable {
         public var log: @Sendable (String) -> Void = { _ in }
         /// -v: also log connections coming and going.
         public var verbose = false
+        /// Seconds `run()` waits for connections to end after a shutdown.
+        public var drainLimit: Double = 30
 
         public init(policy: NBDServerPolicy) {
             self.policy = policy
@@ -52,6 +57,10 @@ public final class NBDServer: @unchecked Sendable {
         }
         monitor.withLock {
             while !stopped { monitor.wait() }
+            let deadline = Deadline(secondsFromNow: config.drainLimit)
+            while active > 0 {
+                if !monitor.wait(until: deadline) && Deadline.now() >= deadline.nanoseconds { break }
+            }
         }
     }
 
@@ -97,10 +106,17 @@ public final class NBDServer: @unchecked Sendable {
     private func start(_ fd: Int32) {
         let transport = SocketTransport(fd: fd)
         let id = ObjectIdentifier(transport)
-        monitor.withLock {
+        let go: Bool = monitor.withLock {
+            // Accepted just as shutdown() ran: it did not see this one, so drop it here.
+            if stopping { return false }
             active += 1
             accepted += 1
             transports[id] = transport
+            return true
+        }
+        if !go {
+            transport.close()
+            return
         }
         do {
             try Threads.spawn { [self] in serve(transport) }
