@@ -113,9 +113,17 @@ extension CPUCore {
     mutating func buildBlock(lin: UInt64, phys: UInt64, slot: Int) throws(Fault) -> UnsafeMutablePointer<BlockInfo> {
         if blocks.used + maxBlockInsts > BlockCache.arenaSize || blocks.infoCount >= BlockCache.infoSize {
             blocks.flush()
+            #if X86_PROFILE
+            profWhy[3] += 1
+            #endif
         }
         let page = phys >> 12
         code.markCode(page)
+        #if X86_PROFILE
+        profBuilt &+= 1
+        profBuiltAt[rip, default: 0] += 1
+        if blocks.table[slot] < 0 { profWhy[0] += 1 } else if blocks.infos[Int(blocks.table[slot])].vaddr != rip { profWhy[1] += 1 } else { profWhy[2] += 1 }
+        #endif
         var info = BlockInfo(vaddr: rip, phys: phys, phys2: .max, gen: code.generation(page), gen2: 0,
                              first: Int32(blocks.used), count: 0, mode: mode.rawValue)
         var pc = rip

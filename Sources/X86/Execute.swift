@@ -20,6 +20,9 @@ extension CPUCore {
         while p < blockEnd {
         let i = p
         p += 1
+        #if X86_PROFILE
+        profOp(i.op)
+        #endif
         let size = i.size
         let next = pc &+ UInt64(i.len)
         switch i.op {
@@ -455,6 +458,9 @@ extension CPUCore {
         if pollNow || pollCountdown <= 0 { return }
         guard let nb = peekBlock() else { return }
         instructions &+= UInt64(nb.pointee.guestCount)
+        #if X86_PROFILE
+        profBlock(nb)
+        #endif
         p = UnsafePointer(blocks.insts + Int(nb.pointee.first))
         blockEnd = p + Int(nb.pointee.count)
         }

@@ -12,6 +12,9 @@ extension CPUCore {
                 if platformRef.shouldStop(cpu: index) { return .stopRequested }
                 syncCodeEpoch()   // other vCPUs' newly decoded code pages lose our write tags
                 if traceRIP { watchdog() }
+                #if X86_PROFILE
+                profTick()
+                #endif
                 if !pollEvents() { continue }
             }
             runOneBlock()
@@ -52,6 +55,9 @@ extension CPUCore {
             }
         }
         if activity == .halted {
+            #if X86_PROFILE
+            let t0 = monotonicNanos(); defer { profHalt &+= monotonicNanos() - t0; profHalts &+= 1 }
+            #endif
             platformRef.waitForInterrupt(cpu: index, deadlineNanos: nil)
             pollNow = true
             return false
@@ -68,6 +74,9 @@ extension CPUCore {
             return
         }
         if traceBlocks { traceBlock(b) }
+        #if X86_PROFILE
+        profBlock(b)
+        #endif
         let start = UnsafePointer(blocks.insts + Int(b.pointee.first))
         let n: Int
         if interruptShadow {
