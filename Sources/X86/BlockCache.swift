@@ -18,6 +18,12 @@ struct BlockInfo {
     var mode: UInt8 = 0
     /// Guest instructions in the block (fused pairs count twice).
     var guestCount: Int32 = 0
+    /// Direct links to successor blocks on the same virtual page (most recent first): the RIP each
+    /// was entered at and its index in `infos`. A link is only a hint, checked by `linkedBlock`.
+    var linkRIP0: UInt64 = .max
+    var linkRIP1: UInt64 = .max
+    var linkIdx0: Int32 = 0
+    var linkIdx1: Int32 = 0
 }
 
 struct BlockCache {
@@ -89,6 +95,37 @@ extension CPUCore {
         guard b.pointee.vaddr == rip && b.pointee.phys == phys && b.pointee.mode == mode.rawValue
             && code.generation(phys >> 12) == b.pointee.gen
             && (b.pointee.phys2 == .max || code.generation(b.pointee.phys2) == b.pointee.gen2) else { return nil }
+        return b
+    }
+
+    /// The successor of `cur` at `pc` when both lie on the same virtual page, through `cur`'s links or
+    /// else the lookup table (then remembered as a link); nil sends the caller to `peekBlock`.
+    ///
+    /// No translation is needed: inside one `execBlock` run nothing changes the mapping of the code
+    /// page (INVLPG, CR writes, mode and privilege changes end the run), so `pc` lies in the physical
+    /// page of `cur`; and a write to that page ends the run too, so the page still has `cur`'s
+    /// generation. 64-bit code only, like `peekBlock` (elsewhere a CS base or limit would matter).
+    @inline(__always) mutating func linkedBlock(_ cur: UnsafeMutablePointer<BlockInfo>, _ pc: UInt64) -> UnsafeMutablePointer<BlockInfo>? {
+        guard (pc ^ cur.pointee.vaddr) >> 12 == 0 && mode == .m64 else { return nil }
+        let phys = (cur.pointee.phys & ~0xFFF) | (pc & 0xFFF)
+        let idx: Int32
+        if cur.pointee.linkRIP0 == pc {
+            idx = cur.pointee.linkIdx0
+        } else if cur.pointee.linkRIP1 == pc {
+            idx = cur.pointee.linkIdx1
+        } else {
+            let t = blocks.table[BlockCache.slot(pc)]
+            guard t >= 0 else { return nil }
+            idx = t
+        }
+        guard Int(idx) < blocks.infoCount else { return nil }
+        let b = blocks.infos + Int(idx)
+        guard b.pointee.vaddr == pc && b.pointee.phys == phys && b.pointee.mode == cur.pointee.mode
+            && b.pointee.gen == cur.pointee.gen && b.pointee.phys2 == .max else { return nil }
+        if cur.pointee.linkRIP0 != pc {
+            cur.pointee.linkRIP1 = cur.pointee.linkRIP0; cur.pointee.linkIdx1 = cur.pointee.linkIdx0
+            cur.pointee.linkRIP0 = pc; cur.pointee.linkIdx0 = idx
+        }
         return b
     }
 

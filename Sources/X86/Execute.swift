@@ -8,12 +8,13 @@ extension CPUCore {
     /// With `chain`, a block that runs to its end continues straight into the next block when that
     /// one is already decoded and valid (see `peekBlock`), until a poll is due: the lookup and this
     /// function's entry are paid once per chain instead of once per block.
-    mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>, chain: Bool) throws(Fault) {
+    mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>, block: UnsafeMutablePointer<BlockInfo>, chain: Bool) throws(Fault) {
         // RIP lives in a local while the block runs (a store and reload per instruction otherwise
         // chains every instruction through memory); it is written back before anything that reads
         // it (slow paths), at the block's end, and by the catch below when an instruction faults.
         var p = start
         var blockEnd = end
+        var cur = block
         var pc = rip
         do throws(Fault) {
         while true {
@@ -456,7 +457,8 @@ extension CPUCore {
         if !chain { return }
         pollCountdown &-= 1
         if pollNow || pollCountdown <= 0 { return }
-        guard let nb = peekBlock() else { return }
+        guard let nb = linkedBlock(cur, pc) ?? peekBlock() else { return }
+        cur = nb
         instructions &+= UInt64(nb.pointee.guestCount)
         #if X86_PROFILE
         profBlock(nb)

@@ -89,7 +89,7 @@ extension CPUCore {
         }
         let guest = n == Int(b.pointee.count) ? UInt64(b.pointee.guestCount) : UInt64(n)
         do {
-            try execBlock(start, start + n, chain: n == Int(b.pointee.count) && !traceBlocks)
+            try execBlock(start, start + n, block: b, chain: n == Int(b.pointee.count) && !traceBlocks)
         } catch {
             stopBlock = false
             if error.vector != 0xFF { raise(error) }
