@@ -28,8 +28,8 @@ struct BlockInfo {
 
 struct BlockCache {
     static let arenaSize = 1 << 20
-    static let infoSize = 1 << 17
-    static let tableSize = 1 << 16
+    static let infoSize = 1 << 18
+    static let tableSize = 1 << 18
     var insts: UnsafeMutablePointer<DInst>
     var used = 0
     var infos: UnsafeMutablePointer<BlockInfo>
@@ -55,7 +55,9 @@ struct BlockCache {
     }
 
     @inline(__always) static func slot(_ rip: UInt64) -> Int {
-        Int(truncatingIfNeeded: (rip ^ (rip >> 16) ^ (rip >> 32)) & UInt64(tableSize - 1))
+        // Multiplicative hashing: kernel text is megabytes of code whose hot blocks collided often
+        // under the old xor-fold (every collision is a decode).
+        Int(truncatingIfNeeded: (rip &* 0x9E37_79B9_7F4A_7C15) >> 46)
     }
 }
 

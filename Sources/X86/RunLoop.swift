@@ -7,7 +7,7 @@ extension CPUCore {
             if shutdownRequested { shutdownRequested = false; return .shutdown }
             pollCountdown &-= 1
             if pollNow || pollCountdown <= 0 || activity != .running {
-                pollCountdown = 128
+                pollCountdown = 512
                 pollNow = false
                 if platformRef.shouldStop(cpu: index) { return .stopRequested }
                 syncCodeEpoch()   // other vCPUs' newly decoded code pages lose our write tags
