@@ -125,8 +125,8 @@ extension CPUCore {
         case .movzx8_4: setReg(i.reg, 4, try readRm(i, 1))
         case .movzx16_4: setReg(i.reg, 4, try readRm(i, 2))
         case .shift4:
-            if !i.isMem && i.flags & DInst.fCountCL == 0 && i.aux >= 4 && i.aux != 6 {
-                let c = i.imm & 0x1F
+            if !i.isMem && i.aux >= 4 && i.aux != 6 {
+                let c = (i.flags & DInst.fCountCL == 0 ? i.imm : r[1]) & 0x1F
                 if c != 0 { setReg(i.rm, 4, shiftFast(Int(i.aux), getReg(i.rm, 4), c, 4)) } else { setReg(i.rm, 4, getReg(i.rm, 4)) }
             } else { try shiftGroup(i, size: 4) }
         case .incRm4: try incDec(i, inc: true, size: 4)
@@ -189,8 +189,8 @@ extension CPUCore {
         case .movzx8_8: setReg(i.reg, 8, try readRm(i, 1))
         case .movzx16_8: setReg(i.reg, 8, try readRm(i, 2))
         case .shift8:
-            if !i.isMem && i.flags & DInst.fCountCL == 0 && i.aux >= 4 && i.aux != 6 {
-                let c = i.imm & 0x3F
+            if !i.isMem && i.aux >= 4 && i.aux != 6 {
+                let c = (i.flags & DInst.fCountCL == 0 ? i.imm : r[1]) & 0x3F
                 if c != 0 { setReg(i.rm, 8, shiftFast(Int(i.aux), getReg(i.rm, 8), c, 8)) } else { setReg(i.rm, 8, getReg(i.rm, 8)) }
             } else { try shiftGroup(i, size: 8) }
         case .incRm8: try incDec(i, inc: true, size: 8)
