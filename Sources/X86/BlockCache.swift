@@ -107,27 +107,29 @@ extension CPUCore {
     /// page (INVLPG, CR writes, mode and privilege changes end the run), so `pc` lies in the physical
     /// page of `cur`; and a write to that page ends the run too, so the page still has `cur`'s
     /// generation. 64-bit code only, like `peekBlock` (elsewhere a CS base or limit would matter).
+    ///
+    /// A link is checked once, when it is made; afterwards it stays right for as long as `cur` is
+    /// valid: blocks never change after they are built, a block with `cur`'s page generation is as
+    /// current as `cur`, and a cache flush (the only thing that reuses `infos` slots) happens only
+    /// outside `execBlock`, after which `cur` and its links are unreachable.
     @inline(__always) mutating func linkedBlock(_ cur: UnsafeMutablePointer<BlockInfo>, _ pc: UInt64) -> UnsafeMutablePointer<BlockInfo>? {
-        guard (pc ^ cur.pointee.vaddr) >> 12 == 0 && mode == .m64 else { return nil }
+        if cur.pointee.linkRIP0 == pc { return blocks.infos + Int(cur.pointee.linkIdx0) }
+        if cur.pointee.linkRIP1 == pc { return blocks.infos + Int(cur.pointee.linkIdx1) }
+        return linkBlock(cur, pc)
+    }
+
+    /// Looks up and validates a same-page successor of `cur` and records it as `cur`'s first link.
+    @inline(never)
+    mutating func linkBlock(_ cur: UnsafeMutablePointer<BlockInfo>, _ pc: UInt64) -> UnsafeMutablePointer<BlockInfo>? {
+        guard (pc ^ cur.pointee.vaddr) >> 12 == 0 && mode == .m64 && cur.pointee.mode == mode.rawValue else { return nil }
         let phys = (cur.pointee.phys & ~0xFFF) | (pc & 0xFFF)
-        let idx: Int32
-        if cur.pointee.linkRIP0 == pc {
-            idx = cur.pointee.linkIdx0
-        } else if cur.pointee.linkRIP1 == pc {
-            idx = cur.pointee.linkIdx1
-        } else {
-            let t = blocks.table[BlockCache.slot(pc)]
-            guard t >= 0 else { return nil }
-            idx = t
-        }
-        guard Int(idx) < blocks.infoCount else { return nil }
+        let idx = blocks.table[BlockCache.slot(pc)]
+        guard idx >= 0 && Int(idx) < blocks.infoCount else { return nil }
         let b = blocks.infos + Int(idx)
         guard b.pointee.vaddr == pc && b.pointee.phys == phys && b.pointee.mode == cur.pointee.mode
             && b.pointee.gen == cur.pointee.gen && b.pointee.phys2 == .max else { return nil }
-        if cur.pointee.linkRIP0 != pc {
-            cur.pointee.linkRIP1 = cur.pointee.linkRIP0; cur.pointee.linkIdx1 = cur.pointee.linkIdx0
-            cur.pointee.linkRIP0 = pc; cur.pointee.linkIdx0 = idx
-        }
+        cur.pointee.linkRIP1 = cur.pointee.linkRIP0; cur.pointee.linkIdx1 = cur.pointee.linkIdx0
+        cur.pointee.linkRIP0 = pc; cur.pointee.linkIdx0 = idx
         return b
     }
 
