@@ -4,6 +4,12 @@
 // A block is valid while (a) its virtual RIP and decode mode match, (b) RIP still translates to the
 // same physical address, and (c) the generations of its physical page(s) are unchanged (CodeTracker
 // bumps them on writes). When the arena fills up, everything is dropped and decoding starts over.
+//
+// Running blocks chain into each other without returning to the run loop (see `execBlock`): a
+// successor on the same virtual page is reached through the predecessor's links (checked once, when
+// made), one on another page through `peekBlock` (TLB, table, generations). A chain ends every few
+// hundred blocks for interrupt polling, and at once after a write to a code page or anything that
+// changes translation or mode; other vCPUs' and DMA writes to code are seen at the next chain start.
 
 let maxBlockInsts = 48
 
