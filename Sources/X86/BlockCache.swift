@@ -4,6 +4,12 @@
 // A block is valid while (a) its virtual RIP and decode mode match, (b) RIP still translates to the
 // same physical address, and (c) the generations of its physical page(s) are unchanged (CodeTracker
 // bumps them on writes). When the arena fills up, everything is dropped and decoding starts over.
+//
+// Running blocks chain into each other without returning to the run loop (see `execBlock`): a
+// successor on the same virtual page is reached through the predecessor's links (checked once, when
+// made), one on another page through `peekBlock` (TLB, table, generations). A chain ends every few
+// hundred blocks for interrupt polling, and at once after a write to a code page or anything that
+// changes translation or mode; other vCPUs' and DMA writes to code are seen at the next chain start.
 
 let maxBlockInsts = 48
 
@@ -18,12 +24,18 @@ struct BlockInfo {
     var mode: UInt8 = 0
     /// Guest instructions in the block (fused pairs count twice).
     var guestCount: Int32 = 0
+    /// Direct links to successor blocks on the same virtual page (most recent first): the RIP each
+    /// was entered at and its index in `infos`. A link is only a hint, checked by `linkedBlock`.
+    var linkRIP0: UInt64 = .max
+    var linkRIP1: UInt64 = .max
+    var linkIdx0: Int32 = 0
+    var linkIdx1: Int32 = 0
 }
 
 struct BlockCache {
     static let arenaSize = 1 << 17
-    static let infoSize = 1 << 14
-    static let tableSize = 1 << 16
+    static let infoSize = 1 << 15
+    static let tableSize = 1 << 18
     var insts: UnsafeMutablePointer<DInst>
     var used = 0
     var infos: UnsafeMutablePointer<BlockInfo>
@@ -49,7 +61,9 @@ struct BlockCache {
     }
 
     @inline(__always) static func slot(_ rip: UInt64) -> Int {
-        Int(truncatingIfNeeded: (rip ^ (rip >> 16) ^ (rip >> 32)) & UInt64(tableSize - 1))
+        // Multiplicative hashing: kernel text is megabytes of code whose hot blocks collided often
+        // under the old xor-fold (every collision is a decode).
+        Int(truncatingIfNeeded: (rip &* 0x9E37_79B9_7F4A_7C15) >> 46)
     }
 }
 
@@ -92,6 +106,39 @@ extension CPUCore {
         return b
     }
 
+    /// The successor of `cur` at `pc` when both lie on the same virtual page, through `cur`'s links or
+    /// else the lookup table (then remembered as a link); nil sends the caller to `peekBlock`.
+    ///
+    /// No translation is needed: inside one `execBlock` run nothing changes the mapping of the code
+    /// page (INVLPG, CR writes, mode and privilege changes end the run), so `pc` lies in the physical
+    /// page of `cur`; and a write to that page ends the run too, so the page still has `cur`'s
+    /// generation. 64-bit code only, like `peekBlock` (elsewhere a CS base or limit would matter).
+    ///
+    /// A link is checked once, when it is made; afterwards it stays right for as long as `cur` is
+    /// valid: blocks never change after they are built, a block with `cur`'s page generation is as
+    /// current as `cur`, and a cache flush (the only thing that reuses `infos` slots) happens only
+    /// outside `execBlock`, after which `cur` and its links are unreachable.
+    @inline(__always) mutating func linkedBlock(_ cur: UnsafeMutablePointer<BlockInfo>, _ pc: UInt64) -> UnsafeMutablePointer<BlockInfo>? {
+        if cur.pointee.linkRIP0 == pc { return blocks.infos + Int(cur.pointee.linkIdx0) }
+        if cur.pointee.linkRIP1 == pc { return blocks.infos + Int(cur.pointee.linkIdx1) }
+        return linkBlock(cur, pc)
+    }
+
+    /// Looks up and validates a same-page successor of `cur` and records it as `cur`'s first link.
+    @inline(never)
+    mutating func linkBlock(_ cur: UnsafeMutablePointer<BlockInfo>, _ pc: UInt64) -> UnsafeMutablePointer<BlockInfo>? {
+        guard (pc ^ cur.pointee.vaddr) >> 12 == 0 && mode == .m64 && cur.pointee.mode == mode.rawValue else { return nil }
+        let phys = (cur.pointee.phys & ~0xFFF) | (pc & 0xFFF)
+        let idx = blocks.table[BlockCache.slot(pc)]
+        guard idx >= 0 && Int(idx) < blocks.infoCount else { return nil }
+        let b = blocks.infos + Int(idx)
+        guard b.pointee.vaddr == pc && b.pointee.phys == phys && b.pointee.mode == cur.pointee.mode
+            && b.pointee.gen == cur.pointee.gen && b.pointee.phys2 == .max else { return nil }
+        cur.pointee.linkRIP1 = cur.pointee.linkRIP0; cur.pointee.linkIdx1 = cur.pointee.linkIdx0
+        cur.pointee.linkRIP0 = pc; cur.pointee.linkIdx0 = idx
+        return b
+    }
+
     /// The block starting at RIP, decoding it if needed.
     @inline(__always) mutating func currentBlock() throws(Fault) -> UnsafeMutablePointer<BlockInfo> {
         let lin = try codeLinear()
@@ -113,9 +160,17 @@ extension CPUCore {
     mutating func buildBlock(lin: UInt64, phys: UInt64, slot: Int) throws(Fault) -> UnsafeMutablePointer<BlockInfo> {
         if blocks.used + maxBlockInsts > BlockCache.arenaSize || blocks.infoCount >= BlockCache.infoSize {
             blocks.flush()
+            #if X86_PROFILE
+            profWhy[3] += 1
+            #endif
         }
         let page = phys >> 12
         code.markCode(page)
+        #if X86_PROFILE
+        profBuilt &+= 1
+        profBuiltAt[rip, default: 0] += 1
+        if blocks.table[slot] < 0 { profWhy[0] += 1 } else if blocks.infos[Int(blocks.table[slot])].vaddr != rip { profWhy[1] += 1 } else { profWhy[2] += 1 }
+        #endif
         var info = BlockInfo(vaddr: rip, phys: phys, phys2: .max, gen: code.generation(page), gen2: 0,
                              first: Int32(blocks.used), count: 0, mode: mode.rawValue)
         var pc = rip

@@ -8,18 +8,22 @@ extension CPUCore {
     /// With `chain`, a block that runs to its end continues straight into the next block when that
     /// one is already decoded and valid (see `peekBlock`), until a poll is due: the lookup and this
     /// function's entry are paid once per chain instead of once per block.
-    mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>, chain: Bool) throws(Fault) {
+    mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>, block: UnsafeMutablePointer<BlockInfo>, chain: Bool) throws(Fault) {
         // RIP lives in a local while the block runs (a store and reload per instruction otherwise
         // chains every instruction through memory); it is written back before anything that reads
         // it (slow paths), at the block's end, and by the catch below when an instruction faults.
         var p = start
         var blockEnd = end
+        var cur = block
         var pc = rip
         do throws(Fault) {
         while true {
         while p < blockEnd {
         let i = p
         p += 1
+        #if X86_PROFILE
+        profOp(i.op)
+        #endif
         let size = i.size
         let next = pc &+ UInt64(i.len)
         switch i.op {
@@ -121,8 +125,8 @@ extension CPUCore {
         case .movzx8_4: setReg(i.reg, 4, try readRm(i, 1))
         case .movzx16_4: setReg(i.reg, 4, try readRm(i, 2))
         case .shift4:
-            if !i.isMem && i.flags & DInst.fCountCL == 0 && i.aux >= 4 && i.aux != 6 {
-                let c = i.imm & 0x1F
+            if !i.isMem && i.aux >= 4 && i.aux != 6 {
+                let c = (i.flags & DInst.fCountCL == 0 ? i.imm : r[1]) & 0x1F
                 if c != 0 { setReg(i.rm, 4, shiftFast(Int(i.aux), getReg(i.rm, 4), c, 4)) } else { setReg(i.rm, 4, getReg(i.rm, 4)) }
             } else { try shiftGroup(i, size: 4) }
         case .incRm4: try incDec(i, inc: true, size: 4)
@@ -185,8 +189,8 @@ extension CPUCore {
         case .movzx8_8: setReg(i.reg, 8, try readRm(i, 1))
         case .movzx16_8: setReg(i.reg, 8, try readRm(i, 2))
         case .shift8:
-            if !i.isMem && i.flags & DInst.fCountCL == 0 && i.aux >= 4 && i.aux != 6 {
-                let c = i.imm & 0x3F
+            if !i.isMem && i.aux >= 4 && i.aux != 6 {
+                let c = (i.flags & DInst.fCountCL == 0 ? i.imm : r[1]) & 0x3F
                 if c != 0 { setReg(i.rm, 8, shiftFast(Int(i.aux), getReg(i.rm, 8), c, 8)) } else { setReg(i.rm, 8, getReg(i.rm, 8)) }
             } else { try shiftGroup(i, size: 8) }
         case .incRm8: try incDec(i, inc: true, size: 8)
@@ -453,8 +457,12 @@ extension CPUCore {
         if !chain { return }
         pollCountdown &-= 1
         if pollNow || pollCountdown <= 0 { return }
-        guard let nb = peekBlock() else { return }
+        guard let nb = linkedBlock(cur, pc) ?? peekBlock() else { return }
+        cur = nb
         instructions &+= UInt64(nb.pointee.guestCount)
+        #if X86_PROFILE
+        profBlock(nb)
+        #endif
         p = UnsafePointer(blocks.insts + Int(nb.pointee.first))
         blockEnd = p + Int(nb.pointee.count)
         }

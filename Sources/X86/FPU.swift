@@ -339,8 +339,8 @@ extension CPUCore {
             case 5:
                 let lin = try opLinear(i, 10)
                 let lo = try loadN(lin, 8), hi = try loadN(lin &+ 8, 2)
-                var raw = (lo, hi & 0xFFFF)   // 16 bytes: MemoryLayout<Float80>.size
-                let v = withUnsafeBytes(of: &raw) { $0.load(as: Float80.self) }
+                var raw = (lo, hi & 0xFFFF)   // 16 bytes: MemoryLayout<Float80>.size, but only 8-aligned
+                let v = withUnsafeBytes(of: &raw) { $0.loadUnaligned(as: Float80.self) }
                 fpu.push(v)
             case 7:
                 let lin = try opLinear(i, 10, write: true)

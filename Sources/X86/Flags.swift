@@ -10,6 +10,8 @@ enum LazyKind {
     static let logic: UInt32 = 5, inc: UInt32 = 6, dec: UInt32 = 7
     /// SHL/SHR/SAR: CF in `lcin`, OF (0/1) in `ldst`, AF = 0.
     static let shift: UInt32 = 8
+    /// MUL/IMUL: CF and OF (both or neither) as RFLAGS bits in `lcin`, AF = 0; SF/ZF/PF from `lres`.
+    static let mul: UInt32 = 9
 }
 
 @inline(__always) func sizeCode(_ size: Int) -> UInt32 {
@@ -78,6 +80,8 @@ extension CPUCore {
             f |= (dst ^ src ^ res) & RFlag.af
         case LazyKind.shift:
             f |= lcin | ldst << 11
+        case LazyKind.mul:
+            f |= lcin
         default: // logic
             break
         }
@@ -115,7 +119,7 @@ extension CPUCore {
     }
 
     /// Jcc/SETcc/CMOVcc condition `cc` (0..15).
-    @inline(__always) mutating func cond(_ cc: UInt8) -> Bool {
+    @_transparent mutating func cond(_ cc: UInt8) -> Bool {
         let kind = lop >> 2
         if kind == LazyKind.sub {
             switch cc {

@@ -10,7 +10,7 @@ let cmpxchg16Lock = Mutex<Void>(())
 
 extension CPUCore {
     /// ALU operation `kind` (add, or, adc, sbb, and, sub, xor, cmp) on truncated operands.
-    @inline(__always) mutating func alu(_ kind: Int, _ d: UInt64, _ s0: UInt64, _ size: Int) -> UInt64 {
+    @_transparent mutating func alu(_ kind: Int, _ d: UInt64, _ s0: UInt64, _ size: Int) -> UInt64 {
         let m = sizeMask(size)
         let s = s0 & m
         switch kind {
@@ -195,7 +195,7 @@ extension CPUCore {
     }
 
     /// SHL/SHR/SAR by a non-zero count with lazy flags (the common register-by-immediate forms).
-    @inline(__always) mutating func shiftFast(_ kind: Int, _ d: UInt64, _ count: UInt64, _ size: Int) -> UInt64 {
+    @_transparent mutating func shiftFast(_ kind: Int, _ d: UInt64, _ count: UInt64, _ size: Int) -> UInt64 {
         let msb = UInt64(size * 8 - 1)
         let m = sizeMask(size)
         let r: UInt64, src: UInt64
@@ -268,10 +268,11 @@ extension CPUCore {
 
     // MARK: multiply and divide
 
-    private mutating func mulFlags(_ low: UInt64, overflow: Bool, _ size: Int) {
-        let msb = UInt64(size * 8 - 1)
-        let o: UInt64 = overflow ? RFlag.cf | RFlag.of : 0
-        setArith(o | parityEven(low) << 2 | (low == 0 ? RFlag.zf : 0) | ((low >> msb) & 1) << 7)
+    /// Flags of a multiply (lazy: SF, ZF, PF from the truncated low half, CF = OF = overflow, AF = 0).
+    @_transparent mutating func mulFlags(_ low: UInt64, overflow: Bool, _ size: Int) {
+        lcin = overflow ? RFlag.cf | RFlag.of : 0
+        lop = LazyKind.mul << 2 | sizeCode(size)
+        lres = low
     }
 
     mutating func mul(_ i: IP, signed: Bool) throws(Fault) {
@@ -319,7 +320,7 @@ extension CPUCore {
     }
 
     /// IMUL r, rm[, imm]: truncated product, CF=OF on signed overflow.
-    mutating func imul2(_ i: IP, _ a: UInt64, _ b: UInt64) {
+    @_transparent mutating func imul2(_ i: IP, _ a: UInt64, _ b: UInt64) {
         let size = i.size
         if size == 8 {
             let p = Int64(bitPattern: a).multipliedFullWidth(by: Int64(bitPattern: b))

@@ -39,9 +39,14 @@ extension CPUCore {
     @inline(__always) mutating func fastHost(_ i: IP, _ size: Int, write: Bool) -> UnsafeMutableRawPointer? {
         let e = ea(i)
         let seg = Int(i.seg)
-        guard e &+ UInt64(size) <= segEnd[seg] else { return nil }
-        var lin = segBase[seg] &+ e
-        if mode != .m64 { lin &= 0xFFFF_FFFF }
+        var lin: UInt64
+        if mode == .m64 && seg < SegReg.fs {
+            lin = e   // ES, CS, SS, DS: base 0 and no limit in 64-bit mode
+        } else {
+            guard e &+ UInt64(size) <= segEnd[seg] else { return nil }
+            lin = segBase[seg] &+ e
+            if mode != .m64 { lin &= 0xFFFF_FFFF }
+        }
         let page = lin >> 12
         let t = tlb + Int(page & tlbMask)
         let tag = write ? t.pointee.wtag : t.pointee.rtag

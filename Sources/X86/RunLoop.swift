@@ -7,11 +7,14 @@ extension CPUCore {
             if shutdownRequested { shutdownRequested = false; return .shutdown }
             pollCountdown &-= 1
             if pollNow || pollCountdown <= 0 || activity != .running {
-                pollCountdown = 128
+                pollCountdown = 512
                 pollNow = false
                 if platformRef.shouldStop(cpu: index) { return .stopRequested }
                 syncCodeEpoch()   // other vCPUs' newly decoded code pages lose our write tags
                 if traceRIP { watchdog() }
+                #if X86_PROFILE
+                profTick()
+                #endif
                 if !pollEvents() { continue }
             }
             runOneBlock()
@@ -52,6 +55,9 @@ extension CPUCore {
             }
         }
         if activity == .halted {
+            #if X86_PROFILE
+            let t0 = monotonicNanos(); defer { profHalt &+= monotonicNanos() - t0; profHalts &+= 1 }
+            #endif
             platformRef.waitForInterrupt(cpu: index, deadlineNanos: nil)
             pollNow = true
             return false
@@ -69,6 +75,9 @@ extension CPUCore {
             return
         }
         if traceBlocks { traceBlock(b) }
+        #if X86_PROFILE
+        profBlock(b)
+        #endif
         let start = UnsafePointer(blocks.insts + Int(b.pointee.first))
         let n: Int
         if interruptShadow {
@@ -81,7 +90,7 @@ extension CPUCore {
         }
         let guest = n == Int(b.pointee.count) ? UInt64(b.pointee.guestCount) : UInt64(n)
         do throws(Fault) {
-            try execBlock(start, start + n, chain: n == Int(b.pointee.count) && !traceBlocks)
+            try execBlock(start, start + n, block: b, chain: n == Int(b.pointee.count) && !traceBlocks)
         } catch {
             stopBlock = false
             if error.vector != 0xFF { raise(error) }

@@ -15,7 +15,7 @@
 // Contract details:
 // - `run()` blocks the calling thread. HLT and wait-for-SIPI call `platform.waitForInterrupt`;
 //   the platform must return from it when an interrupt/event arrives or when it wants the CPU to
-//   stop (then `shouldStop` must return true). `shouldStop` is polled every few dozen blocks and
+//   stop (then `shouldStop` must return true). `shouldStop` is polled every few hundred blocks and
 //   after every port/MMIO access.
 // - Interrupts: the CPU asks `hasPendingInterrupt` at the same points and, when RFLAGS.IF allows,
 //   calls `acknowledgeInterrupt` and delivers the vector. NMI/INIT/SIPI come from `takePendingEvents`.
