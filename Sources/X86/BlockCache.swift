@@ -34,8 +34,8 @@ struct BlockInfo {
 
 struct BlockCache {
     static let arenaSize = 1 << 17
-    static let infoSize = 1 << 15
-    static let tableSize = 1 << 18
+    static let infoSize = 1 << 14
+    static let tableSize = 1 << 16  // a power of two (slot() takes the top bits of a product)
     var insts: UnsafeMutablePointer<DInst>
     var used = 0
     var infos: UnsafeMutablePointer<BlockInfo>
@@ -63,7 +63,8 @@ struct BlockCache {
     @inline(__always) static func slot(_ rip: UInt64) -> Int {
         // Multiplicative hashing: kernel text is megabytes of code whose hot blocks collided often
         // under the old xor-fold (every collision is a decode).
-        Int(truncatingIfNeeded: (rip &* 0x9E37_79B9_7F4A_7C15) >> 46)
+        // The top log2(tableSize) bits of the product.
+        Int(truncatingIfNeeded: (rip &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - tableSize.trailingZeroBitCount))
     }
 }
 

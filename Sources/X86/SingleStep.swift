@@ -31,8 +31,12 @@ extension CPUCore {
         pollNow = true
         var completed = true
         do throws(Fault) {
+            // Outside the block cache: a throwaway block record (unchained runs never link it).
+            var info = BlockInfo()
             try withUnsafePointer(to: &d) { (p: UnsafePointer<DInst>) throws(Fault) in
-                try execBlock(p, p + 1, chain: false)
+                try withUnsafeMutablePointer(to: &info) { (b: UnsafeMutablePointer<BlockInfo>) throws(Fault) in
+                    try execBlock(p, p + 1, block: b, chain: false)
+                }
             }
         } catch {
             stopBlock = false
