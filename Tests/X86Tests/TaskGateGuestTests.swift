@@ -9,25 +9,14 @@ final class TaskGateGuestTests: GuestTestCase {
     ///   0x48 TSS A (32-bit, 0xA000, the running task)   0x50 TSS B (32-bit, 0xA100)
     ///   0x58 TSS C (16-bit, 0xA200)                      0x60 task gate -> 0x50 (DPL 3)
     ///   0x78 TSS D (32-bit, 0xA300, the #DF task)
-    /// and macros DESC (descriptor) / PRINT (label + EAX in hex).
+    /// and macros DESC (descriptor) / PRINT (label + EAX in hex, from SingleStepGuestTests).
     static let setup32 = """
         %macro DESC 4
             mov dword [0xB000 + %1], ((%3) & 0xFFFF) | (((%2) & 0xFFFF) << 16)
             mov dword [0xB000 + %1 + 4], (((%2) >> 16) & 0xFF) | ((%4) << 8) | ((%3) & 0xF0000) | ((%2) & 0xFF000000)
         %endmacro
-        %macro PRINT 1
-            push eax
-            mov al, %1
-            call putc32
-            mov al, '='
-            call putc32
-            pop eax
-            call hex32
-            push eax
-            mov al, 10
-            call putc32
-            pop eax
-        %endmacro
+
+        """ + SingleStepGuestTests.print32 + """
             mov esi, gdt
             mov edi, 0xB000
             mov ecx, 0x48

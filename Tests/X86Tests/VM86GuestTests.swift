@@ -6,7 +6,7 @@ import XCTest
 /// gate DPL, non-ring-0 target) and IOPL-sensitive CLI/STI/PUSHF/POPF; compared with QEMU's TCG.
 final class VM86GuestTests: GuestTestCase {
     func testVM86Interrupts() throws {
-        try compare(TaskGateGuestTests.setup32 + SingleStepGuestTests.print32 + """
+        try compare(TaskGateGuestTests.setup32 + """
             mov dword [0xA000 + 4], 0x50000          ; ESP0
             mov word [0xA000 + 8], 0x10              ; SS0
             mov eax, .svc
