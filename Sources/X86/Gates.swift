@@ -84,15 +84,7 @@ extension CPUCore {
             rip = target
             return
         }
-        let tss32 = tss.attr & 0x8 != 0
-        let esp: UInt64, ss: UInt16
-        if tss32 {
-            esp = try loadSys(tss.base &+ 4 &+ UInt64(newCPL) * 8, 4)
-            ss = UInt16(try loadSys(tss.base &+ 8 &+ UInt64(newCPL) * 8, 2))
-        } else {
-            esp = try loadSys(tss.base &+ 2 &+ UInt64(newCPL) * 4, 2)
-            ss = UInt16(try loadSys(tss.base &+ 4 &+ UInt64(newCPL) * 4, 2))
-        }
+        let (esp, ss) = try innerStack(newCPL)
         let sec = UInt32(ss & 0xFFFC)
         if ss & 0xFFFC == 0 { throw Fault.ts(0) }
         let sd = try readDescriptor(ss, fault: .ts(sec))
@@ -120,5 +112,17 @@ extension CPUCore {
         loadCS(csSel, descriptor: cd, cpl: newCPL)
         if newMask == 0xFFFF { r[4] = (r[4] & ~0xFFFF) | sp } else { r[4] = sp }
         rip = target
+    }
+}
+
+extension CPUCore {
+    /// The inner-ring stack (ESP, SS) for `cpl` from the current TSS (32- or 16-bit format), as a
+    /// call gate or an interrupt to a more privileged ring loads it.
+    mutating func innerStack(_ cpl: Int) throws(Fault) -> (esp: UInt64, ss: UInt16) {
+        let tss = segs[SegReg.tr]
+        if tss.attr & 0x8 != 0 {
+            return (try loadSys(tss.base &+ 4 &+ UInt64(cpl) * 8, 4), UInt16(try loadSys(tss.base &+ 8 &+ UInt64(cpl) * 8, 2)))
+        }
+        return (try loadSys(tss.base &+ 2 &+ UInt64(cpl) * 4, 2), UInt16(try loadSys(tss.base &+ 4 &+ UInt64(cpl) * 4, 2)))
     }
 }

@@ -118,16 +118,7 @@ extension CPUCore {
             var stackMask32: UInt64 = segs[SegReg.ss].attr & 0x4000 != 0 ? 0xFFFF_FFFF : 0xFFFF
             var newSSCache: SegCache? = nil
             if newCPL < cpl {
-                let tss = segs[SegReg.tr]
-                let tss32 = tss.attr & 0x8 != 0
-                let esp: UInt64, ss: UInt16
-                if tss32 {
-                    esp = try loadSys(tss.base &+ 4 &+ UInt64(newCPL) * 8, 4)
-                    ss = UInt16(try loadSys(tss.base &+ 8 &+ UInt64(newCPL) * 8, 2))
-                } else {
-                    esp = try loadSys(tss.base &+ 2 &+ UInt64(newCPL) * 4, 2)
-                    ss = UInt16(try loadSys(tss.base &+ 4 &+ UInt64(newCPL) * 4, 2))
-                }
+                let (esp, ss) = try innerStack(newCPL)
                 let ec = UInt32(ss & 0xFFFC) + ext
                 if ss & 0xFFFC == 0 { throw Fault.ts(ext) }
                 let sd = try readDescriptor(ss, fault: .ts(ec))
