@@ -111,7 +111,7 @@ public final class Converter: @unchecked Sendable {
         // -m is an upper bound: beyond a few requests in flight per core, more workers only add
         // buffers (memory) without adding throughput; compression wants one per core.
         let cores = onlineCPUCount
-        let useful = options.compress ? max(2 * cores, 2) : max(2 * cores, 2)
+        let useful = options.compress ? max(cores, 1) : max(2 * cores, 2)
         let workers = max(1, min(options.workers, 16, useful))
         runThreads(workers) { [self] _ in worker() }
         if let f = failure { throw f }
