@@ -60,7 +60,7 @@ extension CPUCore {
         let opc = UInt8(aux & 0xFF)
         if map != 1 { try execSIMDExt(i); return }   // 0F 38 / 0F 3A: SSE4.swift
         // MMX forms (no prefix, integer opcodes) work on the x87 register file.
-        if pfx == 0 && (opc >= 0x60 && opc <= 0x7F || opc >= 0xD0) && opc != 0x77 {
+        if pfx == 0 && (opc >= 0x60 && opc <= 0x7F || opc >= 0xD0 || opc == 0xC4 || opc == 0xC5) && opc != 0x77 {
             try execMMX(i, opc)
             return
         }
@@ -208,8 +208,7 @@ extension CPUCore {
             let a = fpu.mmx(d)
             fpu.setMMX(d, opc == 0xEF ? a ^ b : (opc == 0xEB ? a | b : (opc == 0xDB ? a & b : ~a & b)))
         default:
-            reportUnimplemented(i)
-            throw Fault.ud
+            try execMMXArith(i, opc)
         }
     }
 }

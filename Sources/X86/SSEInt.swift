@@ -16,6 +16,16 @@ extension CPUCore {
         case 0xC4: b = V128(try readRm(i, 2), 0)
         default: b = try load128(i)
         }
+        if opc == 0xC5 { // PEXTRW
+            setReg(d, 4, UInt64(asWords(xget(i.rm))[Int(i.imm & 7)]))
+            return
+        }
+        xset(d, try sseIntLanes(i, opc, a, b))
+    }
+
+    /// The lane arithmetic of the 66 0F integer opcodes, shared with their MMX forms (MMX.swift),
+    /// which pass their 64-bit operands in the low halves.
+    mutating func sseIntLanes(_ i: IP, _ opc: UInt8, _ a: V128, _ b: V128) throws(Fault) -> V128 {
         var r: V128
         switch opc {
         case 0x60: r = unpackLow(a, b, 1)
@@ -52,9 +62,6 @@ extension CPUCore {
             r = v128(SIMD4<UInt32>(x[Int(s & 3)], x[Int((s >> 2) & 3)], x[Int((s >> 4) & 3)], x[Int((s >> 6) & 3)]))
         case 0xC4: // PINSRW
             var x = asWords(a); x[Int(i.imm & 7)] = UInt16(truncatingIfNeeded: b[0]); r = v128(x)
-        case 0xC5: // PEXTRW
-            setReg(d, 4, UInt64(asWords(xget(i.rm))[Int(i.imm & 7)]))
-            return
         case 0xD4: r = a &+ b
         case 0xFB: r = a &- b
         case 0xFC: r = v128(asBytes(a) &+ asBytes(b))
@@ -90,7 +97,7 @@ extension CPUCore {
             reportUnimplemented(i)
             throw Fault.ud
         }
-        xset(d, r)
+        return r
     }
 
     private mutating func unpackLow(_ a: V128, _ b: V128, _ w: Int) -> V128 {
@@ -144,7 +151,7 @@ extension CPUCore {
     }
 
     /// PSRLW/D/Q, PSRAW/D, PSLLW/D/Q by a count.
-    private mutating func shiftBy(_ opc: UInt8, _ a: V128, _ count: UInt64) -> V128 {
+    mutating func shiftBy(_ opc: UInt8, _ a: V128, _ count: UInt64) -> V128 {
         switch opc {
         case 0xD1:
             return count > 15 ? .zero : v128(asWords(a) &>> UInt16(count))

@@ -418,3 +418,48 @@ final class SIMDGuestTests: GuestTestCase {
         try compare(body, cpu: "qemu64", expectContains: ["EXC 0000000000000006"])
     }
 }
+
+/// MMX arithmetic (the no-prefix forms of the SSE2 integer opcodes), compared with QEMU's TCG.
+final class MMXGuestTests: GuestTestCase {
+    func testMMXArithmetic() throws {
+        var body = ""
+        let values: [UInt64] = [0x8899_AABB_CCDD_EEFF, 0x7F80_017F_FF00_80FF, 0x0001_FFFF_7FFF_8000,
+                                0x7FFF_FFFF_8000_0000, 0x0000_0005_FFFF_FFFF, 0x1234_5678_9ABC_DEF0, 0]
+        for (k, v) in values.enumerated() {
+            body += "mov rax, 0x\(String(v, radix: 16))\nmov [\(0x8400 + 8 * k)], rax\n"
+        }
+        let out = "movq rax, mm1\nmov edx, 0\ncall pf64\n"
+        let ops = ["punpcklbw", "punpcklwd", "punpckldq", "packsswb", "pcmpgtb", "pcmpgtw", "pcmpgtd", "packuswb",
+                   "punpckhbw", "punpckhwd", "punpckhdq", "packssdw", "pcmpeqb", "pcmpeqw", "pcmpeqd",
+                   "psrlw", "psrld", "psrlq", "paddq", "pmullw", "psubusb", "psubusw", "pminub", "paddusb", "paddusw",
+                   "pmaxub", "pavgb", "psraw", "psrad", "pavgw", "pmulhuw", "pmulhw", "psubsb", "psubsw", "pminsw",
+                   "paddsb", "paddsw", "pmaxsw", "psllw", "pslld", "psllq", "pmuludq", "pmaddwd", "psadbw",
+                   "psubb", "psubw", "psubd", "psubq", "paddb", "paddw", "paddd"]
+        let pairs = [(0, 1), (1, 0), (2, 3), (3, 2), (4, 5), (5, 6), (0, 0)]
+        for op in ops {
+            for (a, b) in pairs {
+                body += "movq mm1, [\(0x8400 + 8 * a)]\nmovq mm2, [\(0x8400 + 8 * b)]\n\(op) mm1, mm2\n" + out
+            }
+            body += "movq mm1, [0x8408]\n\(op) mm1, [0x8418]\n" + out
+        }
+        // Shift counts past the element width, in a register and as an immediate.
+        for count in [0, 1, 7, 15, 16, 31, 32, 63, 64, 200] {
+            body += "mov rax, \(count)\nmovq mm2, rax\n"
+            for op in ["psrlw", "psraw", "psllw", "psrld", "psrad", "pslld", "psrlq", "psllq"] {
+                body += "movq mm1, [0x8400]\n\(op) mm1, mm2\n" + out
+                body += "movq mm1, [0x8400]\n\(op) mm1, \(count)\n" + out
+            }
+        }
+        for imm in [0x1B, 0xE4, 0x00, 0xFF, 0x4E] {
+            body += "movq mm2, [0x8428]\npshufw mm1, mm2, 0x\(String(imm, radix: 16))\n" + out
+        }
+        for sel in 0..<4 {
+            body += "movq mm1, [0x8400]\nmov eax, 0x1234ABCD\npinsrw mm1, eax, \(sel)\n" + out
+            body += "movq mm2, [0x8428]\npextrw eax, mm2, \(sel)\nmov rdx, 0\ncall pf64\n"
+        }
+        body += "movq mm2, [0x8400]\npmovmskb eax, mm2\nmov rdx, 0\ncall pf64\n"
+        body += "movq mm1, [0x8428]\nmovntq [0x8440], mm1\nmov rax, [0x8440]\nmov rdx, 0\ncall pf64\n"
+        body += "emms\n"
+        try compare(body, cpu: "max")
+    }
+}
