@@ -26,6 +26,10 @@ extension CPUCore {
             for k in 0..<8 where (v >> (UInt64(k) * 8 + 7)) & 1 != 0 { m |= 1 << UInt64(k) }
             setReg(i.reg, 4, m)
             return
+        case 0xF7: // MASKMOVQ mm, mm: the bytes whose mask byte has its top bit set go to DS:rDI
+            guard !i.isMem else { throw Fault.ud }
+            try maskedStore(i, data: V128(a, 0), mask: V128(fpu.mmx(Int(i.rm & 7)), 0), bytes: 8)
+            return
         case 0xE7: // MOVNTQ m64, mm
             guard i.isMem else { throw Fault.ud }
             try store(try opLinear(i, 8, write: true), a)
@@ -75,5 +79,17 @@ extension CPUCore {
         }
         let n = Int(i.rm & 7)
         fpu.setMMX(n, shiftBy(form, V128(fpu.mmx(n), 0), UInt64(i.imm & 0xFF))[0])
+    }
+
+    /// MASKMOVQ / MASKMOVDQU: a byte-masked store to DS:rDI (segment override allowed), address
+    /// size from the instruction; only the selected bytes are written.
+    mutating func maskedStore(_ i: IP, data: V128, mask: V128, bytes: Int) throws(Fault) {
+        let am: UInt64 = i.asz == 8 ? .max : (i.asz == 4 ? 0xFFFF_FFFF : 0xFFFF)
+        for k in 0..<bytes {
+            let lane = k >> 3, sh = UInt64(k & 7) * 8
+            guard (mask[lane] >> (sh + 7)) & 1 != 0 else { continue }
+            let lin = try linear(Int(i.seg), (r[7] &+ UInt64(k)) & am, 1, write: true)
+            try store(lin, UInt8(truncatingIfNeeded: data[lane] >> sh))
+        }
     }
 }

@@ -187,6 +187,9 @@ extension CPUCore {
             let base = pfx == 2 ? 4 : 0
             for k in 0..<4 { o[base + k] = src[base + Int((i.imm >> UInt64(2 * k)) & 3)] }
             xset(d, v128(o))
+        case 0xF7 where pfx == 1: // MASKMOVDQU xmm, xmm
+            guard !i.isMem else { throw Fault.ud }
+            try maskedStore(i, data: xget(d), mask: xget(i.rm), bytes: 16)
         default:
             if pfx == 1 { try execSSEInt(i, opc); return }
             reportUnimplemented(i)

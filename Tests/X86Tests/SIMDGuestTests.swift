@@ -459,6 +459,10 @@ final class MMXGuestTests: GuestTestCase {
         }
         body += "movq mm2, [0x8400]\npmovmskb eax, mm2\nmov rdx, 0\ncall pf64\n"
         body += "movq mm1, [0x8428]\nmovntq [0x8440], mm1\nmov rax, [0x8440]\nmov rdx, 0\ncall pf64\n"
+        // MASKMOVQ / MASKMOVDQU store the selected bytes to [rdi], leaving the others.
+        body += "mov rdi, 0x8480\nmov rax, -1\nmov [rdi], rax\nmov [rdi + 8], rax\n"
+        body += "movq mm1, [0x8428]\nmovq mm2, [0x8400]\nmaskmovq mm1, mm2\nmov rax, [0x8480]\nmov rdx, 0\ncall pf64\n"
+        body += "movdqu xmm1, [0x8420]\nmovdqu xmm2, [0x8400]\nmaskmovdqu xmm1, xmm2\nmov rax, [0x8480]\nmov rdx, [0x8488]\ncall pf64\n"
         body += "emms\n"
         try compare(body, cpu: "max")
     }
