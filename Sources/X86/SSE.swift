@@ -65,6 +65,7 @@ extension CPUCore {
             return
         }
         try sseAvailable()
+        if i.isMem && CPUCore.sseNeedsAlignment(opc, pfx) && ea(i) & 15 != 0 { throw Fault.gp(0) }
         let d = i.reg
         switch opc {
         // MARK: moves
@@ -212,6 +213,26 @@ extension CPUCore {
             fpu.setMMX(d, opc == 0xEF ? a ^ b : (opc == 0xEB ? a | b : (opc == 0xDB ? a & b : ~a & b)))
         default:
             try execMMXArith(i, opc)
+        }
+    }
+}
+
+extension CPUCore {
+    /// Legacy SSE's rule for 0F-map opcodes (prefix: 0 none, 1 = 66, 2 = F3, 3 = F2): a 128-bit
+    /// memory operand must be 16-byte aligned, else #GP(0). Exempt: the unaligned moves (MOVUPS/PD,
+    /// MOVDQU, LDDQU), scalar forms and every operand of 64 bits or less. (MOVAPS/MOVDQA/MOVNT*
+    /// check at their own load and store.)
+    static func sseNeedsAlignment(_ opc: UInt8, _ pfx: UInt16) -> Bool {
+        switch opc {
+        case 0x14, 0x15, 0x51...0x59, 0x5C...0x5F, 0xC2, 0xC6: return pfx <= 1   // packed PS/PD
+        case 0x5A, 0x2C, 0x2D: return pfx == 1               // CVTPD2PS, CVT(T)PD2PI
+        case 0x5B: return pfx <= 2                           // CVTDQ2PS, CVTPS2DQ, CVTTPS2DQ
+        case 0x12, 0x16: return pfx == 2                     // MOVSLDUP, MOVSHDUP
+        case 0x70: return pfx != 0                           // PSHUFD/HW/LW
+        case 0x7C, 0x7D, 0xD0, 0xE6: return pfx == 1 || pfx == 3   // HADD/HSUB, ADDSUB, CVT(T)PD2DQ
+        case 0x60...0x6D, 0x74...0x76, 0xD1...0xD5, 0xD8...0xE5, 0xE8...0xEF, 0xF1...0xF6, 0xF8...0xFE:
+            return pfx == 1                                  // 66: SSE2 integer
+        default: return false
         }
     }
 }
