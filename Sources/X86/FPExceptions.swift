@@ -330,7 +330,21 @@ extension CPUCore {
         switch pfx {
         case 2: v = sseToInt(Float(bitPattern: try load32(i)), bits: bits, truncate: truncate, flags: &fl)
         case 3: v = sseToInt(Double(bitPattern: try load64(i)), bits: bits, truncate: truncate, flags: &fl)
-        default: throw Fault.ud   // CVTPS2PI & co (MMX): not implemented
+        default:
+            // CVT(T)PS2PI mm, xmm/m64 and CVT(T)PD2PI mm, xmm/m128: two lanes into an MMX register.
+            let lo: UInt64, hi: UInt64
+            if pfx == 0 {
+                let src = i.isMem ? try load64(i) : xget(i.rm)[0]
+                lo = sseToInt(Float(bitPattern: UInt32(truncatingIfNeeded: src)), bits: 32, truncate: truncate, flags: &fl)
+                hi = sseToInt(Float(bitPattern: UInt32(truncatingIfNeeded: src >> 32)), bits: 32, truncate: truncate, flags: &fl)
+            } else {
+                let src = try load128(i)
+                lo = sseToInt(Double(bitPattern: src[0]), bits: 32, truncate: truncate, flags: &fl)
+                hi = sseToInt(Double(bitPattern: src[1]), bits: 32, truncate: truncate, flags: &fl)
+            }
+            try mxCommit(fl)
+            fpu.setMMX(Int(i.reg & 7), (hi << 32) | (lo & 0xFFFF_FFFF))
+            return
         }
         try mxCommit(fl)
         setReg(i.reg, i.size, v)
@@ -353,7 +367,19 @@ extension CPUCore {
                 x[0] = f.bitPattern
             }
             xset(d, x)
-        default: throw Fault.ud
+        default:
+            // CVTPI2PS / CVTPI2PD xmm, mm/m64: two signed dwords.
+            let src = i.isMem ? try load64(i) : fpu.mmx(Int(i.rm & 7))
+            let a = Int32(truncatingIfNeeded: src), b = Int32(truncatingIfNeeded: src >> 32)
+            if pfx == 0 {
+                let fa = Float(a), fb = Float(b)
+                try mxCommit(Int32(exactly: fa) == a && Int32(exactly: fb) == b ? 0 : MX.pe)
+                var x = xget(d)
+                x[0] = UInt64(fa.bitPattern) | UInt64(fb.bitPattern) << 32
+                xset(d, x)
+            } else {
+                xset(d, V128(Double(a).bitPattern, Double(b).bitPattern))
+            }
         }
     }
 

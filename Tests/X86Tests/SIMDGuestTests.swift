@@ -492,6 +492,24 @@ final class MMXGuestTests: GuestTestCase {
             body += "movq mm2, [0x8428]\npextrw eax, mm2, \(sel)\nmov rdx, 0\ncall pf64\n"
         }
         body += "movq mm2, [0x8400]\npmovmskb eax, mm2\nmov rdx, 0\ncall pf64\n"
+        // MMX <-> SSE conversions (integer dwords <-> float/double lanes; NaN and overflow give 0x80000000).
+        let fl: [(UInt64, UInt64)] = [(0x3FC0_0000_C0A0_0000, 0x4F00_0000_7FC0_0000),           // 1.5, -5.0 | NaN, 2^31
+                                      (0x3FF8_0000_0000_0000, 0xC1E0_0000_0020_0000)]           // 1.5 | -2^31 - 0.5ish
+        for (k, (lo, hi)) in fl.enumerated() {
+            body += "mov rax, 0x\(String(lo, radix: 16))\nmov [0x8500], rax\nmov rax, 0x\(String(hi, radix: 16))\nmov [0x8508], rax\nmovdqu xmm2, [0x8500]\n"
+            for op in (k == 0 ? ["cvtps2pi", "cvttps2pi"] : ["cvtpd2pi", "cvttpd2pi"]) {
+                body += "\(op) mm1, xmm2\n" + out
+                body += "stmxcsr [0x8510]\nmov eax, [0x8510]\nmov rdx, 0\ncall pf64\nmov dword [0x8510], 0x1F80\nldmxcsr [0x8510]\n"
+            }
+            body += "cvtps2pi mm1, [0x8504]\n" + out
+        }
+        for v in ["0x7FFFFFFF80000001", "0x00000003FFFFFFFB", "0x0123456789ABCDEF"] {
+            body += "mov rax, \(v)\nmovq mm2, rax\nmovdqu xmm1, [0x8400]\ncvtpi2ps xmm1, mm2\n"
+                + "movq rax, xmm1\nmovdqa xmm15, xmm1\npsrldq xmm15, 8\nmovq rdx, xmm15\ncall pf64\n"
+                + "cvtpi2pd xmm1, mm2\nmovq rax, xmm1\nmovdqa xmm15, xmm1\npsrldq xmm15, 8\nmovq rdx, xmm15\ncall pf64\n"
+                + "stmxcsr [0x8510]\nmov eax, [0x8510]\nmov rdx, 0\ncall pf64\nmov dword [0x8510], 0x1F80\nldmxcsr [0x8510]\n"
+        }
+        body += "mov rax, 0x0000000500000007\nmov [0x8520], rax\ncvtpi2ps xmm1, [0x8520]\nmovq rax, xmm1\nmov rdx, 0\ncall pf64\n"
         body += "movq mm1, [0x8428]\nmovntq [0x8440], mm1\nmov rax, [0x8440]\nmov rdx, 0\ncall pf64\n"
         // MASKMOVQ / MASKMOVDQU store the selected bytes to [rdi], leaving the others.
         body += "mov rdi, 0x8480\nmov rax, -1\nmov [rdi], rax\nmov [rdi + 8], rax\n"
