@@ -177,11 +177,15 @@ extension CPUCore {
             return
         case 0x0A: // ROUNDSS
             let f = Float(bitPattern: try load32(i))
-            var x = asFloats(xget(d)); x[0] = CPUCore.roundFloat(f, roundRule(imm)); xset(d, v128(x))
+            let rr = CPUCore.roundFloat(f, roundRule(imm))
+            try mxCommit(CPUCore.roundFlags(f, rr, imm))
+            var x = asFloats(xget(d)); x[0] = rr; xset(d, v128(x))
             return
         case 0x0B: // ROUNDSD
             let f = Double(bitPattern: try load64(i))
-            var x = asDoubles(xget(d)); x[0] = CPUCore.roundDouble(f, roundRule(imm)); xset(d, v128(x))
+            let rr = CPUCore.roundDouble(f, roundRule(imm))
+            try mxCommit(CPUCore.roundFlags(f, rr, imm))
+            var x = asDoubles(xget(d)); x[0] = rr; xset(d, v128(x))
             return
         default: break
         }
@@ -190,11 +194,17 @@ extension CPUCore {
         switch opc {
         case 0x08: // ROUNDPS
             let rule = roundRule(imm), x = asFloats(b)
-            r = v128(SIMD4<Float>(CPUCore.roundFloat(x[0], rule), CPUCore.roundFloat(x[1], rule),
-                                  CPUCore.roundFloat(x[2], rule), CPUCore.roundFloat(x[3], rule)))
+            let o = SIMD4<Float>(CPUCore.roundFloat(x[0], rule), CPUCore.roundFloat(x[1], rule),
+                                 CPUCore.roundFloat(x[2], rule), CPUCore.roundFloat(x[3], rule))
+            var fl: UInt32 = 0
+            for k in 0..<4 { fl |= CPUCore.roundFlags(x[k], o[k], imm) }
+            try mxCommit(fl)
+            r = v128(o)
         case 0x09: // ROUNDPD
             let rule = roundRule(imm), x = asDoubles(b)
-            r = v128(SIMD2<Double>(CPUCore.roundDouble(x[0], rule), CPUCore.roundDouble(x[1], rule)))
+            let o = SIMD2<Double>(CPUCore.roundDouble(x[0], rule), CPUCore.roundDouble(x[1], rule))
+            try mxCommit(CPUCore.roundFlags(x[0], o[0], imm) | CPUCore.roundFlags(x[1], o[1], imm))
+            r = v128(o)
         case 0x0C: // BLENDPS
             let m = SIMD4<UInt32>(1, 2, 4, 8) & UInt32(imm) .!= 0
             r = v128(asDwords(a).replacing(with: asDwords(b), where: m))
@@ -257,6 +267,14 @@ extension CPUCore {
     @inline(__always) static func quiet<T: BinaryFloatingPoint>(_ v: T) -> T {
         T(sign: v.sign, exponentBitPattern: v.exponentBitPattern,
           significandBitPattern: v.significandBitPattern | (T.RawSignificand(1) << (T.significandBitCount - 1)))
+    }
+
+    /// ROUND*'s MXCSR flags for one lane: IE for a signaling NaN, else PE when the value changed,
+    /// unless imm8[3] suppresses precision exceptions.
+    static func roundFlags<T: BinaryFloatingPoint>(_ x: T, _ r: T, _ imm: UInt64) -> UInt32 {
+        if x.isSignalingNaN { return MX.ie }
+        if x.isNaN || imm & 8 != 0 { return 0 }
+        return r == x ? 0 : MX.pe
     }
 
     /// Rounds to an integral value; a NaN comes back quiet, with its sign and payload.

@@ -433,6 +433,22 @@ final class SIMDGuestTests: GuestTestCase {
         XCTAssertEqual(ours, String(repeating: "EXC 000000000000000D ERR 0000000000000000\n", count: ins.count))
     }
 
+    /// ROUND* set MXCSR.PE when the value changes (unless imm8[3]) and IE for a signaling NaN.
+    func testRoundFlags() throws {
+        var body = "mov rax, 0x3FC0000040000000\nmov [0x8500], rax\nmov rax, 0x7FA0000042280000\nmov [0x8508], rax\n"  // 1.5, 2.0 | 42.0, sNaN
+        body += "mov rax, 0x3FF8000000000000\nmov [0x8510], rax\nmov rax, 0x4000000000000000\nmov [0x8518], rax\n"   // 1.5 | 2.0
+        let show = "stmxcsr [0x8520]\nmov eax, [0x8520]\nmov rdx, 0\ncall pf64\nmov dword [0x8520], 0x1F80\nldmxcsr [0x8520]\n"
+        for imm in [0, 1, 4, 8, 9] {
+            body += "movdqu xmm2, [0x8500]\nroundps xmm1, xmm2, \(imm)\n" + show
+            body += "movq xmm2, [0x8500]\nroundps xmm1, xmm2, \(imm)\n" + show
+            body += "movdqu xmm2, [0x8510]\nroundpd xmm1, xmm2, \(imm)\n" + show
+            body += "movss xmm2, [0x8504]\nroundss xmm1, xmm2, \(imm)\n" + show
+            body += "movsd xmm2, [0x8510]\nroundsd xmm1, xmm2, \(imm)\n" + show
+            body += "movsd xmm2, [0x8518]\nroundsd xmm1, xmm2, \(imm)\n" + show
+        }
+        try compare(body, cpu: "max")
+    }
+
     /// qemu64 reports neither SSSE3 nor SSE4: the instructions raise #UD on both CPUs, and CPUID says so.
     func testQemu64LacksThem() throws {
         var body = """
