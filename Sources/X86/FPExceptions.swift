@@ -22,7 +22,39 @@ enum MX {
     static let pre: UInt32 = ie | de | ze
 }
 
-enum FPOp { case add, sub, mul, div, sqrt, minmax, cmpQuiet, cmpSignaling }
+enum FPOp {
+    case add, sub, mul, div, sqrt, min, max, cmpQuiet, cmpSignaling
+
+    /// One lane's IEEE result (SQRT: of `b`). MIN/MAX return the second operand unless the first is
+    /// smaller (larger): for a NaN, and for two zeros of either sign.
+    @inline(__always) func apply<T: BinaryFloatingPoint>(_ a: T, _ b: T) -> T {
+        switch self {
+        case .add: return a + b
+        case .sub: return a - b
+        case .mul: return a * b
+        case .div: return a / b
+        case .sqrt: return b.squareRoot()
+        case .min: return a < b ? a : b
+        case .max: return a > b ? a : b
+        default: return a
+        }
+    }
+}
+
+/// The per-instruction view of MXCSR that SSE lane arithmetic needs, and the flags its lanes raise.
+struct MXLanes {
+    /// Flags still worth computing (`CPUCore.mxWanted`).
+    let want: UInt32
+    let ueUnmasked: Bool
+    var flags: UInt32 = 0
+
+    /// `a op b` for one lane, ORing its exception flags into `flags`.
+    @inline(__always) mutating func lane<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T) -> T {
+        let r = op.apply(a, b)
+        if want != 0 { flags |= fpLaneFlags(op, a, b, r, ueUnmasked: ueUnmasked, want: want) }
+        return r
+    }
+}
 
 /// The exception flags of one lane of `r = a op b` (for SQRT, `b` is the operand).
 @inline(__always)
@@ -30,12 +62,12 @@ func fpLaneFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, ueU
                                          want: UInt32 = 0x3F) -> UInt32 {
     let unary = op == .sqrt
     if (!unary && a.isNaN) || b.isNaN {
-        if op == .minmax || op == .cmpSignaling { return MX.ie }
+        if op == .min || op == .max || op == .cmpSignaling { return MX.ie }
         return (!unary && a.isSignalingNaN) || b.isSignalingNaN ? MX.ie : 0
     }
     var f: UInt32 = (!unary && a.isSubnormal) || b.isSubnormal ? MX.de : 0
     switch op {
-    case .minmax, .cmpQuiet, .cmpSignaling: return f
+    case .min, .max, .cmpQuiet, .cmpSignaling: return f
     default: break
     }
     if r.isNaN { return MX.ie }
@@ -98,6 +130,7 @@ extension CPUCore {
     /// Flags an SSE operation still has to look for: those not yet set, and every unmasked one.
     @inline(__always) var mxWanted: UInt32 { mutating get { (~mxcsr | ~(mxcsr >> 7)) & 0x3F } }
     @inline(__always) var mxUEUnmasked: Bool { mutating get { mxcsr & 0x800 == 0 } }
+    @inline(__always) var mxLanes: MXLanes { mutating get { MXLanes(want: mxWanted, ueUnmasked: mxUEUnmasked) } }
 
     /// Records the flags of an instruction before its results are written; raises #XM/#UD when one
     /// is unmasked (pre-computation exceptions first, then post-computation ones).
@@ -120,65 +153,34 @@ extension CPUCore {
         case 0x58: op = .add
         case 0x59: op = .mul
         case 0x5C: op = .sub
+        case 0x5D: op = .min
         case 0x5E: op = .div
-        default: op = .minmax
+        default: op = .max
         }
-        let want = mxWanted
-        let ueU = mxUEUnmasked
-        var fl: UInt32 = 0
-        func f32(_ a: Float, _ b: Float) -> Float {
-            switch opc {
-            case 0x51: return b.squareRoot()
-            case 0x58: return a + b
-            case 0x59: return a * b
-            case 0x5C: return a - b
-            case 0x5D: return a < b ? a : b
-            case 0x5E: return a / b
-            default: return a > b ? a : b
-            }
-        }
-        func f64(_ a: Double, _ b: Double) -> Double {
-            switch opc {
-            case 0x51: return b.squareRoot()
-            case 0x58: return a + b
-            case 0x59: return a * b
-            case 0x5C: return a - b
-            case 0x5D: return a < b ? a : b
-            case 0x5E: return a / b
-            default: return a > b ? a : b
-            }
-        }
+        var m = mxLanes
         switch pfx {
         case 0:
             let a = asFloats(xget(d)), b = asFloats(try load128(i))
             var r = SIMD4<Float>()
-            for k in 0..<4 {
-                r[k] = f32(a[k], b[k])
-                if want != 0 { fl |= fpLaneFlags(op, a[k], b[k], r[k], ueUnmasked: ueU, want: want) }
-            }
-            try mxCommit(fl)
+            for k in 0..<4 { r[k] = m.lane(op, a[k], b[k]) }
+            try mxCommit(m.flags)
             xset(d, v128(r))
         case 1:
             let a = asDoubles(xget(d)), b = asDoubles(try load128(i))
             var r = SIMD2<Double>()
-            for k in 0..<2 {
-                r[k] = f64(a[k], b[k])
-                if want != 0 { fl |= fpLaneFlags(op, a[k], b[k], r[k], ueUnmasked: ueU, want: want) }
-            }
-            try mxCommit(fl)
+            for k in 0..<2 { r[k] = m.lane(op, a[k], b[k]) }
+            try mxCommit(m.flags)
             xset(d, v128(r))
         case 2:
             var a = asFloats(xget(d))
-            let b = Float(bitPattern: try load32(i))
-            let r = f32(a[0], b)
-            if want != 0 { try mxCommit(fpLaneFlags(op, a[0], b, r, ueUnmasked: ueU, want: want)) }
+            let r = m.lane(op, a[0], Float(bitPattern: try load32(i)))
+            try mxCommit(m.flags)
             a[0] = r
             xset(d, v128(a))
         default:
             var a = asDoubles(xget(d))
-            let b = Double(bitPattern: try load64(i))
-            let r = f64(a[0], b)
-            if want != 0 { try mxCommit(fpLaneFlags(op, a[0], b, r, ueUnmasked: ueU, want: want)) }
+            let r = m.lane(op, a[0], Double(bitPattern: try load64(i)))
+            try mxCommit(m.flags)
             a[0] = r
             xset(d, v128(a))
         }
@@ -188,23 +190,17 @@ extension CPUCore {
     mutating func sseAddSub(_ i: IP, _ pfx: UInt16) throws(Fault) {
         let d = i.reg
         let a = xget(d), b = try load128(i)
-        let want = mxWanted, ueU = mxUEUnmasked
-        var fl: UInt32 = 0
+        var m = mxLanes
         if pfx == 1 {
             let x = asDoubles(a), y = asDoubles(b)
-            let r = SIMD2<Double>(x[0] - y[0], x[1] + y[1])
-            if want != 0 {
-                for k in 0..<2 { fl |= fpLaneFlags(k & 1 == 0 ? .sub : .add, x[k], y[k], r[k], ueUnmasked: ueU, want: want) }
-            }
-            try mxCommit(fl)
+            let r = SIMD2<Double>(m.lane(.sub, x[0], y[0]), m.lane(.add, x[1], y[1]))
+            try mxCommit(m.flags)
             xset(d, v128(r))
         } else if pfx == 3 {
             let x = asFloats(a), y = asFloats(b)
-            let r = SIMD4<Float>(x[0] - y[0], x[1] + y[1], x[2] - y[2], x[3] + y[3])
-            if want != 0 {
-                for k in 0..<4 { fl |= fpLaneFlags(k & 1 == 0 ? .sub : .add, x[k], y[k], r[k], ueUnmasked: ueU, want: want) }
-            }
-            try mxCommit(fl)
+            let r = SIMD4<Float>(m.lane(.sub, x[0], y[0]), m.lane(.add, x[1], y[1]),
+                                 m.lane(.sub, x[2], y[2]), m.lane(.add, x[3], y[3]))
+            try mxCommit(m.flags)
             xset(d, v128(r))
         } else { throw Fault.ud }
     }
@@ -213,28 +209,18 @@ extension CPUCore {
     mutating func sseHorizontal(_ i: IP, _ pfx: UInt16, sub: Bool) throws(Fault) {
         let d = i.reg
         let a = xget(d), b = try load128(i)
-        let want = mxWanted, ueU = mxUEUnmasked
         let op: FPOp = sub ? .sub : .add
-        var fl: UInt32 = 0
+        var m = mxLanes
         if pfx == 1 {
             let x = asDoubles(a), y = asDoubles(b)
-            let p = [(x[0], x[1]), (y[0], y[1])]
-            var r = SIMD2<Double>()
-            for k in 0..<2 {
-                r[k] = sub ? p[k].0 - p[k].1 : p[k].0 + p[k].1
-                if want != 0 { fl |= fpLaneFlags(op, p[k].0, p[k].1, r[k], ueUnmasked: ueU, want: want) }
-            }
-            try mxCommit(fl)
+            let r = SIMD2<Double>(m.lane(op, x[0], x[1]), m.lane(op, y[0], y[1]))
+            try mxCommit(m.flags)
             xset(d, v128(r))
         } else if pfx == 3 {
             let x = asFloats(a), y = asFloats(b)
-            let p = [(x[0], x[1]), (x[2], x[3]), (y[0], y[1]), (y[2], y[3])]
-            var r = SIMD4<Float>()
-            for k in 0..<4 {
-                r[k] = sub ? p[k].0 - p[k].1 : p[k].0 + p[k].1
-                if want != 0 { fl |= fpLaneFlags(op, p[k].0, p[k].1, r[k], ueUnmasked: ueU, want: want) }
-            }
-            try mxCommit(fl)
+            let r = SIMD4<Float>(m.lane(op, x[0], x[1]), m.lane(op, x[2], x[3]),
+                                 m.lane(op, y[0], y[1]), m.lane(op, y[2], y[3]))
+            try mxCommit(m.flags)
             xset(d, v128(r))
         } else { throw Fault.ud }
     }
