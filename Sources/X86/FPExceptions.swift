@@ -98,19 +98,41 @@ func fpExact<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T) -> Bool
         if a == 0 || b == 0 { return true }
         if r == 0 { return false }
         if T.self == Float.self { return Double(a) * Double(b) == Double(r) }
+        if r.exponent < fpTinyResidual(T.self) {
+            let ea = a.exponent, eb = b.exponent
+            return (-fpScale(r, -(ea + eb))).addingProduct(fpScale(a, -ea), fpScale(b, -eb)) == 0
+        }
         return (-r).addingProduct(a, b) == 0
     case .div:
         if a == 0 || b.isInfinite { return true }
         if r == 0 { return false }
         if T.self == Float.self { return Double(r) * Double(b) == Double(a) }
+        if r.exponent < fpTinyResidual(T.self) || a.exponent < fpTinyResidual(T.self) {
+            let er = r.exponent, eb = b.exponent
+            return fpScale(a, -(er + eb)).addingProduct(-fpScale(r, -er), fpScale(b, -eb)) == 0
+        }
         return a.addingProduct(-r, b) == 0
     case .sqrt:
         if b == 0 || b.isInfinite { return true }
         if T.self == Float.self { return Double(r) * Double(r) == Double(b) }
+        if b.exponent < fpTinyResidual(T.self) {
+            let er = r.exponent, rs = fpScale(r, -er)
+            return fpScale(b, -2 * er).addingProduct(-rs, rs) == 0
+        }
         return b.addingProduct(-r, r) == 0
     default:
         return true
     }
+}
+
+/// Below this exponent of the result (or dividend, radicand) an FMA residual can fall under the
+/// smallest subnormal and round to zero; fpExact then works on operands scaled near 1 (exactly:
+/// by powers of two, into the normal range).
+@inline(__always) func fpTinyResidual<T: BinaryFloatingPoint>(_: T.Type) -> T.Exponent {
+    T.leastNormalMagnitude.exponent + T.Exponent(T.significandBitCount) + 2
+}
+@inline(__always) func fpScale<T: BinaryFloatingPoint>(_ x: T, _ e: T.Exponent) -> T {
+    T(sign: .plus, exponent: e, significand: x)
 }
 
 /// Flags of a floating-point format conversion (CVTSD2SS & co.) from `v` to `r`.

@@ -67,6 +67,10 @@ final class FPExceptionGuestTests: GuestTestCase {
             SD addsd, D(1.0), D(1.0e-30)
             SD mulsd, D(1.0e200), D(1.0e200)
             SD mulsd, D(1.0e-200), D(1.0e-200)
+            SD mulsd, D(1.0e-160), D(1.0e-160)
+            SD mulsd, 0x0010000000000000, D(0.5)
+            SD divsd, D(1.0e-300), D(1.0e10)
+            SD divsd, 0x0018000000000000, D(3.0)
             SD mulsd, D(3.0), D(7.0)
             SD divsd, D(1.0), D(10.0)
             SD divsd, D(-5.0), D(0.0)
@@ -154,7 +158,8 @@ final class FPExceptionGuestTests: GuestTestCase {
     }
 
     /// DE for a denormal operand, ORed with the post-computation flags (2^-149 * 2^-1 is tiny and
-    /// inexact: DE UE PE; an exact subnormal difference: DE only), and ZE beating DE.
+    /// inexact: DE UE PE; an exact subnormal difference: DE only), and ZE beating DE. The square
+    /// root of 2^-1023 is inexact (DE PE; host-confirmed).
     func testDenormalOperandFlag() throws {
         let out = try ours("""
             mov qword [FLAGMASK], 0
@@ -163,6 +168,7 @@ final class FPExceptionGuestTests: GuestTestCase {
             SS addss, F(1.0e-38), F(-0.9e-38)
             SD addsd, D(1.0), 1
             SD divsd, 1, D(0.0)
+            SD sqrtsd, D(0.0), 0x0008000000000000
         """)
         XCTAssertEqual(out, """
             0000000000001F82 0000000000000002 0000000000000000
@@ -170,6 +176,7 @@ final class FPExceptionGuestTests: GuestTestCase {
             0000000000001F82 00000000000AE397 0000000000000000
             0000000000001FA2 3FF0000000000000 0000000000000000
             0000000000001F84 7FF0000000000000 0000000000000000
+            0000000000001FA2 1FF6A09E667F3BCD 0000000000000000
 
             """)
     }
