@@ -1,6 +1,6 @@
 // Floating-point exception flags: MXCSR for SSE arithmetic (including ADDSUB and the horizontal
-// adds), compares and conversions (this file holds those SSE executors), and the x87 status word for the common x87 operations (FPU.swift
-// calls `x87Flags`).
+// adds), compares and conversions (this file holds those SSE executors), and the x87 status word
+// for the common x87 operations (FPU.swift calls `fpLaneFlags`/`fpConvertFlags` and `x87Record`).
 //
 // Results come from the host (x86-64: the same IEEE operations); the flags are derived in software
 // per lane, with the SDM's rules and precedence:
@@ -10,16 +10,28 @@
 //  - OE (+PE): a finite result overflowed to infinity.
 //  - UE: a tiny result that is also inexact (any tiny non-zero result when UE is unmasked).
 //  - PE: inexact, found with error-free transforms (TwoSum; an FMA residual for MUL/DIV/SQRT,
-//    exact double arithmetic for single precision).
+//    on operands scaled near 1 when it could underflow; exact double arithmetic for single).
 // Work is skipped when every flag the operation could raise is already set and masked (the flags
 // are sticky), so steady-state code that has already set PE pays one test per instruction.
 // Unmasked: pre-computation exceptions (IE/ZE/DE) abort before any result is written; otherwise
 // the post-computation ones do; MXCSR gets the flags and #XM (CR4.OSXMMEXCPT) or #UD is raised.
-// DAZ/FTZ are not modelled (results are IEEE results).
+//
+// MXCSR.DAZ and FTZ (SSE only; `MXLanes`, `mxSource`): DAZ reads denormal sources as zeros of
+// their sign before anything else, so they raise no DE, in arithmetic, compares, COMIS, MIN/MAX
+// (which return the flushed operand), conversions from floating point (to double, single or
+// integer: a denormal converts as an exact zero) and ROUND*; moves, logic, shuffles and integer
+// sources never look at values. FTZ with UM masked replaces a tiny result (exact or not) by a zero
+// of its sign and sets UE and PE (ADD/SUB/MUL/DIV, the SSE3 adds, CVTPD2PS/CVTSD2SS); with UM
+// unmasked it does nothing and the underflow is raised. Neither costs the common path more than
+// one test. Tininess is judged on the IEEE result (denormal rounding), not after rounding to an
+// unbounded exponent as the hardware does: they differ only for results that round up to the
+// smallest normal number. MXCSR.RC is honoured by conversions to integer and ROUND* only.
 
 enum MX {
     static let ie: UInt32 = 1, de: UInt32 = 2, ze: UInt32 = 4, oe: UInt32 = 8, ue: UInt32 = 16, pe: UInt32 = 32
     static let pre: UInt32 = ie | de | ze
+    /// Controls: DAZ (denormals are zeros), UM (underflow mask), FTZ (flush to zero).
+    static let daz: UInt32 = 0x40, um: UInt32 = 0x800, ftz: UInt32 = 0x8000
 }
 
 enum FPOp {
@@ -46,15 +58,62 @@ struct MXLanes {
     /// Flags still worth computing (`CPUCore.mxWanted`).
     let want: UInt32
     let ueUnmasked: Bool
+    /// MXCSR.DAZ: denormal sources read as zeros of their sign (and so raise no DE).
+    let daz: Bool
+    /// MXCSR.FTZ with UM masked (FTZ is ignored when UM is clear): a tiny result becomes a zero of
+    /// its sign, with UE and PE.
+    let ftz: Bool
+    /// DAZ or FTZ: the lanes take the slower path.
+    let special: Bool
     var flags: UInt32 = 0
+
+    init(mxcsr: UInt32, want: UInt32) {
+        self.want = want
+        ueUnmasked = mxcsr & MX.um == 0
+        daz = mxcsr & MX.daz != 0
+        ftz = mxcsr & (MX.ftz | MX.um) == MX.ftz | MX.um
+        special = daz || ftz
+    }
 
     /// `a op b` for one lane, ORing its exception flags into `flags`.
     @inline(__always) mutating func lane<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T) -> T {
+        if special { return flushedLane(op, a, b) }
         let r = op.apply(a, b)
         if want != 0 { flags |= fpLaneFlags(op, a, b, r, ueUnmasked: ueUnmasked, want: want) }
         return r
     }
+
+    /// `lane` under DAZ and/or FTZ. MIN/MAX return the (flushed) operand they picked: their result
+    /// is never a new tiny value.
+    mutating func flushedLane<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T) -> T {
+        let x = daz ? dazFlush(a) : a, y = daz ? dazFlush(b) : b
+        var r = op.apply(x, y)
+        if want != 0 { flags |= fpLaneFlags(op, x, y, r, ueUnmasked: ueUnmasked, want: want) }
+        if ftz && r.isSubnormal && op != .min && op != .max {
+            r = T(signOf: r, magnitudeOf: 0)
+            flags |= MX.ue | MX.pe
+        }
+        return r
+    }
+
+    /// A source operand as DAZ reads it.
+    @inline(__always) func source<T: BinaryFloatingPoint>(_ v: T) -> T { daz ? dazFlush(v) : v }
+
+    /// A floating-point format conversion (CVTSD2SS & co.) of one lane, with its flags.
+    @inline(__always) mutating func convert<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, to: D.Type) -> D {
+        let x = source(v)
+        var r = D(x)
+        flags |= fpConvertFlags(x, r, ueUnmasked: ueUnmasked)
+        if ftz && r.isSubnormal {
+            r = D(signOf: r, magnitudeOf: 0)
+            flags |= MX.ue | MX.pe
+        }
+        return r
+    }
 }
+
+/// DAZ's view of a value: a denormal becomes a zero of its sign.
+@inline(__always) func dazFlush<T: BinaryFloatingPoint>(_ v: T) -> T { v.isSubnormal ? T(signOf: v, magnitudeOf: 0) : v }
 
 /// The exception flags of one lane of `r = a op b` (for SQRT, `b` is the operand).
 @inline(__always)
@@ -151,8 +210,9 @@ func fpConvertFlags<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, _ r:
 extension CPUCore {
     /// Flags an SSE operation still has to look for: those not yet set, and every unmasked one.
     @inline(__always) var mxWanted: UInt32 { mutating get { (~mxcsr | ~(mxcsr >> 7)) & 0x3F } }
-    @inline(__always) var mxUEUnmasked: Bool { mutating get { mxcsr & 0x800 == 0 } }
-    @inline(__always) var mxLanes: MXLanes { mutating get { MXLanes(want: mxWanted, ueUnmasked: mxUEUnmasked) } }
+    @inline(__always) var mxLanes: MXLanes { mutating get { MXLanes(mxcsr: mxcsr, want: mxWanted) } }
+    /// A source operand as MXCSR.DAZ has the instruction read it.
+    @inline(__always) mutating func mxSource<T: BinaryFloatingPoint>(_ v: T) -> T { mxcsr & MX.daz != 0 ? dazFlush(v) : v }
 
     /// Records the flags of an instruction before its results are written; raises #XM/#UD when one
     /// is unmasked (pre-computation exceptions first, then post-computation ones).
@@ -251,9 +311,10 @@ extension CPUCore {
         let d = i.reg
         let p = Int(i.imm & 7)
         let op: FPOp = (p == 1 || p == 2 || p == 5 || p == 6) ? .cmpSignaling : .cmpQuiet
-        let want = mxWanted
+        let want = mxWanted, daz = mxcsr & MX.daz != 0
         var fl: UInt32 = 0
         func c<T: BinaryFloatingPoint>(_ a: T, _ b: T) -> Bool {
+            let a = daz ? dazFlush(a) : a, b = daz ? dazFlush(b) : b
             if want != 0 { fl |= fpLaneFlags(op, a, b, a, ueUnmasked: false) }
             switch p {
             case 0: return a == b
@@ -299,11 +360,11 @@ extension CPUCore {
             a.isNaN || b.isNaN ? RFlag.zf | RFlag.pf | RFlag.cf : (a < b ? RFlag.cf : (a == b ? RFlag.zf : 0))
         }
         if pfx == 1 {
-            let a = asDoubles(xget(d))[0], b = Double(bitPattern: try load64(i))
+            let a = mxSource(asDoubles(xget(d))[0]), b = mxSource(Double(bitPattern: try load64(i)))
             if mxWanted != 0 { try mxCommit(fpLaneFlags(op, a, b, a, ueUnmasked: false)) }
             setArith(flagsFor(a, b))
         } else {
-            let a = asFloats(xget(d))[0], b = Float(bitPattern: try load32(i))
+            let a = mxSource(asFloats(xget(d))[0]), b = mxSource(Float(bitPattern: try load32(i)))
             if mxWanted != 0 { try mxCommit(fpLaneFlags(op, a, b, a, ueUnmasked: false)) }
             setArith(flagsFor(a, b))
         }
@@ -321,6 +382,7 @@ extension CPUCore {
             default: rule = .towardZero
             }
         }
+        let v = mxSource(v)
         let r = v.rounded(rule)
         let lim = T(sign: .plus, exponent: T.Exponent(bits - 1), significand: 1)
         if r.isNaN || r >= lim || r < -lim {
@@ -393,30 +455,29 @@ extension CPUCore {
 
     mutating func sseConvertVector(_ i: IP, _ opc: UInt8, _ pfx: UInt16) throws(Fault) {
         let d = i.reg
-        let ueU = mxUEUnmasked
         var fl: UInt32 = 0
         switch (opc, pfx) {
         case (0x5A, 0): // CVTPS2PD
             let f = asFloats(V128(try load64(i), 0))
-            let r = SIMD2<Double>(Double(f[0]), Double(f[1]))
-            for k in 0..<2 { fl |= fpConvertFlags(f[k], r[k], ueUnmasked: ueU) }
-            try mxCommit(fl)
+            var m = mxLanes
+            let r = SIMD2<Double>(m.convert(f[0], to: Double.self), m.convert(f[1], to: Double.self))
+            try mxCommit(m.flags)
             xset(d, v128(r))
         case (0x5A, 1): // CVTPD2PS
             let a = asDoubles(try load128(i))
-            let r = SIMD4<Float>(Float(a[0]), Float(a[1]), 0, 0)
-            for k in 0..<2 { fl |= fpConvertFlags(a[k], r[k], ueUnmasked: ueU) }
-            try mxCommit(fl)
+            var m = mxLanes
+            let r = SIMD4<Float>(m.convert(a[0], to: Float.self), m.convert(a[1], to: Float.self), 0, 0)
+            try mxCommit(m.flags)
             xset(d, v128(r))
         case (0x5A, 2): // CVTSS2SD
-            let f = Float(bitPattern: try load32(i))
-            let r = Double(f)
-            try mxCommit(fpConvertFlags(f, r, ueUnmasked: ueU))
+            var m = mxLanes
+            let r = m.convert(Float(bitPattern: try load32(i)), to: Double.self)
+            try mxCommit(m.flags)
             var x = xget(d); x[0] = r.bitPattern; xset(d, x)
         case (0x5A, 3): // CVTSD2SS
-            let v = Double(bitPattern: try load64(i))
-            let r = Float(v)
-            try mxCommit(fpConvertFlags(v, r, ueUnmasked: ueU))
+            var m = mxLanes
+            let r = m.convert(Double(bitPattern: try load64(i)), to: Float.self)
+            try mxCommit(m.flags)
             var x = xget(d)
             x[0] = (x[0] & ~0xFFFF_FFFF) | UInt64(r.bitPattern)
             xset(d, x)

@@ -176,13 +176,13 @@ extension CPUCore {
             xset(d, v128(x))
             return
         case 0x0A: // ROUNDSS
-            let f = Float(bitPattern: try load32(i))
+            let f = mxSource(Float(bitPattern: try load32(i)))
             let rr = CPUCore.roundFloat(f, roundRule(imm))
             try mxCommit(CPUCore.roundFlags(f, rr, imm))
             var x = asFloats(xget(d)); x[0] = rr; xset(d, v128(x))
             return
         case 0x0B: // ROUNDSD
-            let f = Double(bitPattern: try load64(i))
+            let f = mxSource(Double(bitPattern: try load64(i)))
             let rr = CPUCore.roundDouble(f, roundRule(imm))
             try mxCommit(CPUCore.roundFlags(f, rr, imm))
             var x = asDoubles(xget(d)); x[0] = rr; xset(d, v128(x))
@@ -193,7 +193,8 @@ extension CPUCore {
         let r: V128
         switch opc {
         case 0x08: // ROUNDPS
-            let rule = roundRule(imm), x = asFloats(b)
+            let rule = roundRule(imm), v = asFloats(b)
+            let x = SIMD4<Float>(mxSource(v[0]), mxSource(v[1]), mxSource(v[2]), mxSource(v[3]))
             let o = SIMD4<Float>(CPUCore.roundFloat(x[0], rule), CPUCore.roundFloat(x[1], rule),
                                  CPUCore.roundFloat(x[2], rule), CPUCore.roundFloat(x[3], rule))
             var fl: UInt32 = 0
@@ -201,7 +202,8 @@ extension CPUCore {
             try mxCommit(fl)
             r = v128(o)
         case 0x09: // ROUNDPD
-            let rule = roundRule(imm), x = asDoubles(b)
+            let rule = roundRule(imm), v = asDoubles(b)
+            let x = SIMD2<Double>(mxSource(v[0]), mxSource(v[1]))
             let o = SIMD2<Double>(CPUCore.roundDouble(x[0], rule), CPUCore.roundDouble(x[1], rule))
             try mxCommit(CPUCore.roundFlags(x[0], o[0], imm) | CPUCore.roundFlags(x[1], o[1], imm))
             r = v128(o)
