@@ -3,8 +3,9 @@
 //
 // The decoder only lets through encodings whose CPUID bit the model reports
 // (`Decoder.simdExtRequirement`); what reaches `execSIMDExt` with requirement 0 is an encoding we do
-// not implement, named once on stderr and raised as #UD. MXCSR exception flags are not tracked
-// (as in SSE.swift); ROUND* honours the rounding mode from imm8 or MXCSR.RC. A 16-byte memory
+// not implement, named once on stderr and raised as #UD. ROUND* and DPPS/DPPD set MXCSR's
+// exception flags and honour DAZ/FTZ (FPExceptions.swift); ROUND* honours the rounding mode from
+// imm8 or MXCSR.RC. A 16-byte memory
 // operand must be 16-byte aligned (#GP(0) otherwise), as on hardware; the smaller ones (PMOVSX/ZX,
 // ROUNDSS/SD, INSERTPS, PINSR/PEXTR) and PCMPxSTRx's need not be.
 
@@ -215,19 +216,27 @@ extension CPUCore {
         case 0x0E: // PBLENDW
             let m = SIMD8<UInt16>(1, 2, 4, 8, 16, 32, 64, 128) & UInt16(imm) .!= 0
             r = v128(asWords(a).replacing(with: asWords(b), where: m))
-        case 0x40: // DPPS: products selected by imm[7:4] (others +0.0), summed pairwise, to lanes imm[3:0]
+        case 0x40: // DPPS: products selected by imm[7:4] (others +0.0), (p0 + p1) + (p2 + p3), to lanes imm[3:0]
             let x = asFloats(a), y = asFloats(b)
+            var m = mxLanes
             var p = SIMD4<Float>()
-            for k in 0..<4 { p[k] = imm & (16 << UInt64(k)) != 0 ? CPUCore.nanFirst(x[k], y[k]) { $0 * $1 } : 0 }
-            let s = CPUCore.nanFirst(CPUCore.nanFirst(p[0], p[1]) { $0 + $1 }, CPUCore.nanFirst(p[2], p[3]) { $0 + $1 }) { $0 + $1 }
+            for k in 0..<4 where imm & (16 << UInt64(k)) != 0 { p[k] = m.dotStep(.mul, x[k], y[k]) }
+            try mxCommitStep(&m)
+            let lo = m.dotStep(.add, p[0], p[1]), hi = m.dotStep(.add, p[2], p[3])
+            try mxCommitStep(&m)
+            let s = m.dotStep(.add, lo, hi)
+            try mxCommit(m.flags)
             var o = SIMD4<Float>()
             for k in 0..<4 { o[k] = imm & (1 << UInt64(k)) != 0 ? s : 0 }
             r = v128(o)
         case 0x41: // DPPD
             let x = asDoubles(a), y = asDoubles(b)
-            let p0 = imm & 16 != 0 ? CPUCore.nanFirst(x[0], y[0]) { $0 * $1 } : 0
-            let p1 = imm & 32 != 0 ? CPUCore.nanFirst(x[1], y[1]) { $0 * $1 } : 0
-            let s = CPUCore.nanFirst(p0, p1) { $0 + $1 }
+            var m = mxLanes
+            let p0 = imm & 16 != 0 ? m.dotStep(.mul, x[0], y[0]) : 0
+            let p1 = imm & 32 != 0 ? m.dotStep(.mul, x[1], y[1]) : 0
+            try mxCommitStep(&m)
+            let s = m.dotStep(.add, p0, p1)
+            try mxCommit(m.flags)
             r = v128(SIMD2<Double>(imm & 1 != 0 ? s : 0, imm & 2 != 0 ? s : 0))
         default: // 0x42 MPSADBW: eight sums of absolute differences of a sliding 4-byte window of a
                  // (from byte 4 * imm[2]) against the 4-byte block imm[1:0] of b
@@ -287,5 +296,25 @@ extension CPUCore {
     static func roundDouble(_ x: Double, _ rule: FloatingPointRoundingRule) -> Double {
         if x.isNaN { return Double(bitPattern: x.bitPattern | 0x0008_0000_0000_0000) }
         return x.rounded(rule)
+    }
+}
+
+extension CPUCore {
+    /// Ends one stage of DPPS/DPPD (the multiplies, the pairwise adds): its flags go to MXCSR, and
+    /// an unmasked one raises #XM before the next stage runs, so a later stage adds no flags
+    /// (host-confirmed: an unmasked PE of a product hides the DE of the add that would take it).
+    @inline(__always) mutating func mxCommitStep(_ m: inout MXLanes) throws(Fault) {
+        try mxCommit(m.flags)
+        m.flags = 0
+    }
+}
+
+extension MXLanes {
+    /// One multiply or add of DPPS/DPPD: each step rounds and raises its own MXCSR flags, under
+    /// DAZ and FTZ like any lane (a denormal product is a denormal operand of the add that takes
+    /// it; host-confirmed), with the NaN rule of `CPUCore.nanFirst`.
+    @inline(__always) mutating func dotStep<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T) -> T {
+        let r = lane(op, a, b)
+        return a.isNaN || b.isNaN ? CPUCore.nanFirst(a, b) { _, _ in r } : r
     }
 }

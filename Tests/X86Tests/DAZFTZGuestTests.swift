@@ -3,7 +3,8 @@ import XCTest
 @testable import X86
 
 /// MXCSR.DAZ (denormal sources read as signed zeros, no DE) and MXCSR.FTZ (with UM masked, a tiny
-/// result becomes a signed zero with UE and PE) over one table of cases: each loads XMM0 and XMM1,
+/// result becomes a signed zero with UE and PE), and the MXCSR flags of DPPS/DPPD, over one table of
+/// cases: each loads XMM0 and XMM1,
 /// sets MXCSR, runs one instruction and prints MXCSR, XMM0, RCX and RFLAGS (after an EXC line when
 /// it raised an exception). Every case is checked twice:
 ///  - against the host CPU: the same table as a C program with inline asm, compiled with the host's
@@ -181,6 +182,49 @@ final class DAZFTZGuestTests: GuestTestCase {
         // FTZ with UM masked and PM unmasked: the flush is inexact, so #XM (destination kept).
         add("mulss", [FTZ & ~0x1000], ss(fmin), ss(fh), host: noXM)
 
+        // DPPS: products (unselected lanes are +0.0 and raise nothing), two pairwise sums, the final
+        // sum; each step rounds, raises its own flags and sees DAZ/FTZ (a denormal product is a
+        // denormal operand of the add).
+        let dp: [(UInt64, (UInt64, UInt64), (UInt64, UInt64))] = [
+            (0xF1, ps(fd, f1, f1, f1), ps(f1, f1, f1, f1)),          // denormal input
+            (0xF1, ps(fmin, 0, 0, 0), ps(fh, 0, 0, 0)),              // exact tiny product
+            (0xF1, ps(fmin, f1, 0, 0), ps(fh, f1, 0, 0)),            // tiny product + 1
+            (0xF1, ps(fmin, fmin, 0, 0), ps(fh, f1, 0, 0)),          // tiny product + min normal
+            (0xF1, ps(fe20, 0, 0, 0), ps(fe20, 0, 0, 0)),            // inexact tiny product
+            (0xF1, ps(fmin, fn15min, 0, 0), ps(f1, fh, 0, 0)),       // tiny sum
+            (0xFF, ps(fbig, 0, 0, 0), ps(fbig, 0, 0, 0)),            // overflowing product
+            (0xF3, ps(fbig, fbig, fbig, fbig), ps(0x3FC0_0000, 0x3FC0_0000, 0x3FC0_0000, 0x3FC0_0000)), // overflowing sum
+            (0xF1, ps(finf, 0, 0, 0), ps(0, 0, 0, 0)),               // inf * 0
+            (0xF1, ps(finf, 0xFF80_0000, 0, 0), ps(f1, f1, 0, 0)),   // inf - inf
+            (0x31, ps(f1, f1, fsnan, fd), ps(f1, f1, f1, f1)),       // SNaN and denormal in unselected lanes
+            (0xF1, ps(f1, f1, fsnan, 0), ps(f1, f1, f1, 0)),         // SNaN selected
+            (0x32, ps(0x4CBE_BC20, f1, 0, 0), ps(f1, f1, 0, 0)),     // inexact sum (1e8 + 1)
+            (0x11, ps(fd, 0, 0, 0), ps(f1, 0, 0, 0)),                // denormal product only
+            (0x11, ps(fd, 0, 0, 0), ps(f2, 0, 0, 0)),
+            (0xD5, ps(f3, fh, 0x3DCC_CCCD, f2), ps(0x3EAA_AAAB, f3, f3, 0x3E4C_CCCD)),  // inexact products
+        ]
+        for (imm, a, b) in dp { add("dpps xmm0, xmm1, \(imm)", all, a, b) }
+        let dq: [(UInt64, (UInt64, UInt64), (UInt64, UInt64))] = [
+            (0x33, (dd, d1), (d1, d1)),
+            (0x31, (dmin, 0), (dh, 0)),
+            (0x32, (dmin, d1), (dh, d1)),
+            (0x33, (de160, dmin), (de160, d1)),
+            (0x33, (0x7FE0_0000_0000_0000, 0x7FE0_0000_0000_0000), (d2, d2)),
+            (0x13, (0x7FF0_0000_0000_0001, 0), (d1, 0x7FF0_0000_0000_0000)),
+            (0x33, (0x7FF0_0000_0000_0000, 0xFFF0_0000_0000_0000), (d1, d1)),
+            (0x23, (0x3FB9_9999_9999_999A, d1), (0x3FD5_5555_5555_5555, 0x3CB0_0000_0000_0000)),
+        ]
+        for (imm, a, b) in dq { add("dppd xmm0, xmm1, \(imm)", all, a, b) }
+        // DPPS with an unmasked exception: nothing is written.
+        add("dpps xmm0, xmm1, 0xF1", [N & ~0x100], ps(fd, f1, f1, f1), ps(f1, f1, f1, f1), host: noXM)
+        add("dpps xmm0, xmm1, 0xF1", [N & ~0x1000], ps(fe20, 0, 0, 0), ps(fe20, 0, 0, 0), host: noXM)
+        // Normal products, an exact tiny pairwise sum (1.5 - 1.25 times the least normal) and an
+        // inexact one (1e8 + 1), then the final add sees a denormal: with PE unmasked the pairwise
+        // stage faults first (PE, no DE); with everything masked, DE and PE.
+        let stages = (ps(0x00C0_0000, 0x80A0_0000, 0x4CBE_BC20, f1), ps(f1, f1, f1, f1))
+        add("dpps xmm0, xmm1, 0xF1", [N & ~0x1000], stages.0, stages.1, host: noXM)
+        add("dpps xmm0, xmm1, 0xF1", [N, DAZ, FTZ], stages.0, stages.1)
+        add("dppd xmm0, xmm1, 0x31", [N & ~0x1000], (dmin, 0), (dh, 0), host: noXM)
         return c
     }
 
