@@ -3,10 +3,9 @@ import XCTest
 @testable import X86
 
 /// MXCSR.DAZ (denormal sources read as signed zeros, no DE) and MXCSR.FTZ (with UM masked, a tiny
-/// result becomes a signed zero with UE and PE), and the MXCSR flags of DPPS/DPPD, over one table of
-/// cases: each loads XMM0 and XMM1,
-/// sets MXCSR, runs one instruction and prints MXCSR, XMM0, RCX and RFLAGS (after an EXC line when
-/// it raised an exception). Every case is checked twice:
+/// result becomes a signed zero with UE and PE), and the MXCSR flags of DPPS/DPPD, over one table
+/// of cases: each loads XMM0 and XMM1, sets MXCSR, runs one instruction and prints MXCSR, XMM0, RCX
+/// and RFLAGS (after an EXC line when it raised an exception). Every case is checked twice:
 ///  - against the host CPU: the same table as a C program with inline asm, compiled with the host's
 ///    C compiler at test time, runs each instruction natively; an unmasked exception arrives there
 ///    as SIGFPE, whose handler resumes after the instruction.
@@ -57,7 +56,7 @@ final class DAZFTZGuestTests: GuestTestCase {
             let full = ins.contains(",") ? ins : "\(ins) xmm0, xmm1"
             for m in mxs { c.append(Case(ins: full, mx: m, a: a, b: b, hostOnly: hostWhen.map { $0(m) ? host : nil } ?? host)) }
         }
-        let nd: [UInt32] = [N, DAZ], all: [UInt32] = [N, DAZ, FTZ, BOTH], nf: [UInt32] = [N, FTZ]
+        let nd: [UInt32] = [N, DAZ], all: [UInt32] = [N, DAZ, FTZ, BOTH]
         let dazOnly: (UInt32) -> Bool = { $0 & 0x40 != 0 }
 
         // DAZ: scalar single arithmetic.
