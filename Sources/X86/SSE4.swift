@@ -5,9 +5,9 @@
 // (`Decoder.simdExtRequirement`); what reaches `execSIMDExt` with requirement 0 is an encoding we do
 // not implement, named once on stderr and raised as #UD. ROUND* and DPPS/DPPD set MXCSR's
 // exception flags and honour DAZ/FTZ (FPExceptions.swift); ROUND* honours the rounding mode from
-// imm8 or MXCSR.RC. A 16-byte memory
-// operand must be 16-byte aligned (#GP(0) otherwise), as on hardware; the smaller ones (PMOVSX/ZX,
-// ROUNDSS/SD, INSERTPS, PINSR/PEXTR) and PCMPxSTRx's need not be.
+// imm8 or MXCSR.RC. A 16-byte memory operand must be 16-byte aligned (#GP(0) otherwise), as on
+// hardware; the smaller ones (PMOVSX/ZX, ROUNDSS/SD, INSERTPS, PINSR/PEXTR) and PCMPxSTRx's need
+// not be.
 
 extension CPUCore {
     mutating func execSIMDExt(_ i: IP) throws(Fault) {
