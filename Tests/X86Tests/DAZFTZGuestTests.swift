@@ -4,7 +4,7 @@ import XCTest
 
 /// MXCSR.DAZ (denormal sources read as signed zeros, no DE) and MXCSR.FTZ (with UM masked, a tiny
 /// result becomes a signed zero with UE and PE), and the MXCSR flags of DPPS/DPPD, over one table
-/// of cases: each loads XMM0 and XMM1, sets MXCSR, runs one instruction and prints MXCSR, XMM0, RCX
+/// of cases (run by `SSECaseTable`): each loads XMM0 and XMM1, sets MXCSR, runs one instruction and prints MXCSR, XMM0, RCX
 /// and RFLAGS (after an EXC line when it raised an exception). Every case is checked twice:
 ///  - against the host CPU: the same table as a C program with inline asm, compiled with the host's
 ///    C compiler at test time, runs each instruction natively; an unmasked exception arrives there
@@ -14,14 +14,7 @@ import XCTest
 ///    MIN/MAX under DAZ return the unflushed denormal operand where the CPU returns the zero it
 ///    compared. QEMU never sets DE, so DE is left out of that comparison.
 final class DAZFTZGuestTests: GuestTestCase {
-    struct Case {
-        let ins: String
-        let mx: UInt32
-        let a: (UInt64, UInt64)
-        let b: (UInt64, UInt64)
-        /// Why QEMU 7.2 cannot be the reference for this case (nil: it can).
-        let hostOnly: String?
-    }
+    typealias Case = SSECase
 
     // MXCSR values: everything masked (N), with DAZ, with FTZ, with both.
     static let N: UInt32 = 0x1F80, DAZ: UInt32 = 0x1FC0, FTZ: UInt32 = 0x9F80, BOTH: UInt32 = 0x9FC0
@@ -39,11 +32,9 @@ final class DAZFTZGuestTests: GuestTestCase {
     static let dmin: UInt64 = 0x0010_0000_0000_0000, de160: UInt64 = 0x1EB6_7E9C_127B_6E74
     static let d2m127: UInt64 = 0x3800_0000_0000_0000, d1em40: UInt64 = 0x37A1_6C26_2777_579C
 
-    /// Four single lanes, lane 0 first.
-    static func ps(_ l0: UInt64, _ l1: UInt64, _ l2: UInt64, _ l3: UInt64) -> (UInt64, UInt64) { (l0 | l1 << 32, l2 | l3 << 32) }
-    /// A scalar single in lane 0; the other lanes keep a marker the scalar forms must not touch.
-    static func ss(_ x: UInt64) -> (UInt64, UInt64) { (x | 0xDEAD_BEEF << 32, 0x0123_4567_89AB_CDEF) }
-    static func sd(_ x: UInt64) -> (UInt64, UInt64) { (x, 0x0123_4567_89AB_CDEF) }
+    static func ps(_ l0: UInt64, _ l1: UInt64, _ l2: UInt64, _ l3: UInt64) -> (UInt64, UInt64) { SSECaseTable.ps(l0, l1, l2, l3) }
+    static func ss(_ x: UInt64) -> (UInt64, UInt64) { SSECaseTable.ss(x) }
+    static func sd(_ x: UInt64) -> (UInt64, UInt64) { SSECaseTable.sd(x) }
 
     static let minMaxDAZ = "QEMU's MIN/MAX return the unflushed operand under DAZ"
     static let noXM = "QEMU raises no #XM for an unmasked SSE exception"
@@ -227,167 +218,11 @@ final class DAZFTZGuestTests: GuestTestCase {
         return c
     }
 
-    static func hex(_ v: UInt64) -> String { "0x" + String(v, radix: 16) }
-
-    /// The guest: every case, then `fpshow` (prints MXCSR, AND `mxMask`, with XMM0 low, then XMM0
-    /// high with RCX, both with RFLAGS) and the case data.
-    static func guest(_ cases: [Case], mxMask: UInt32) -> String {
-        var s = """
-            mov rax, cr4
-            or rax, 0x400
-            mov cr4, rax
-
-            """
-        for (k, c) in cases.enumerated() {
-            s += """
-                movdqu xmm0, [rel fpa\(k)]
-                movdqu xmm1, [rel fpb\(k)]
-                lea rax, [rel fpr\(k)]
-                mov [RECOVER], rax
-                mov rcx, 0x5555555555555555
-                ldmxcsr [rel fpm\(k)]
-                xor eax, eax
-                \(c.ins)
-            fpr\(k):
-                call fpshow
-
-            """
-        }
-        s += """
-            mov qword [RECOVER], 0
-            jmp fpdone
-        fpshow:
-            stmxcsr [0x8300]
-            mov eax, [0x8300]
-            pushfq
-            and eax, \(hex(UInt64(mxMask)))
-            popfq
-            movq rdx, xmm0
-            call pf64
-            movdqa xmm15, xmm0
-            psrldq xmm15, 8
-            movq rax, xmm15
-            mov rdx, rcx
-            call pf64
-            mov dword [0x8300], 0x1F80
-            ldmxcsr [0x8300]
-            ret
-
-        """
-        for (k, c) in cases.enumerated() {
-            s += "fpa\(k): dq \(hex(c.a.0)), \(hex(c.a.1))\nfpb\(k): dq \(hex(c.b.0)), \(hex(c.b.1))\nfpm\(k): dd \(hex(UInt64(c.mx)))\n"
-        }
-        return s + "fpdone:\n"
-    }
-
-    /// The same cases as a C program for the host CPU (Intel syntax, so the instruction text is the
-    /// guest's), printing what `fpshow` prints, and an EXC line where the guest's #XM handler would.
-    static func hostProgram(_ cases: [Case]) -> String {
-        var s = """
-            #define _GNU_SOURCE
-            #include <signal.h>
-            #include <stdint.h>
-            #include <stdio.h>
-            #include <ucontext.h>
-            static volatile uint64_t resume;
-            static volatile int fired;
-            static const uint32_t dflt = 0x1F80;
-            static void onfpe(int sig, siginfo_t *si, void *p) {
-                (void)sig; (void)si;
-                ((ucontext_t *)p)->uc_mcontext.gregs[REG_RIP] = (greg_t)resume;
-                fired = 1;
-            }
-            static void show(uint32_t mo, const uint64_t *r, uint64_t rcx, uint64_t fl) {
-                if (fired) printf("EXC 0000000000000013 ERR 0000000000000000\\n");
-                printf("%016llX %016llX %016llX\\n", (unsigned long long)mo, (unsigned long long)r[0], (unsigned long long)(fl & 0x8D5));
-                printf("%016llX %016llX %016llX\\n", (unsigned long long)r[1], (unsigned long long)rcx, (unsigned long long)(fl & 0x8D5));
-                fired = 0;
-            }
-            #define CASE(INS, A0, A1, B0, B1, MX) { \\
-                static const uint64_t a[2] = {A0, A1}, b[2] = {B0, B1}; static const uint32_t mx = MX; \\
-                uint32_t mo; uint64_t r[2], rcx, fl; \\
-                __asm__ volatile("movdqu xmm0, %[a]\\n\\tmovdqu xmm1, %[b]\\n\\tlea rax, .Lr%=[rip]\\n\\tmov %[res], rax\\n\\t" \\
-                    "mov rcx, 0x5555555555555555\\n\\tldmxcsr %[mx]\\n\\txor eax, eax\\n\\t" INS "\\n.Lr%=:\\n\\t" \\
-                    "stmxcsr %[mo]\\n\\tmovdqu %[r], xmm0\\n\\tpushfq\\n\\tpop %[fl]\\n\\tmov %[rcx], rcx\\n\\tldmxcsr %[d]" \\
-                    : [mo] "=m"(mo), [r] "=m"(r), [fl] "=&r"(fl), [rcx] "=&r"(rcx), [res] "=m"(resume) \\
-                    : [a] "m"(a), [b] "m"(b), [mx] "m"(mx), [d] "m"(dflt) \\
-                    : "rax", "rcx", "xmm0", "xmm1", "mm0", "memory", "cc"); \\
-                show(mo, r, rcx, fl); }
-            int main(void) {
-                struct sigaction sa = {0};
-                sa.sa_sigaction = onfpe;
-                sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-                sigaction(SIGFPE, &sa, 0);
-
-            """
-        for c in cases {
-            let ins = c.ins.replacingOccurrences(of: "\n", with: "\\n\\t")
-            s += "    CASE(\"\(ins)\", \(hex(c.a.0))ull, \(hex(c.a.1))ull, \(hex(c.b.0))ull, \(hex(c.b.1))ull, \(hex(UInt64(c.mx))))\n"
-        }
-        return s + "    return 0;\n}\n"
-    }
-
-    /// Splits printed output into one chunk per case (an EXC line belongs to the case after it).
-    static func chunks(_ out: String) -> [String] {
-        var res: [String] = [], cur: [Substring] = []
-        for line in out.split(separator: "\n") {
-            cur.append(line)
-            if !line.hasPrefix("EXC") && cur.filter({ !$0.hasPrefix("EXC") }).count == 2 {
-                res.append(cur.joined(separator: "\n"))
-                cur = []
-            }
-        }
-        if !cur.isEmpty { res.append(cur.joined(separator: "\n")) }
-        return res
-    }
-
-    func check(_ cases: [Case], ours: String, ref: String, refName: String) {
-        let a = Self.chunks(ours), b = Self.chunks(ref)
-        XCTAssertEqual(a.count, cases.count, "our output has \(a.count) cases, expected \(cases.count):\n\(ours)")
-        XCTAssertEqual(b.count, cases.count, "\(refName) output has \(b.count) cases, expected \(cases.count):\n\(ref)")
-        var failures = 0
-        for (k, c) in cases.enumerated() where k < a.count && k < b.count && a[k] != b[k] {
-            failures += 1
-            if failures <= 40 {
-                XCTFail("\(c.ins.replacingOccurrences(of: "\n", with: "; ")) MXCSR \(String(c.mx, radix: 16)) a \(Self.hex(c.a.0)),\(Self.hex(c.a.1)) b \(Self.hex(c.b.0)),\(Self.hex(c.b.1)):\n  ours:\n\(a[k])\n  \(refName):\n\(b[k])")
-            }
-        }
-        XCTAssertEqual(failures, 0, "\(failures) cases differ from \(refName)")
-    }
-
     /// Every case against the host CPU.
-    func testAgainstHostCPU() throws {
-        guard let cc = GuestHarness.which("cc") ?? GuestHarness.which("gcc") else { throw XCTSkip("no C compiler") }
-        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        try XCTSkipUnless(cpuinfo.contains(" sse4_1"), "the host CPU lacks SSE4.1")
-        let cases = Self.cases
-        let dir = GuestHarness.tempDir()
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let src = dir.appendingPathComponent("fpmodes.c"), exe = dir.appendingPathComponent("fpmodes").path
-        try Self.hostProgram(cases).write(to: src, atomically: true, encoding: .utf8)
-        let (st, msg) = try GuestHarness.run(cc, ["-O1", "-masm=intel", "-msse4.1", "-mno-red-zone", "-o", exe, src.path])
-        try XCTSkipUnless(st == 0, "cannot compile the host reference: \(msg)")
-        // Through a file: the output is larger than a pipe holds, and `run` drains it only at the end.
-        let outPath = dir.appendingPathComponent("host.txt").path
-        let (rst, msg2) = try GuestHarness.run("/bin/sh", ["-c", "'\(exe)' > '\(outPath)'"])
-        XCTAssertEqual(rst, 0, msg2)
-        let host = try String(contentsOfFile: outPath, encoding: .utf8)
-        let image = try GuestHarness.assemble(Self.guest(cases, mxMask: 0xFFFF_FFFF), mode: .lm64)
-        let (ours, _, plat) = GuestHarness.runOurs(image, model: .max)
-        XCTAssertNotNil(plat.exitCode, "guest did not reach EXIT; output:\n\(ours)")
-        if ProcessInfo.processInfo.environment["X86_TEST_VERBOSE"] != nil { print("--- host ---\n\(host)") }
-        check(cases, ours: ours, ref: host, refName: "host")
-    }
+    func testAgainstHostCPU() throws { try SSECaseTable.checkAgainstHost(Self.cases) }
 
     /// The cases QEMU 7.2 models, against QEMU's TCG (MXCSR.DE left out: QEMU never sets it).
-    func testAgainstQEMU() throws {
-        let cases = Self.cases.filter { $0.hostOnly == nil }
-        let image = try GuestHarness.assemble(Self.guest(cases, mxMask: ~2), mode: .lm64)
-        let (ours, _, plat) = GuestHarness.runOurs(image, model: .max)
-        XCTAssertNotNil(plat.exitCode, "guest did not reach EXIT; output:\n\(ours)")
-        guard let ref = try GuestHarness.runQEMU(image, cpu: "max") else { throw XCTSkip("qemu-system-x86_64 not installed") }
-        check(cases, ours: ours, ref: ref, refName: "QEMU")
-    }
+    func testAgainstQEMU() throws { try SSECaseTable.checkAgainstQEMU(Self.cases) }
 
     /// FXSAVE's MXCSR_MASK offers DAZ (0xFFFF, as in QEMU); LDMXCSR and FXRSTOR load DAZ and FTZ.
     func testMXCSRMask() throws {
