@@ -7,9 +7,10 @@
 //  - IE: an SNaN operand; any NaN for signaling compares, COMIS and MIN/MAX; invalid operations
 //    (inf-inf, 0*inf, 0/0, inf/inf, sqrt of a negative); NaN or out-of-range float->int conversions.
 //  - ZE: finite non-zero / 0.   - DE: a subnormal operand (ORed with the post-computation flags).
-//  - OE (+PE): a finite result overflowed to infinity.
+//  - OE (+PE): a finite result overflowed. With OE unmasked, PE only when the result is inexact at
+//    the format's precision (what the handler would see), host-confirmed; the same for UE.
 //  - UE: a tiny result that is also inexact (any tiny non-zero result when UE is unmasked).
-//  - PE: inexact, found with error-free transforms (TwoSum; an FMA residual for MUL/DIV/SQRT,
+//  - PE: inexact, found with error-free transforms (Fast2Sum; an FMA residual for MUL/DIV/SQRT,
 //    on operands scaled near 1 when it could underflow; exact double arithmetic for single).
 // Work is skipped when every flag the operation could raise is already set and masked (the flags
 // are sticky), so steady-state code that has already set PE pays one test per instruction.
@@ -23,9 +24,12 @@
 // sources never look at values. FTZ with UM masked replaces a tiny result (exact or not) by a zero
 // of its sign and sets UE and PE (ADD/SUB/MUL/DIV, the SSE3 adds, CVTPD2PS/CVTSD2SS); with UM
 // unmasked it does nothing and the underflow is raised. Neither costs the common path more than
-// one test. Tininess is judged on the IEEE result (denormal rounding), not after rounding to an
-// unbounded exponent as the hardware does: they differ only for results that round up to the
-// smallest normal number. MXCSR.RC is honoured by conversions to integer and ROUND* only.
+// one test. Tininess is judged after rounding (to the format's precision with an unbounded
+// exponent), as the hardware does; a result rounded up to the smallest normal number can be tiny.
+//
+// MXCSR.RC: conversions to integer and ROUND* round with `FloatingPointRoundingRule`s; arithmetic,
+// CVTSD2SS/CVTPD2PS and integer-to-float conversions take the directed rounding of FPRounding.swift
+// whenever RC is not round-to-nearest (the same slower path as DAZ and FTZ).
 
 enum MX {
     static let ie: UInt32 = 1, de: UInt32 = 2, ze: UInt32 = 4, oe: UInt32 = 8, ue: UInt32 = 16, pe: UInt32 = 32
@@ -57,43 +61,51 @@ enum FPOp {
 struct MXLanes {
     /// Flags still worth computing (`CPUCore.mxWanted`).
     let want: UInt32
-    let ueUnmasked: Bool
+    /// The unmasked exceptions (MXCSR's flag layout): UE and OE change which flags a tiny or
+    /// overflowing result raises.
+    let unmasked: UInt32
     /// MXCSR.DAZ: denormal sources read as zeros of their sign (and so raise no DE).
     let daz: Bool
     /// MXCSR.FTZ with UM masked (FTZ is ignored when UM is clear): a tiny result becomes a zero of
     /// its sign, with UE and PE.
     let ftz: Bool
-    /// DAZ or FTZ: the lanes take the slower path.
+    /// MXCSR.RC: 0 nearest even, 1 down, 2 up, 3 toward zero.
+    let rc: UInt32
+    /// DAZ, FTZ or a directed rounding mode: the lanes take the slower path.
     let special: Bool
     var flags: UInt32 = 0
 
     init(mxcsr: UInt32, want: UInt32) {
         self.want = want
-        ueUnmasked = mxcsr & MX.um == 0
+        unmasked = ~(mxcsr >> 7) & 0x3F
         daz = mxcsr & MX.daz != 0
         ftz = mxcsr & (MX.ftz | MX.um) == MX.ftz | MX.um
-        special = daz || ftz
+        rc = (mxcsr >> 13) & 3
+        special = daz || ftz || rc != 0
     }
 
     /// `a op b` for one lane, ORing its exception flags into `flags`.
     @inline(__always) mutating func lane<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T) -> T {
-        if special { return flushedLane(op, a, b) }
+        if special { return slowLane(op, a, b) }
         let r = op.apply(a, b)
-        if want != 0 { flags |= fpLaneFlags(op, a, b, r, ueUnmasked: ueUnmasked, want: want) }
+        if want != 0 { flags |= fpLaneFlags(op, a, b, r, unmasked: unmasked, want: want) }
         return r
     }
 
-    /// `lane` under DAZ and/or FTZ. MIN/MAX return the (flushed) operand they picked: their result
-    /// is never a new tiny value.
-    mutating func flushedLane<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T) -> T {
+    /// `lane` under DAZ, FTZ and/or a directed rounding mode. MIN/MAX return the (flushed)
+    /// operand they picked: their result is never a new tiny value, nor rounded.
+    mutating func slowLane<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T) -> T {
         let x = daz ? dazFlush(a) : a, y = daz ? dazFlush(b) : b
-        var r = op.apply(x, y)
-        if want != 0 { flags |= fpLaneFlags(op, x, y, r, ueUnmasked: ueUnmasked, want: want) }
-        if ftz && r.isSubnormal && op != .min && op != .max {
-            r = T(signOf: r, magnitudeOf: 0)
-            flags |= MX.ue | MX.pe
+        switch op {
+        case .add, .sub, .mul, .div, .sqrt:
+            let (r, f) = fpRoundedLane(op, x, y, rc: rc, ftz: ftz, unmasked: unmasked)
+            flags |= f
+            return r
+        default:
+            let r = op.apply(x, y)
+            if want != 0 { flags |= fpLaneFlags(op, x, y, r, unmasked: unmasked, want: want) }
+            return r
         }
-        return r
     }
 
     /// A source operand as DAZ reads it.
@@ -102,12 +114,14 @@ struct MXLanes {
     /// A floating-point format conversion (CVTSD2SS & co.) of one lane, with its flags.
     @inline(__always) mutating func convert<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, to: D.Type) -> D {
         let x = source(v)
-        var r = D(x)
-        flags |= fpConvertFlags(x, r, ueUnmasked: ueUnmasked)
-        if ftz && r.isSubnormal {
-            r = D(signOf: r, magnitudeOf: 0)
-            flags |= MX.ue | MX.pe
+        let r = D(x)
+        if special && D.significandBitCount < S.significandBitCount && x.isFinite && x != 0 {
+            let (res, f) = fpRound(r, fpScaledConversion(x, to: D.self), rc: rc, ftz: ftz, unmasked: unmasked,
+                                   flags: x.isSubnormal ? MX.de : 0)
+            flags |= f
+            return res
         }
+        flags |= fpConvertFlags(x, r, unmasked: unmasked)
         return r
     }
 }
@@ -117,7 +131,7 @@ struct MXLanes {
 
 /// The exception flags of one lane of `r = a op b` (for SQRT, `b` is the operand).
 @inline(__always)
-func fpLaneFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, ueUnmasked: Bool,
+func fpLaneFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, unmasked: UInt32,
                                          want: UInt32 = 0x3F) -> UInt32 {
     let unary = op == .sqrt
     if (!unary && a.isNaN) || b.isNaN {
@@ -132,15 +146,30 @@ func fpLaneFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, ueU
     if r.isNaN { return MX.ie }
     if op == .div && b == 0 { return a.isInfinite ? f : MX.ze }
     if r.isInfinite {
-        if (unary || a.isFinite) && b.isFinite { f |= MX.oe | MX.pe }
+        if (unary || a.isFinite) && b.isFinite {
+            // Overflow. Unmasked, PE only when the result is inexact at the format's precision (the
+            // exception handler's view), host-confirmed.
+            f |= MX.oe
+            if unmasked & MX.oe == 0 || fpScaledResult(op, a, b, r).err != 0 { f |= MX.pe }
+        }
         return f
     }
-    let tiny = r.magnitude < T.leastNormalMagnitude
+    let nearTiny = r.magnitude <= T.leastNormalMagnitude
     // The exactness test (the costly part) only when PE, or UE of a tiny result, is still wanted.
-    guard want & MX.pe != 0 || (tiny && want & MX.ue != 0) else { return f }
+    guard want & MX.pe != 0 || (nearTiny && want & MX.ue != 0) else { return f }
+    if nearTiny && unmasked & MX.ue != 0 {
+        // UE unmasked: a non-zero value tiny after rounding raises it, with PE only when inexact
+        // at the format's precision (host-confirmed).
+        let p = fpScaledResult(op, a, b, r)
+        if p.s != 0 && fpTinyAfterRounding(p) { return f | MX.ue | (p.err != 0 ? MX.pe : 0) }
+    }
     let inexact = !fpExact(op, a, b, r)
     if inexact { f |= MX.pe }
-    if tiny && (inexact || (r != 0 && ueUnmasked)) { f |= MX.ue }
+    // Tiny after rounding: below 2^emin, or rounded up to it from a value that rounds below it at
+    // the format's precision with an unbounded exponent.
+    if inexact && nearTiny && (r.magnitude < T.leastNormalMagnitude || fpTinyAfterRounding(fpScaledResult(op, a, b, r))) {
+        f |= MX.ue
+    }
     return f
 }
 
@@ -149,10 +178,7 @@ func fpLaneFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, ueU
 func fpExact<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T) -> Bool {
     switch op {
     case .add, .sub:
-        let y = op == .add ? b : -b
-        let bv = r - a
-        let av = r - bv
-        return (a - av) + (y - bv) == 0
+        return fpSumError(a, op == .add ? b : -b, r) == 0
     case .mul:
         if a == 0 || b == 0 { return true }
         if r == 0 { return false }
@@ -196,14 +222,24 @@ func fpExact<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T) -> Bool
 
 /// Flags of a floating-point format conversion (CVTSD2SS & co.) from `v` to `r`.
 @inline(__always)
-func fpConvertFlags<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, _ r: D, ueUnmasked: Bool) -> UInt32 {
+func fpConvertFlags<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, _ r: D, unmasked: UInt32) -> UInt32 {
     if v.isNaN { return v.isSignalingNaN ? MX.ie : 0 }
     var f: UInt32 = v.isSubnormal ? MX.de : 0
-    if v.isInfinite { return f }
-    if r.isInfinite { return f | MX.oe | MX.pe }
+    if v.isInfinite || v == 0 { return f }
+    // Overflow and underflow as in fpLaneFlags.
+    if r.isInfinite {
+        return f | MX.oe | (unmasked & MX.oe == 0 || fpScaledConversion(v, to: D.self).err != 0 ? MX.pe : 0)
+    }
+    let nearTiny = r.magnitude <= D.leastNormalMagnitude
+    if nearTiny && unmasked & MX.ue != 0 {
+        let p = fpScaledConversion(v, to: D.self)
+        if fpTinyAfterRounding(p) { return f | MX.ue | (p.err != 0 ? MX.pe : 0) }
+    }
     let inexact = S(r) != v
     if inexact { f |= MX.pe }
-    if r.magnitude < D.leastNormalMagnitude && (inexact || (r != 0 && ueUnmasked)) { f |= MX.ue }
+    if inexact && nearTiny && (r.magnitude < D.leastNormalMagnitude || fpTinyAfterRounding(fpScaledConversion(v, to: D.self))) {
+        f |= MX.ue
+    }
     return f
 }
 
@@ -315,7 +351,7 @@ extension CPUCore {
         var fl: UInt32 = 0
         func c<T: BinaryFloatingPoint>(_ a: T, _ b: T) -> Bool {
             let a = daz ? dazFlush(a) : a, b = daz ? dazFlush(b) : b
-            if want != 0 { fl |= fpLaneFlags(op, a, b, a, ueUnmasked: false) }
+            if want != 0 { fl |= fpLaneFlags(op, a, b, a, unmasked: 0) }
             switch p {
             case 0: return a == b
             case 1: return a < b
@@ -361,11 +397,11 @@ extension CPUCore {
         }
         if pfx == 1 {
             let a = mxSource(asDoubles(xget(d))[0]), b = mxSource(Double(bitPattern: try load64(i)))
-            if mxWanted != 0 { try mxCommit(fpLaneFlags(op, a, b, a, ueUnmasked: false)) }
+            if mxWanted != 0 { try mxCommit(fpLaneFlags(op, a, b, a, unmasked: 0)) }
             setArith(flagsFor(a, b))
         } else {
             let a = mxSource(asFloats(xget(d))[0]), b = mxSource(Float(bitPattern: try load32(i)))
-            if mxWanted != 0 { try mxCommit(fpLaneFlags(op, a, b, a, ueUnmasked: false)) }
+            if mxWanted != 0 { try mxCommit(fpLaneFlags(op, a, b, a, unmasked: 0)) }
             setArith(flagsFor(a, b))
         }
     }
@@ -427,13 +463,14 @@ extension CPUCore {
             let raw = try readRm(i, i.size)
             let v = i.size == 8 ? Int64(bitPattern: raw) : Int64(Int32(truncatingIfNeeded: raw))
             var x = xget(d)
+            let rc = (mxcsr >> 13) & 3
             if pfx == 2 {
-                let f = Float(v)
-                try mxCommit(Int64(exactly: f) == v ? 0 : MX.pe)
+                let (f, inexact): (Float, Bool) = fpFromInt(v, rc: rc)
+                try mxCommit(inexact ? MX.pe : 0)
                 x[0] = (x[0] & ~0xFFFF_FFFF) | UInt64(f.bitPattern)
             } else {
-                let f = Double(v)
-                try mxCommit(Int64(exactly: f) == v ? 0 : MX.pe)
+                let (f, inexact): (Double, Bool) = fpFromInt(v, rc: rc)
+                try mxCommit(inexact ? MX.pe : 0)
                 x[0] = f.bitPattern
             }
             xset(d, x)
@@ -442,8 +479,9 @@ extension CPUCore {
             let src = i.isMem ? try load64(i) : fpu.mmx(Int(i.rm & 7))
             let a = Int32(truncatingIfNeeded: src), b = Int32(truncatingIfNeeded: src >> 32)
             if pfx == 0 {
-                let fa = Float(a), fb = Float(b)
-                try mxCommit(Int32(exactly: fa) == a && Int32(exactly: fb) == b ? 0 : MX.pe)
+                let rc = (mxcsr >> 13) & 3
+                let (fa, ia): (Float, Bool) = fpFromInt(Int64(a), rc: rc), (fb, ib): (Float, Bool) = fpFromInt(Int64(b), rc: rc)
+                try mxCommit(ia || ib ? MX.pe : 0)
                 var x = xget(d)
                 x[0] = UInt64(fa.bitPattern) | UInt64(fb.bitPattern) << 32
                 xset(d, x)
@@ -483,8 +521,13 @@ extension CPUCore {
             xset(d, x)
         case (0x5B, 0): // CVTDQ2PS
             let a = asSDwords(try load128(i))
-            let r = SIMD4<Float>(Float(a[0]), Float(a[1]), Float(a[2]), Float(a[3]))
-            for k in 0..<4 where Int32(exactly: r[k]) != a[k] { fl |= MX.pe }
+            let rc = (mxcsr >> 13) & 3
+            var r = SIMD4<Float>()
+            for k in 0..<4 {
+                let (f, inexact): (Float, Bool) = fpFromInt(Int64(a[k]), rc: rc)
+                r[k] = f
+                if inexact { fl |= MX.pe }
+            }
             try mxCommit(fl)
             xset(d, v128(r))
         case (0x5B, 1), (0x5B, 2): // CVTPS2DQ / CVTTPS2DQ

@@ -126,7 +126,7 @@ extension CPUCore {
     }
 
     mutating func fpuCompare(_ a: Float80, _ b: Float80, eflags: Bool, quiet: Bool = false) {
-        _ = x87Record(UInt16(fpLaneFlags(quiet ? .cmpQuiet : .cmpSignaling, a, b, a, ueUnmasked: false)))
+        _ = x87Record(UInt16(fpLaneFlags(quiet ? .cmpQuiet : .cmpSignaling, a, b, a, unmasked: 0)))
         var c: UInt16 = 0
         var f: UInt64 = 0
         if a.isNaN || b.isNaN { c = 0x4500; f = RFlag.zf | RFlag.pf | RFlag.cf }
@@ -148,7 +148,7 @@ extension CPUCore {
         default: r = x / y; k = .div
         }
         let want = UInt32((~fpu.sw | ~fpu.cw) & 0x3F)
-        if x87Record(UInt16(fpLaneFlags(k, x, y, r, ueUnmasked: fpu.cw & 0x10 == 0, want: want))) { return nil }
+        if x87Record(UInt16(fpLaneFlags(k, x, y, r, unmasked: UInt32(~fpu.cw & 0x3F), want: want))) { return nil }
         return r
     }
 
@@ -218,7 +218,7 @@ extension CPUCore {
                 let v = fpu.get(0), r = v.squareRoot()
                 // C0-C3 are undefined after FSQRT; like QEMU, a negative operand leaves C2 set.
                 if v.sign == .minus && !v.isNaN { fpu.sw = (fpu.sw & ~0x4700) | 0x400 }
-                if !x87Record(UInt16(fpLaneFlags(.sqrt, v, v, r, ueUnmasked: fpu.cw & 0x10 == 0))) { fpu.set(0, r) }
+                if !x87Record(UInt16(fpLaneFlags(.sqrt, v, v, r, unmasked: UInt32(~fpu.cw & 0x3F)))) { fpu.set(0, r) }
             case 0xFB: let v = Double(fpu.get(0)); fpu.set(0, Float80(sin(v))); fpu.push(Float80(cos(v))); fpu.sw &= ~0x400
             case 0xFC: fpu.set(0, fpuRound(fpu.get(0)))
             case 0xFD:
@@ -320,7 +320,7 @@ extension CPUCore {
             case 0: fpu.push(try loadOperand(&self, 0))
             case 2, 3:
                 let v = fpu.get(0), f = Float(v)
-                if !x87Record(UInt16(fpConvertFlags(v, f, ueUnmasked: fpu.cw & 0x10 == 0))) {
+                if !x87Record(UInt16(fpConvertFlags(v, f, unmasked: UInt32(~fpu.cw & 0x3F)))) {
                     try writeRm(i, 4, UInt64(f.bitPattern))
                 }
                 if sub == 3 { fpu.pop() }
@@ -357,7 +357,7 @@ extension CPUCore {
             case 1: try writeRm(i, 8, fpuToInt(fpu.get(0), bits: 64, truncate: true)); fpu.pop()
             case 2, 3:
                 let v = fpu.get(0), f = Double(v)
-                if !x87Record(UInt16(fpConvertFlags(v, f, ueUnmasked: fpu.cw & 0x10 == 0))) {
+                if !x87Record(UInt16(fpConvertFlags(v, f, unmasked: UInt32(~fpu.cw & 0x3F)))) {
                     try writeRm(i, 8, f.bitPattern)
                 }
                 if sub == 3 { fpu.pop() }
