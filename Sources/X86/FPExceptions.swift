@@ -34,8 +34,8 @@
 enum MX {
     static let ie: UInt32 = 1, de: UInt32 = 2, ze: UInt32 = 4, oe: UInt32 = 8, ue: UInt32 = 16, pe: UInt32 = 32
     static let pre: UInt32 = ie | de | ze
-    /// Controls: DAZ (denormals are zeros), UM (underflow mask), FTZ (flush to zero).
-    static let daz: UInt32 = 0x40, um: UInt32 = 0x800, ftz: UInt32 = 0x8000
+    /// Controls: DAZ (denormals are zeros), UM (underflow mask), RC (rounding), FTZ (flush to zero).
+    static let daz: UInt32 = 0x40, um: UInt32 = 0x800, rc: UInt32 = 0x6000, ftz: UInt32 = 0x8000
 }
 
 enum FPOp {
@@ -61,28 +61,27 @@ enum FPOp {
 struct MXLanes {
     /// Flags still worth computing (`CPUCore.mxWanted`).
     let want: UInt32
-    /// The unmasked exceptions (MXCSR's flag layout): UE and OE change which flags a tiny or
-    /// overflowing result raises.
-    let unmasked: UInt32
-    /// MXCSR.DAZ: denormal sources read as zeros of their sign (and so raise no DE).
-    let daz: Bool
-    /// MXCSR.FTZ with UM masked (FTZ is ignored when UM is clear): a tiny result becomes a zero of
-    /// its sign, with UE and PE.
-    let ftz: Bool
-    /// MXCSR.RC: 0 nearest even, 1 down, 2 up, 3 toward zero.
-    let rc: UInt32
+    let mxcsr: UInt32
     /// DAZ, FTZ or a directed rounding mode: the lanes take the slower path.
     let special: Bool
     var flags: UInt32 = 0
 
-    init(mxcsr: UInt32, want: UInt32) {
+    @inline(__always) init(mxcsr: UInt32, want: UInt32) {
         self.want = want
-        unmasked = ~(mxcsr >> 7) & 0x3F
-        daz = mxcsr & MX.daz != 0
-        ftz = mxcsr & (MX.ftz | MX.um) == MX.ftz | MX.um
-        rc = (mxcsr >> 13) & 3
-        special = daz || ftz || rc != 0
+        self.mxcsr = mxcsr
+        special = mxcsr & (MX.daz | MX.rc) != 0 || mxcsr & (MX.ftz | MX.um) == MX.ftz | MX.um
     }
+
+    /// The unmasked exceptions (MXCSR's flag layout): UE and OE change which flags a tiny or
+    /// overflowing result raises.
+    var unmasked: UInt32 { ~(mxcsr >> 7) & 0x3F }
+    /// MXCSR.DAZ: denormal sources read as zeros of their sign (and so raise no DE).
+    var daz: Bool { mxcsr & MX.daz != 0 }
+    /// MXCSR.FTZ with UM masked (FTZ is ignored when UM is clear): a tiny result becomes a zero of
+    /// its sign, with UE and PE.
+    var ftz: Bool { mxcsr & (MX.ftz | MX.um) == MX.ftz | MX.um }
+    /// MXCSR.RC: 0 nearest even, 1 down, 2 up, 3 toward zero.
+    var rc: UInt32 { (mxcsr >> 13) & 3 }
 
     /// `a op b` for one lane, ORing its exception flags into `flags`.
     @inline(__always) mutating func lane<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T) -> T {
@@ -94,6 +93,7 @@ struct MXLanes {
 
     /// `lane` under DAZ, FTZ and/or a directed rounding mode. MIN/MAX return the (flushed)
     /// operand they picked: their result is never a new tiny value, nor rounded.
+    @inline(never)
     mutating func slowLane<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T) -> T {
         let x = daz ? dazFlush(a) : a, y = daz ? dazFlush(b) : b
         switch op {
@@ -113,9 +113,18 @@ struct MXLanes {
 
     /// A floating-point format conversion (CVTSD2SS & co.) of one lane, with its flags.
     @inline(__always) mutating func convert<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, to: D.Type) -> D {
+        if special { return slowConvert(v, to: D.self) }
+        let r = D(v)
+        flags |= fpConvertFlags(v, r, unmasked: unmasked)
+        return r
+    }
+
+    /// `convert` under DAZ, FTZ and/or a directed rounding mode.
+    @inline(never)
+    mutating func slowConvert<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, to: D.Type) -> D {
         let x = source(v)
         let r = D(x)
-        if special && D.significandBitCount < S.significandBitCount && x.isFinite && x != 0 {
+        if D.significandBitCount < S.significandBitCount && x.isFinite && x != 0 {
             let (res, f) = fpRound(r, fpScaledConversion(x, to: D.self), rc: rc, ftz: ftz, unmasked: unmasked,
                                    flags: x.isSubnormal ? MX.de : 0)
             flags |= f
@@ -146,31 +155,36 @@ func fpLaneFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, unm
     if r.isNaN { return MX.ie }
     if op == .div && b == 0 { return a.isInfinite ? f : MX.ze }
     if r.isInfinite {
-        if (unary || a.isFinite) && b.isFinite {
-            // Overflow. Unmasked, PE only when the result is inexact at the format's precision (the
-            // exception handler's view), host-confirmed.
-            f |= MX.oe
-            if unmasked & MX.oe == 0 || fpScaledResult(op, a, b, r).err != 0 { f |= MX.pe }
-        }
+        if (unary || a.isFinite) && b.isFinite { f |= fpOverflowFlags(op, a, b, r, unmasked: unmasked) }
         return f
     }
     let nearTiny = r.magnitude <= T.leastNormalMagnitude
     // The exactness test (the costly part) only when PE, or UE of a tiny result, is still wanted.
     guard want & MX.pe != 0 || (nearTiny && want & MX.ue != 0) else { return f }
-    if nearTiny && unmasked & MX.ue != 0 {
-        // UE unmasked: a non-zero value tiny after rounding raises it, with PE only when inexact
-        // at the format's precision (host-confirmed).
+    if nearTiny { return f | fpTinyFlags(op, a, b, r, unmasked: unmasked) }
+    return fpExact(op, a, b, r) ? f : f | MX.pe
+}
+
+/// OE and PE of a finite `a op b` that overflowed. With OE unmasked, PE only when the result is
+/// inexact at the format's precision (the exception handler's view), host-confirmed.
+@inline(never)
+func fpOverflowFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, unmasked: UInt32) -> UInt32 {
+    MX.oe | (unmasked & MX.oe == 0 || fpScaledResult(op, a, b, r).err != 0 ? MX.pe : 0)
+}
+
+/// UE and PE of `r = a op b` at most 2^emin in magnitude. Tiny means tiny after rounding: below
+/// 2^emin, or rounded up to it from a value that rounds below it at the format's precision with an
+/// unbounded exponent. Masked, UE needs an inexact result; unmasked, any non-zero tiny value
+/// raises it, with PE only when inexact at the format's precision (host-confirmed).
+@inline(never)
+func fpTinyFlags<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T, unmasked: UInt32) -> UInt32 {
+    if unmasked & MX.ue != 0 {
         let p = fpScaledResult(op, a, b, r)
-        if p.s != 0 && fpTinyAfterRounding(p) { return f | MX.ue | (p.err != 0 ? MX.pe : 0) }
+        if p.s != 0 && fpTinyAfterRounding(p) { return MX.ue | (p.err != 0 ? MX.pe : 0) }
     }
-    let inexact = !fpExact(op, a, b, r)
-    if inexact { f |= MX.pe }
-    // Tiny after rounding: below 2^emin, or rounded up to it from a value that rounds below it at
-    // the format's precision with an unbounded exponent.
-    if inexact && nearTiny && (r.magnitude < T.leastNormalMagnitude || fpTinyAfterRounding(fpScaledResult(op, a, b, r))) {
-        f |= MX.ue
-    }
-    return f
+    if fpExact(op, a, b, r) { return 0 }
+    let tiny = r.magnitude < T.leastNormalMagnitude || fpTinyAfterRounding(fpScaledResult(op, a, b, r))
+    return tiny ? MX.ue | MX.pe : MX.pe
 }
 
 /// Whether `r` is the exact result of `a op b` (all finite, r finite).
@@ -226,21 +240,19 @@ func fpConvertFlags<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, _ r:
     if v.isNaN { return v.isSignalingNaN ? MX.ie : 0 }
     var f: UInt32 = v.isSubnormal ? MX.de : 0
     if v.isInfinite || v == 0 { return f }
-    // Overflow and underflow as in fpLaneFlags.
-    if r.isInfinite {
-        return f | MX.oe | (unmasked & MX.oe == 0 || fpScaledConversion(v, to: D.self).err != 0 ? MX.pe : 0)
-    }
-    let nearTiny = r.magnitude <= D.leastNormalMagnitude
-    if nearTiny && unmasked & MX.ue != 0 {
-        let p = fpScaledConversion(v, to: D.self)
-        if fpTinyAfterRounding(p) { return f | MX.ue | (p.err != 0 ? MX.pe : 0) }
-    }
-    let inexact = S(r) != v
-    if inexact { f |= MX.pe }
-    if inexact && nearTiny && (r.magnitude < D.leastNormalMagnitude || fpTinyAfterRounding(fpScaledConversion(v, to: D.self))) {
-        f |= MX.ue
-    }
-    return f
+    if r.isInfinite || r.magnitude <= D.leastNormalMagnitude { return f | fpConvertEdgeFlags(v, r, unmasked: unmasked) }
+    return S(r) != v ? f | MX.pe : f
+}
+
+/// fpConvertFlags for an overflowed result or one at most 2^emin in magnitude: as fpOverflowFlags
+/// and fpTinyFlags.
+@inline(never)
+func fpConvertEdgeFlags<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, _ r: D, unmasked: UInt32) -> UInt32 {
+    let p = fpScaledConversion(v, to: D.self)
+    if r.isInfinite { return MX.oe | (unmasked & MX.oe == 0 || p.err != 0 ? MX.pe : 0) }
+    if unmasked & MX.ue != 0 && fpTinyAfterRounding(p) { return MX.ue | (p.err != 0 ? MX.pe : 0) }
+    if S(r) == v { return 0 }
+    return r.magnitude < D.leastNormalMagnitude || fpTinyAfterRounding(p) ? MX.ue | MX.pe : MX.pe
 }
 
 extension CPUCore {

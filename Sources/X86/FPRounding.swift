@@ -16,8 +16,8 @@
 //    moved one step by the sign of its own error, which comparing s with it (scaled) gives;
 //  - an exact zero sum (x + -x, +0 + -0) is -0 when rounding down, +0 in the other modes.
 // Only instructions that run with RC, DAZ or FTZ set take this path (`MXLanes.special`); the
-// round-to-nearest common path pays one test. Integer-to-float conversions compare the rounded
-// value with the integer (`fpFromInt`).
+// round-to-nearest common path pays one test. An integer-to-float conversion is inexact when the
+// integer's significant bits do not fit; a directed one truncates them or steps away from zero.
 
 /// A finite lane result before its final rounding: the exact value is (s + e) * 2^k, where s is
 /// the round-to-nearest result of the scaled operation and |e| < ulp(s) has the sign `err` (0 when
@@ -32,6 +32,7 @@ struct FPScaled<T: BinaryFloatingPoint> {
 
 /// `op` (ADD, SUB, MUL, DIV, SQRT of `b`) of finite operands whose round-to-nearest result `r` is
 /// not NaN and not a division by zero, in scaled form.
+@inline(never)
 func fpScaledResult<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T) -> FPScaled<T> {
     switch op {
     case .add, .sub:
@@ -70,6 +71,7 @@ func fpScaledResult<T: BinaryFloatingPoint>(_ op: FPOp, _ a: T, _ b: T, _ r: T) 
 }
 
 /// A finite non-zero `v` narrowed to D (CVTSD2SS), in scaled form.
+@inline(never)
 func fpScaledConversion<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, to: D.Type) -> FPScaled<D> {
     let e = Int(v.exponent)
     let x = fpScale(v, S.Exponent(-e))
@@ -92,6 +94,7 @@ func fpScaledConversion<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, 
 
 /// The lane result in mode `rc` and its post-computation flags (ORed into `flags`), from the
 /// round-to-nearest result `r` of the host and the scaled form `p` of the same value.
+@inline(never)
 func fpRound<T: BinaryFloatingPoint>(_ r: T, _ p: FPScaled<T>, rc: UInt32, ftz: Bool, unmasked: UInt32,
                                      flags: UInt32) -> (T, UInt32) {
     if p.s == 0 { return (r, flags) }
@@ -122,6 +125,7 @@ func fpRound<T: BinaryFloatingPoint>(_ r: T, _ p: FPScaled<T>, rc: UInt32, ftz: 
 
 /// One SSE lane of ADD, SUB, MUL, DIV or SQRT under MXCSR.RC and FTZ (DAZ already applied to the
 /// operands): the result and all its flags.
+@inline(never)
 func fpRoundedLane<T: BinaryFloatingPoint>(_ op: FPOp, _ x: T, _ y: T, rc: UInt32, ftz: Bool,
                                            unmasked: UInt32) -> (T, UInt32) {
     let r = op.apply(x, y)
@@ -145,16 +149,23 @@ func fpTinyAfterRounding<T: BinaryFloatingPoint>(_ p: FPScaled<T>) -> Bool {
     Int(p.s.exponent) + p.k < Int(T.leastNormalMagnitude.exponent)
 }
 
-/// A signed integer converted to T in mode `rc`, and whether it was inexact (PE).
+/// A signed integer converted to T in mode `rc`, and whether it was inexact (PE): exact when its
+/// significant bits fit T's significand.
 @inline(__always)
 func fpFromInt<T: BinaryFloatingPoint>(_ v: Int64, rc: UInt32) -> (T, Bool) {
-    let r = T(v)
-    // r's error: r is at most 2^63, which no Int64 reaches.
-    let c: Int
-    if r >= 0x1p63 { c = -1 } else {
-        let back = Int64(r)
-        c = v > back ? 1 : (v < back ? -1 : 0)
-    }
-    if c == 0 { return (r, false) }
-    return (fpStep(r, err: c, rc: rc, neg: v < 0), true)
+    let m = v.magnitude
+    if 64 - m.leadingZeroBitCount - m.trailingZeroBitCount <= T.significandBitCount + 1 { return (T(v), false) }
+    return (rc == 0 ? T(v) : fpFromIntDirected(v, rc: rc), true)
+}
+
+/// An inexact integer conversion in a directed mode: the magnitude truncated to T's precision
+/// (exact), or the next value away from zero.
+@inline(never)
+func fpFromIntDirected<T: BinaryFloatingPoint>(_ v: Int64, rc: UInt32) -> T {
+    let m = v.magnitude
+    let shift = UInt64(64 - m.leadingZeroBitCount - (T.significandBitCount + 1))
+    let t = T((m >> shift) << shift)
+    let truncate = rc == 3 || (rc == 1) == (v > 0)
+    let mag = truncate ? t : t.nextUp
+    return v < 0 ? -mag : mag
 }
