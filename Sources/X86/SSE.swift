@@ -166,6 +166,7 @@ extension CPUCore {
         // MARK: floating point
         case 0x51, 0x58, 0x59, 0x5C, 0x5D, 0x5E, 0x5F:
             try sseFloatArith(i, opc, pfx)
+        case 0x52, 0x53: try sseReciprocal(i, pfx, sqrt: opc == 0x52)   // RSQRTPS/SS, RCPPS/SS
         case 0xC2: try sseCompare(i, pfx)
         case 0x2E, 0x2F: try sseComis(i, pfx, signaling: opc == 0x2F)
         case 0x2A: try sseConvertFromInt(i, pfx)
@@ -198,6 +199,49 @@ extension CPUCore {
         }
     }
 
+    /// RCPPS/RCPSS (0F 53) and RSQRTPS/RSQRTSS (0F 52, F3 for the scalar forms): 1/x and 1/sqrt(x)
+    /// of singles. The hardware's results are table-driven approximations within 1.5 * 2^-12
+    /// relative error whose bits differ between Intel and AMD; these are QEMU 7.2's (within that
+    /// bound): 1/x rounded to nearest, and 1 / sqrt(x) with both steps rounded to nearest. Otherwise
+    /// as the SDM says (and the host CPU does; QEMU differs): MXCSR.RC, DAZ and FTZ are ignored, and
+    /// no exception is raised nor MXCSR flag set.
+    mutating func sseReciprocal(_ i: IP, _ pfx: UInt16, sqrt: Bool) throws(Fault) {
+        let d = i.reg
+        switch pfx {
+        case 0:
+            let v = asFloats(try load128(i))
+            var r = SIMD4<Float>()
+            for k in 0..<4 { r[k] = sqrt ? CPUCore.rsqrtApprox(v[k]) : CPUCore.rcpApprox(v[k]) }
+            xset(d, v128(r))
+        case 2:
+            let v = Float(bitPattern: try load32(i))
+            var x = asFloats(xget(d))
+            x[0] = sqrt ? CPUCore.rsqrtApprox(v) : CPUCore.rcpApprox(v)
+            xset(d, v128(x))
+        default: throw Fault.ud
+        }
+    }
+
+    /// RCP's lane: ±0 and denormals (read as zeros) give ±inf, ±inf gives ±0, a NaN comes back
+    /// quiet, and tiny results are flushed to ±0: from |x| = 2^126 on, as on the host CPU (AMD),
+    /// whose approximation of 2^-126 is already below it (the SDM leaves inputs near 2^126 to the
+    /// implementation).
+    static func rcpApprox(_ x: Float) -> Float {
+        if x.isNaN { return quiet(x) }
+        if x == 0 || x.isSubnormal { return Float(signOf: x, magnitudeOf: .infinity) }
+        if x.magnitude >= 0x1p126 { return Float(signOf: x, magnitudeOf: 0) }
+        return 1 / x
+    }
+
+    /// RSQRT's lane: ±0 and denormals give ±inf, +inf gives +0, any other negative the QNaN
+    /// indefinite, a NaN comes back quiet.
+    static func rsqrtApprox(_ x: Float) -> Float {
+        if x.isNaN { return quiet(x) }
+        if x == 0 || x.isSubnormal { return Float(signOf: x, magnitudeOf: .infinity) }
+        if x < 0 { return Float(bitPattern: 0xFFC0_0000) }
+        return 1 / x.squareRoot()
+    }
+
     mutating func execMMX(_ i: IP, _ opc: UInt8) throws(Fault) {
         try fpuAvailable()
         let d = Int(i.reg & 7)
@@ -224,6 +268,7 @@ extension CPUCore {
     /// check at their own load and store.)
     static func sseNeedsAlignment(_ opc: UInt8, _ pfx: UInt16) -> Bool {
         switch opc {
+        case 0x52, 0x53: return pfx == 0                     // RSQRTPS, RCPPS (66: #UD)
         case 0x14, 0x15, 0x51...0x59, 0x5C...0x5F, 0xC2, 0xC6: return pfx <= 1   // packed PS/PD
         case 0x5A, 0x2C, 0x2D: return pfx == 1               // CVTPD2PS, CVT(T)PD2PI
         case 0x5B: return pfx <= 2                           // CVTDQ2PS, CVTPS2DQ, CVTTPS2DQ
