@@ -1,6 +1,7 @@
 // Floating-point exception flags: MXCSR for SSE arithmetic (including ADDSUB and the horizontal
 // adds), compares and conversions (this file holds those SSE executors), and the x87 status word
-// for the common x87 operations (FPU.swift calls `fpLaneFlags`/`fpConvertFlags` and `x87Record`).
+// for the common x87 operations (FPU.swift and X87Rounding.swift call the same lane functions and
+// `x87Record`).
 //
 // Results come from the host (x86-64: the same IEEE operations); the flags are derived in software
 // per lane, with the SDM's rules and precedence:
@@ -98,9 +99,9 @@ struct MXLanes {
         let x = daz ? dazFlush(a) : a, y = daz ? dazFlush(b) : b
         switch op {
         case .add, .sub, .mul, .div, .sqrt:
-            let (r, f) = fpRoundedLane(op, x, y, rc: rc, ftz: ftz, unmasked: unmasked)
-            flags |= f
-            return r
+            let r = fpRoundedLane(op, x, y, rc: rc, ftz: ftz, unmasked: unmasked)
+            flags |= r.flags
+            return r.value
         default:
             let r = op.apply(x, y)
             if want != 0 { flags |= fpLaneFlags(op, x, y, r, unmasked: unmasked, want: want) }
@@ -125,10 +126,10 @@ struct MXLanes {
         let x = source(v)
         let r = D(x)
         if D.significandBitCount < S.significandBitCount && x.isFinite && x != 0 {
-            let (res, f) = fpRound(r, fpScaledConversion(x, to: D.self), rc: rc, ftz: ftz, unmasked: unmasked,
-                                   flags: x.isSubnormal ? MX.de : 0)
-            flags |= f
-            return res
+            let res = fpRound(r, fpScaledConversion(x, to: D.self), rc: rc, ftz: ftz, unmasked: unmasked,
+                              flags: x.isSubnormal ? MX.de : 0)
+            flags |= res.flags
+            return res.value
         }
         flags |= fpConvertFlags(x, r, unmasked: unmasked)
         return r
@@ -577,11 +578,13 @@ extension CPUCore {
     /// means the destination is not written.
     mutating func x87Record(_ f: UInt16) -> Bool {
         if f == 0 { return false }
-        fpu.sw |= f
         let unmasked = f & ~fpu.cw & 0x3F
-        if unmasked == 0 { return false }
-        fpu.sw |= MX16.es | MX16.busy
-        return unmasked & (MX16.ie | MX16.de | MX16.ze) != 0
+        if unmasked == 0 { fpu.sw |= f; return false }
+        // An unmasked pre-computation exception stops the operation: its post-computation flags
+        // are not raised (host-confirmed for DE of a memory operand, whose sum would be inexact).
+        let stop = unmasked & (MX16.ie | MX16.de | MX16.ze) != 0
+        fpu.sw |= (stop ? f & (MX16.ie | MX16.de | MX16.ze | MX16.sf) : f) | MX16.es | MX16.busy
+        return stop
     }
 
     /// The control instructions that do not check for a pending x87 exception: FNINIT, FNCLEX,

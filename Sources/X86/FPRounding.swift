@@ -92,53 +92,68 @@ func fpScaledConversion<S: BinaryFloatingPoint, D: BinaryFloatingPoint>(_ v: S, 
     }
 }
 
+/// A rounded lane: the value, its flags (MXCSR's layout, which x87's status word shares) and
+/// whether the rounding increased its magnitude (the x87's C1 after an inexact result).
+struct FPRounded<T: BinaryFloatingPoint> {
+    var value: T
+    var flags: UInt32
+    var up = false
+}
+
+/// Whether `r` lies farther from zero than the exact value, `dir` being the sign of r - exact.
+@inline(__always) func fpAway<T: BinaryFloatingPoint>(_ r: T, dir: Int) -> Bool { dir != 0 && r != 0 && (dir > 0) == (r > 0) }
+
 /// The lane result in mode `rc` and its post-computation flags (ORed into `flags`), from the
 /// round-to-nearest result `r` of the host and the scaled form `p` of the same value.
 @inline(never)
 func fpRound<T: BinaryFloatingPoint>(_ r: T, _ p: FPScaled<T>, rc: UInt32, ftz: Bool, unmasked: UInt32,
-                                     flags: UInt32) -> (T, UInt32) {
-    if p.s == 0 { return (r, flags) }
+                                     flags: UInt32) -> FPRounded<T> {
+    if p.s == 0 { return FPRounded(value: r, flags: flags) }
     let neg = p.s < 0
     let d = fpStep(p.s, err: p.err, rc: rc, neg: neg)
     if d.isInfinite || Int(d.exponent) + p.k > Int(T.greatestFiniteMagnitude.exponent) {
         let toInfinity = rc == 0 || rc == (neg ? 1 : 2)
         let m = toInfinity ? T.infinity : T.greatestFiniteMagnitude
         // Unmasked, PE only when inexact at the format's precision (the handler's view).
-        return (neg ? -m : m, flags | MX.oe | (unmasked & MX.oe != 0 && p.err == 0 ? 0 : MX.pe))
+        return FPRounded(value: neg ? -m : m, flags: flags | MX.oe | (unmasked & MX.oe != 0 && p.err == 0 ? 0 : MX.pe),
+                         up: toInfinity)
     }
     if Int(d.exponent) + p.k < Int(T.leastNormalMagnitude.exponent) {
         // Unmasked UE: tininess alone raises it (the result is not written), PE as for OE.
-        if unmasked & MX.ue != 0 { return (r, flags | MX.ue | (p.err != 0 ? MX.pe : 0)) }
+        if unmasked & MX.ue != 0 { return FPRounded(value: r, flags: flags | MX.ue | (p.err != 0 ? MX.pe : 0)) }
         // Tiny after rounding. The subnormal result: r, one step away when the mode says so; the
         // sign of r's error follows from s against r scaled (on a coarser grid than s's ulp).
         let rs = fpScale(r, T.Exponent(-p.k))
         let c = p.s > rs ? 1 : (p.s < rs ? -1 : p.err)
         if c == 0 {
-            if ftz { return (T(signOf: r, magnitudeOf: 0), flags | MX.ue | MX.pe) }
-            return (r, flags)
+            if ftz { return FPRounded(value: T(signOf: r, magnitudeOf: 0), flags: flags | MX.ue | MX.pe) }
+            return FPRounded(value: r, flags: flags)
         }
-        if ftz { return (T(signOf: p.s, magnitudeOf: 0), flags | MX.ue | MX.pe) }
-        return (fpStep(r, err: c, rc: rc, neg: neg), flags | MX.ue | MX.pe)
+        if ftz { return FPRounded(value: T(signOf: p.s, magnitudeOf: 0), flags: flags | MX.ue | MX.pe) }
+        let t = fpStep(r, err: c, rc: rc, neg: neg)
+        return FPRounded(value: t, flags: flags | MX.ue | MX.pe, up: fpAway(t, dir: t > r ? 1 : (t < r ? -1 : -c)))
     }
-    return (p.err == 0 ? r : fpScale(d, T.Exponent(p.k)), p.err == 0 ? flags : flags | MX.pe)
+    if p.err == 0 { return FPRounded(value: r, flags: flags) }
+    return FPRounded(value: fpScale(d, T.Exponent(p.k)), flags: flags | MX.pe,
+                     up: fpAway(d, dir: d > p.s ? 1 : (d < p.s ? -1 : -p.err)))
 }
 
-/// One SSE lane of ADD, SUB, MUL, DIV or SQRT under MXCSR.RC and FTZ (DAZ already applied to the
-/// operands): the result and all its flags.
+/// One lane of ADD, SUB, MUL, DIV or SQRT rounded in mode `rc`, with FTZ (SSE; DAZ already applied
+/// to the operands): the result, all its flags, and the rounding direction.
 @inline(never)
 func fpRoundedLane<T: BinaryFloatingPoint>(_ op: FPOp, _ x: T, _ y: T, rc: UInt32, ftz: Bool,
-                                           unmasked: UInt32) -> (T, UInt32) {
+                                           unmasked: UInt32) -> FPRounded<T> {
     let r = op.apply(x, y)
     let unary = op == .sqrt
     if r.isNaN || !y.isFinite || (!unary && !x.isFinite) || (op == .div && y == 0) {
         // NaN operands, invalid operations, infinities, division by zero: nothing to round.
-        return (r, fpLaneFlags(op, x, y, r, unmasked: unmasked))
+        return FPRounded(value: r, flags: fpLaneFlags(op, x, y, r, unmasked: unmasked))
     }
     let f: UInt32 = (!unary && x.isSubnormal) || y.isSubnormal ? MX.de : 0
     if r == 0 && (op == .add || op == .sub) {
         // An exact zero sum: -0 when rounding down unless both addends are +0.
         let minus = x.sign == .minus || (op == .add ? y.sign == .minus : y.sign == .plus)
-        return (rc == 1 && minus ? -T.zero : r, f)
+        return FPRounded(value: rc == 1 && minus ? -T.zero : r, flags: f)
     }
     return fpRound(r, fpScaledResult(op, x, y, r), rc: rc, ftz: ftz, unmasked: unmasked, flags: f)
 }

@@ -2,11 +2,12 @@
 // exactly the x87 80-bit format: registers are kept as raw 10-byte images in 16-byte slots so MMX
 // writes (exponent all ones, 64-bit mantissa) round-trip bit-exactly.
 //
-// Arithmetic rounds to nearest at extended precision (the host default); the rounding control is
-// honoured where it changes results visibly: FIST/FISTP and FRNDINT. The common operations
-// (arithmetic, FSQRT, compares, FST/FIST conversions, stack faults) set the status-word exception
-// flags (FPExceptions.swift); an unmasked one sets ES and B and the next waiting x87 instruction
-// raises #MF when CR0.NE is set. Transcendentals go through Double and set no flags.
+// The rounding control is honoured by arithmetic, FSQRT and FST/FSTP to memory (X87Rounding.swift,
+// which also sets C1 to the rounding direction), FIST/FISTP and FRNDINT; results keep extended
+// precision whatever the precision control says. The common operations (arithmetic, FSQRT,
+// compares, loads and stores, FIST conversions, FRNDINT, stack faults) set the status-word
+// exception flags (FPExceptions.swift); an unmasked one sets ES and B and the next waiting x87
+// instruction raises #MF when CR0.NE is set. Transcendentals go through Double and set no flags.
 
 import Glibc
 
@@ -56,6 +57,7 @@ struct FPUState {
             set(0, Float80(sign: .minus, exponentBitPattern: 0x7FFF, significandBitPattern: 0x4000_0000_0000_0000))
             return
         }
+        sw &= ~0x200   // C1 = 0: no stack overflow
         set(0, v)
     }
     mutating func pop() {
@@ -118,38 +120,23 @@ extension CPUCore {
         let r = truncate ? v.rounded(.towardZero) : fpuRound(v)
         let lim = Float80(sign: .plus, exponent: bits - 1, significand: 1)
         if r.isNaN || r >= lim || r < -lim {
+            x87SetC1(false)
             _ = x87Record(MX16.ie)
             return UInt64(1) << UInt64(bits - 1)
         }
+        x87SetC1(r.magnitude > v.magnitude)
         if r != v { _ = x87Record(MX16.pe) }
         return UInt64(bitPattern: Int64(r)) & sizeMask(bits / 8)
     }
 
-    mutating func fpuCompare(_ a: Float80, _ b: Float80, eflags: Bool, quiet: Bool = false) {
-        _ = x87Record(UInt16(fpLaneFlags(quiet ? .cmpQuiet : .cmpSignaling, a, b, a, unmasked: 0)))
+    mutating func fpuCompare(_ a: Float80, _ b: Float80, eflags: Bool, quiet: Bool = false, pre: UInt16 = 0) {
+        _ = x87Record(UInt16(fpLaneFlags(quiet ? .cmpQuiet : .cmpSignaling, a, b, a, unmasked: 0)) | pre)
         var c: UInt16 = 0
         var f: UInt64 = 0
         if a.isNaN || b.isNaN { c = 0x4500; f = RFlag.zf | RFlag.pf | RFlag.cf }
         else if a < b { c = 0x0100; f = RFlag.cf }
         else if a == b { c = 0x4000; f = RFlag.zf }
         if eflags { setArith(f) } else { fpu.sw = (fpu.sw & ~0x4700) | c }
-    }
-
-    /// ST(0) op operand for the D8/DC/DE/memory forms (op: 0 add, 1 mul, 4 sub, 5 subr, 6 div,
-    /// 7 divr) with the exception flags; nil when an unmasked exception leaves the destination.
-    mutating func fpuArith(_ op: Int, _ a: Float80, _ b: Float80) -> Float80? {
-        let (x, y) = op == 5 || op == 7 ? (b, a) : (a, b)
-        let r: Float80
-        let k: FPOp
-        switch op {
-        case 0: r = x + y; k = .add
-        case 1: r = x * y; k = .mul
-        case 4, 5: r = x - y; k = .sub
-        default: r = x / y; k = .div
-        }
-        let want = UInt32((~fpu.sw | ~fpu.cw) & 0x3F)
-        if x87Record(UInt16(fpLaneFlags(k, x, y, r, unmasked: UInt32(~fpu.cw & 0x3F), want: want))) { return nil }
-        return r
     }
 
     /// Stack underflow on reading empty registers: IE + SF with C1 = 0; the masked response is the
@@ -182,10 +169,10 @@ extension CPUCore {
         case 1:
             switch modrm {
             case 0xC0...0xC7: let v = fpu.get(sti); fpu.push(v)
-            case 0xC8...0xCF: let a = fpu.get(0), b = fpu.get(sti); fpu.set(0, b); fpu.set(sti, a)
+            case 0xC8...0xCF: let a = fpu.get(0), b = fpu.get(sti); fpu.set(0, b); fpu.set(sti, a); x87SetC1(false)
             case 0xD0: break
-            case 0xE0: fpu.set(0, -fpu.get(0))
-            case 0xE1: fpu.set(0, abs(fpu.get(0)))
+            case 0xE0: fpu.set(0, -fpu.get(0)); x87SetC1(false)
+            case 0xE1: fpu.set(0, abs(fpu.get(0))); x87SetC1(false)
             case 0xE4: fpuCompare(x87Underflow(0) ? x87Indefinite : fpu.get(0), 0, eflags: false)
             case 0xE5: fxam()
             case 0xE8: fpu.push(1)
@@ -215,12 +202,12 @@ extension CPUCore {
             case 0xF9: let v = fpu.get(1) * Float80(log2(1 + Double(fpu.get(0)))); fpu.pop(); fpu.set(0, v)
             case 0xFA:
                 if x87Underflow(0) { if fpu.cw & 1 != 0 { fpu.set(0, x87Indefinite) }; break }
-                let v = fpu.get(0), r = v.squareRoot()
-                // C0-C3 are undefined after FSQRT; like QEMU, a negative operand leaves C2 set.
-                if v.sign == .minus && !v.isNaN { fpu.sw = (fpu.sw & ~0x4700) | 0x400 }
-                if !x87Record(UInt16(fpLaneFlags(.sqrt, v, v, r, unmasked: UInt32(~fpu.cw & 0x3F)))) { fpu.set(0, r) }
+                let v = fpu.get(0)
+                // C0, C2 and C3 are undefined after FSQRT; like QEMU, a negative operand leaves C2 set.
+                if v.sign == .minus && !v.isNaN { fpu.sw = (fpu.sw & ~0x4500) | 0x400 }
+                if let r = fpuSqrt(v) { fpu.set(0, r) }
             case 0xFB: let v = Double(fpu.get(0)); fpu.set(0, Float80(sin(v))); fpu.push(Float80(cos(v))); fpu.sw &= ~0x400
-            case 0xFC: fpu.set(0, fpuRound(fpu.get(0)))
+            case 0xFC: fpuRoundToInteger()
             case 0xFD:
                 let s = fpu.get(1).rounded(.towardZero)
                 if s.isFinite { fpu.set(0, Float80(sign: .plus, exponent: Int(max(-20000, min(20000, s))), significand: 1) * fpu.get(0)) }
@@ -300,29 +287,29 @@ extension CPUCore {
     }
 
     mutating func x87Memory(_ i: IP, _ esc: Int, _ sub: Int) throws(Fault) {
-        func loadOperand(_ cpu: inout CPUCore, _ kind: Int) throws(Fault) -> Float80 {
+        /// The operand (m32fp, m32int, m64fp, m16int by `kind`) and the flags of reading it.
+        func loadOperand(_ cpu: inout CPUCore, _ kind: Int) throws(Fault) -> (Float80, UInt16) {
             switch kind {
-            case 0: return Float80(Float(bitPattern: UInt32(try cpu.loadN(try cpu.opLinear(i, 4), 4))))
-            case 1: return Float80(Int32(truncatingIfNeeded: try cpu.loadN(try cpu.opLinear(i, 4), 4)))
-            case 2: return Float80(Double(bitPattern: try cpu.loadN(try cpu.opLinear(i, 8), 8)))
-            default: return Float80(Int16(truncatingIfNeeded: try cpu.loadN(try cpu.opLinear(i, 2), 2)))
+            case 0: return CPUCore.x87Widen(Float(bitPattern: UInt32(try cpu.loadN(try cpu.opLinear(i, 4), 4))))
+            case 1: return (Float80(Int32(truncatingIfNeeded: try cpu.loadN(try cpu.opLinear(i, 4), 4))), 0)
+            case 2: return CPUCore.x87Widen(Double(bitPattern: try cpu.loadN(try cpu.opLinear(i, 8), 8)))
+            default: return (Float80(Int16(truncatingIfNeeded: try cpu.loadN(try cpu.opLinear(i, 2), 2))), 0)
             }
         }
         switch esc {
         case 0, 2, 4, 6:
-            let v = try loadOperand(&self, esc / 2)
+            let (v, pre) = try loadOperand(&self, esc / 2)
             let empty = x87Underflow(0)
             let a = empty ? x87Indefinite : fpu.get(0)
-            if sub == 2 || sub == 3 { fpuCompare(a, v, eflags: false); if sub == 3 { fpu.pop() }; return }
-            if let r = fpuArith(sub, a, v), !(empty && fpu.cw & 1 == 0) { fpu.set(0, r) }
+            if sub == 2 || sub == 3 { fpuCompare(a, v, eflags: false, pre: pre); if sub == 3 { fpu.pop() }; return }
+            if let r = fpuArith(sub, a, v, pre: pre), !(empty && fpu.cw & 1 == 0) { fpu.set(0, r) }
         case 1:
             switch sub {
-            case 0: fpu.push(try loadOperand(&self, 0))
+            case 0:
+                let (v, pre) = try loadOperand(&self, 0)
+                if !x87Record(pre) || pre == MX16.de { fpu.push(v) }   // an unmasked DE still loads (host-confirmed)
             case 2, 3:
-                let v = fpu.get(0), f = Float(v)
-                if !x87Record(UInt16(fpConvertFlags(v, f, unmasked: UInt32(~fpu.cw & 0x3F)))) {
-                    try writeRm(i, 4, UInt64(f.bitPattern))
-                }
+                if let f = fpuNarrow(fpu.get(0), to: Float.self) { try writeRm(i, 4, UInt64(f.bitPattern)) }
                 if sub == 3 { fpu.pop() }
             case 4: try fldenv(i)
             case 5: fpu.cw = UInt16(try readRm(i, 2))
@@ -332,7 +319,7 @@ extension CPUCore {
             }
         case 3:
             switch sub {
-            case 0: fpu.push(try loadOperand(&self, 1))
+            case 0: fpu.push(try loadOperand(&self, 1).0)
             case 1, 2, 3:
                 try writeRm(i, 4, fpuToInt(fpu.get(0), bits: 32, truncate: sub == 1))
                 if sub != 2 { fpu.pop() }
@@ -353,13 +340,12 @@ extension CPUCore {
             }
         case 5:
             switch sub {
-            case 0: fpu.push(try loadOperand(&self, 2))
+            case 0:
+                let (v, pre) = try loadOperand(&self, 2)
+                if !x87Record(pre) || pre == MX16.de { fpu.push(v) }
             case 1: try writeRm(i, 8, fpuToInt(fpu.get(0), bits: 64, truncate: true)); fpu.pop()
             case 2, 3:
-                let v = fpu.get(0), f = Double(v)
-                if !x87Record(UInt16(fpConvertFlags(v, f, unmasked: UInt32(~fpu.cw & 0x3F)))) {
-                    try writeRm(i, 8, f.bitPattern)
-                }
+                if let f = fpuNarrow(fpu.get(0), to: Double.self) { try writeRm(i, 8, f.bitPattern) }
                 if sub == 3 { fpu.pop() }
             case 4: try frstor(i)
             case 6: try fsave(i)
@@ -368,7 +354,7 @@ extension CPUCore {
             }
         default: // DF
             switch sub {
-            case 0: fpu.push(try loadOperand(&self, 3))
+            case 0: fpu.push(try loadOperand(&self, 3).0)
             case 1, 2, 3:
                 try writeRm(i, 2, fpuToInt(fpu.get(0), bits: 16, truncate: sub == 1))
                 if sub != 2 { fpu.pop() }

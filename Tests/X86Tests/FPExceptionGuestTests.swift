@@ -237,7 +237,7 @@ final class FPExceptionGuestTests: GuestTestCase {
     }
 
     /// x87 status-word flags: arithmetic, FSQRT, compares, FST/FIST conversions, and an unmasked
-    /// exception raising #MF at the next FWAIT (CR0.NE).
+    /// exception raising #MF at the next FWAIT (CR0.NE). C1 is checked by X87RoundingGuestTests.
     func testX87StatusFlags() throws {
         try compare("""
         %macro X2 3
@@ -250,7 +250,7 @@ final class FPExceptionGuestTests: GuestTestCase {
             fld qword [0x8400]
             %1
             fnstsw ax
-            and eax, 0xFFFF
+            and eax, 0xFDFF             ; C1 (rounding direction) left out: QEMU 7.2 does not set it
             fstp qword [0x8400]
             mov rdx, [0x8400]
             call pf64
