@@ -4,10 +4,10 @@
 // The decoder only lets through encodings whose CPUID bit the model reports
 // (`Decoder.simdExtRequirement`); what reaches `execSIMDExt` with requirement 0 is an encoding we do
 // not implement, named once on stderr and raised as #UD. ROUND* and DPPS/DPPD set MXCSR's
-// exception flags and honour DAZ/FTZ (FPExceptions.swift); ROUND* honours the rounding mode from
-// imm8 or MXCSR.RC. A 16-byte memory operand must be 16-byte aligned (#GP(0) otherwise), as on
-// hardware; the smaller ones (PMOVSX/ZX, ROUNDSS/SD, INSERTPS, PINSR/PEXTR) and PCMPxSTRx's need
-// not be.
+// exception flags and honour DAZ/FTZ (FPExceptions.swift); DPPS/DPPD round every step by MXCSR.RC
+// (FPRounding.swift), ROUND* by imm8 or MXCSR.RC. A 16-byte memory operand must be 16-byte
+// aligned (#GP(0) otherwise), as on hardware; the smaller ones (PMOVSX/ZX, ROUNDSS/SD, INSERTPS,
+// PINSR/PEXTR) and PCMPxSTRx's need not be.
 
 extension CPUCore {
     mutating func execSIMDExt(_ i: IP) throws(Fault) {
