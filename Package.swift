@@ -4,8 +4,8 @@ import PackageDescription
 
 // Release builds of the programs link the Swift runtime statically (-static-stdlib): loading the
 // shared libswiftCore, _Concurrency, _StringProcessing, dispatch... costs ~2.5 MB of RSS at start.
-// Debug builds stay dynamic, and so do the test bundles that link the executable targets' code
-// together with the shared XCTest and Foundation (one Swift runtime per process).
+// Debug builds stay dynamic. The flags must stay off the test bundle, which links the shared
+// XCTest and Foundation: so no test target depends on an executable target (see imgtoolTests).
 // With it, three link options worth ~0.8 MB more (imgtool info 8.6 -> 7.8 MB, binary evicted first):
 // lld (the toolchain's ld.lld) for -z pack-relative-relocs, which shrinks the 480 KB of relative
 // relocations that ld.so reads at start to 3 KB (DT_RELR, glibc >= 2.36), and --no-export-dynamic,
@@ -43,8 +43,12 @@ let package = Package(
 
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
         .testTarget(name: "X86Tests", dependencies: ["X86"], exclude: ["guest"]),
-        // Runs the built imgtool binary side by side with qemu-img.
-        .testTarget(name: "imgtoolTests", dependencies: ["imgtool"]),
+        // Runs the built imgtool binary side by side with qemu-img. Like vmrunTests and
+        // nbdserverTests it finds the binary next to the test bundle (swift build --build-tests and
+        // swift test build every product) and does not depend on the executable target: that would
+        // link imgtool's code, and its release -static-stdlib, into the XCTest bundle, which cannot
+        // link against a static Swift runtime (no static XCTest; bench/x86-speed.sh builds release tests).
+        .testTarget(name: "imgtoolTests"),
 
         // NBD: the wire protocol (both peers), used by nbdserver and ImageFormats' nbd driver.
         // GnuTLS is dlopen()ed on first TLS use, not linked (~2.6 MB RSS saved); its headers
@@ -53,7 +57,7 @@ let package = Package(
         .target(name: "NBD", dependencies: ["CGnuTLS"]),
         .executableTarget(name: "nbdserver", dependencies: ["ImageFormats", "NBD", "CLinux"], linkerSettings: staticStdlib),
         .testTarget(name: "NBDTests", dependencies: ["NBD"]),
-        .testTarget(name: "nbdserverTests", dependencies: ["nbdserver", "NBD", "ImageFormats"]),
+        .testTarget(name: "nbdserverTests", dependencies: ["NBD", "ImageFormats"]),  // runs the nbdserver binary
 
         // The virtual machine (boards, devices, firmware, accelerators, monitor) and its thin front end.
         .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"], exclude: ["README.md", "Firmware/LinuxBootROM.asm"]),
