@@ -11,10 +11,15 @@ import PackageDescription
 // relocations that ld.so reads at start to 3 KB (DT_RELR, glibc >= 2.36), and --no-export-dynamic,
 // which undoes the -export-dynamic of static-stdlib-args.lnk: nothing looks our symbols up, and
 // exporting them put 230 KB of .dynsym/.dynstr/.gnu.hash in every symbol lookup ld.so makes.
-let staticStdlib: [LinkerSetting] = [
-    .unsafeFlags(["-static-stdlib", "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
-                  "-Xlinker", "--no-export-dynamic"], .when(configuration: .release)),
-]
+// And the functions a program runs on common paths go first in its .text, packed, so that a run
+// touches few page-cache folios of the binary (imgtool info ~7.8 -> ~6.5 MB): scripts/link-order.sh.
+func releaseLink(_ program: String) -> [LinkerSetting] {
+    let order = Context.packageDirectory + "/scripts/link-order/\(program).txt"
+    return [.unsafeFlags(["-static-stdlib", "-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
+                          "-Xlinker", "--no-export-dynamic",
+                          "-Xlinker", "--symbol-ordering-file=\(order)", "-Xlinker", "--no-warn-symbol-ordering"],
+                         .when(configuration: .release))]
+}
 
 let package = Package(
     name: "vmtoolkit",
@@ -36,7 +41,7 @@ let package = Package(
         .systemLibrary(name: "CDeflate", pkgConfig: "libdeflate", providers: [.apt(["libdeflate-dev"])]),
 
         .target(name: "ImageFormats", dependencies: ["CLinux", "CZlib", "CZstd", "CDeflate", "NBD"]),
-        .executableTarget(name: "imgtool", dependencies: ["ImageFormats", "CLinux"], linkerSettings: staticStdlib),
+        .executableTarget(name: "imgtool", dependencies: ["ImageFormats", "CLinux"], linkerSettings: releaseLink("imgtool")),
 
         // The x86 interpreter CPU (vmrun's accelerator when KVM is not usable).
         .target(name: "X86"),
@@ -55,13 +60,13 @@ let package = Package(
         // (libgnutls28-dev) are still needed to build, libgnutls30 only to run TLS.
         .target(name: "CGnuTLS"),
         .target(name: "NBD", dependencies: ["CGnuTLS"]),
-        .executableTarget(name: "nbdserver", dependencies: ["ImageFormats", "NBD", "CLinux"], linkerSettings: staticStdlib),
+        .executableTarget(name: "nbdserver", dependencies: ["ImageFormats", "NBD", "CLinux"], linkerSettings: releaseLink("nbdserver")),
         .testTarget(name: "NBDTests", dependencies: ["NBD"]),
         .testTarget(name: "nbdserverTests", dependencies: ["NBD", "ImageFormats"]),  // runs the nbdserver binary
 
         // The virtual machine (boards, devices, firmware, accelerators, monitor) and its thin front end.
         .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"], exclude: ["README.md", "Firmware/LinuxBootROM.asm"]),
-        .executableTarget(name: "vmrun", dependencies: ["Machine", "ImageFormats"], linkerSettings: staticStdlib),
+        .executableTarget(name: "vmrun", dependencies: ["Machine", "ImageFormats"], linkerSettings: releaseLink("vmrun")),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "ImageFormats", "X86"]),
         .testTarget(name: "vmrunTests", dependencies: ["Machine"], exclude: ["Guests", "Fixtures"]),
     ]
