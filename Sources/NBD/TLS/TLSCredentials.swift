@@ -6,6 +6,7 @@
 // the server's certificate and host name. PSK (tls-creds-psk): DIR/keys.psk with "username:hexkey"
 // lines, GnuTLS's own format; a client uses the key of `username` (default "qemu"). Anonymous
 // (tls-creds-anon): no authentication, for tests. Messages follow QEMU's crypto/tlscreds*.c.
+// Creating credentials is what loads GnuTLS (GnuTLS.swift): without it, this init throws.
 import CGnuTLS
 import Glibc
 
@@ -28,7 +29,7 @@ public final class NBDTLSCredentials: @unchecked Sendable {
     private var anonClient: gnutls_anon_client_credentials_t?
 
     static func gnutlsError(_ what: String, _ rc: Int32) -> NBDError {
-        NBDError(.tls, "\(what): \(String(cString: gnutls_strerror(rc)))", errno: EINVAL)
+        NBDError(.tls, "\(what): \(GnuTLS.strerror(rc))", errno: EINVAL)
     }
 
     private static func readable(_ path: String) -> Bool { access(path, R_OK) == 0 }
@@ -42,6 +43,7 @@ public final class NBDTLSCredentials: @unchecked Sendable {
     /// Loads credentials from `dir`. `password` unlocks an encrypted x509 key (passwordid=).
     public init(kind: Kind, directory dir: String, isServer: Bool, priority: String? = nil, password: String? = nil,
                 authorize: (@Sendable (String) -> Bool)? = nil) throws {
+        try GnuTLS.load()  // first: every GnuTLS call below goes through the loaded table
         self.kind = kind
         self.isServer = isServer
         self.authorize = authorize
@@ -49,16 +51,16 @@ public final class NBDTLSCredentials: @unchecked Sendable {
         case .x509:
             self.priority = priority ?? "NORMAL"
             var cred: gnutls_certificate_credentials_t?
-            var rc = gnutls_certificate_allocate_credentials(&cred)
+            var rc = GnuTLS.fn.gnutls_certificate_allocate_credentials(&cred)
             guard rc == 0, let c = cred else { throw NBDTLSCredentials.gnutlsError("Cannot allocate credentials", rc) }
             certificate = c
             let ca = "\(dir)/ca-cert.pem"
             try NBDTLSCredentials.requireFile(ca)
-            rc = gnutls_certificate_set_x509_trust_file(c, ca, GNUTLS_X509_FMT_PEM)
+            rc = GnuTLS.fn.gnutls_certificate_set_x509_trust_file(c, ca, GNUTLS_X509_FMT_PEM)
             if rc < 0 { throw NBDTLSCredentials.gnutlsError("Cannot load CA certificate '\(ca)'", rc) }
             let crl = "\(dir)/ca-crl.pem"
             if NBDTLSCredentials.readable(crl) {
-                rc = gnutls_certificate_set_x509_crl_file(c, crl, GNUTLS_X509_FMT_PEM)
+                rc = GnuTLS.fn.gnutls_certificate_set_x509_crl_file(c, crl, GNUTLS_X509_FMT_PEM)
                 if rc < 0 { throw NBDTLSCredentials.gnutlsError("Cannot load CRL '\(crl)'", rc) }
             }
             let role = isServer ? "server" : "client"
@@ -68,34 +70,34 @@ public final class NBDTLSCredentials: @unchecked Sendable {
                 try NBDTLSCredentials.requireFile(key)
             }
             if NBDTLSCredentials.readable(cert) && NBDTLSCredentials.readable(key) {
-                rc = gnutls_certificate_set_x509_key_file2(c, cert, key, GNUTLS_X509_FMT_PEM, password, 0)
+                rc = GnuTLS.fn.gnutls_certificate_set_x509_key_file2(c, cert, key, GNUTLS_X509_FMT_PEM, password, 0)
                 if rc < 0 { throw NBDTLSCredentials.gnutlsError("Cannot load certificate '\(cert)' & key '\(key)'", rc) }
             }
-            if isServer { gnutls_certificate_set_known_dh_params(c, GNUTLS_SEC_PARAM_MEDIUM) }
+            if isServer { _ = GnuTLS.fn.gnutls_certificate_set_known_dh_params(c, GNUTLS_SEC_PARAM_MEDIUM) }
         case .psk(let username):
             self.priority = priority ?? "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK"
             let file = "\(dir)/keys.psk"
             try NBDTLSCredentials.requireFile(file)
             if isServer {
                 var cred: gnutls_psk_server_credentials_t?
-                let rc = gnutls_psk_allocate_server_credentials(&cred)
+                let rc = GnuTLS.fn.gnutls_psk_allocate_server_credentials(&cred)
                 guard rc == 0, let c = cred else { throw NBDTLSCredentials.gnutlsError("Cannot allocate credentials", rc) }
                 pskServer = c
-                let r2 = gnutls_psk_set_server_credentials_file(c, file)
+                let r2 = GnuTLS.fn.gnutls_psk_set_server_credentials_file(c, file)
                 if r2 < 0 { throw NBDTLSCredentials.gnutlsError("Cannot set PSK server credentials", r2) }
-                gnutls_psk_set_server_known_dh_params(c, GNUTLS_SEC_PARAM_MEDIUM)
+                _ = GnuTLS.fn.gnutls_psk_set_server_known_dh_params(c, GNUTLS_SEC_PARAM_MEDIUM)
             } else {
                 guard let hex = try NBDTLSCredentials.pskKey(file: file, username: username) else {
                     throw NBDError(.tls, "Username \(username) not found in key file \(file)", errno: ENOENT)
                 }
                 var cred: gnutls_psk_client_credentials_t?
-                let rc = gnutls_psk_allocate_client_credentials(&cred)
+                let rc = GnuTLS.fn.gnutls_psk_allocate_client_credentials(&cred)
                 guard rc == 0, let c = cred else { throw NBDTLSCredentials.gnutlsError("Cannot allocate credentials", rc) }
                 pskClient = c
                 var bytes = Array(hex.utf8)
                 let r2 = bytes.withUnsafeMutableBytes { raw -> Int32 in
                     var datum = gnutls_datum_t(data: raw.baseAddress!.assumingMemoryBound(to: UInt8.self), size: UInt32(raw.count))
-                    return gnutls_psk_set_client_credentials(c, username, &datum, GNUTLS_PSK_KEY_HEX)
+                    return GnuTLS.fn.gnutls_psk_set_client_credentials(c, username, &datum, GNUTLS_PSK_KEY_HEX)
                 }
                 if r2 < 0 { throw NBDTLSCredentials.gnutlsError("Cannot set PSK client credentials", r2) }
             }
@@ -103,13 +105,13 @@ public final class NBDTLSCredentials: @unchecked Sendable {
             self.priority = priority ?? "NORMAL:+ANON-ECDH:+ANON-DH"
             if isServer {
                 var cred: gnutls_anon_server_credentials_t?
-                let rc = gnutls_anon_allocate_server_credentials(&cred)
+                let rc = GnuTLS.fn.gnutls_anon_allocate_server_credentials(&cred)
                 guard rc == 0, let c = cred else { throw NBDTLSCredentials.gnutlsError("Cannot allocate credentials", rc) }
                 anonServer = c
-                gnutls_anon_set_server_known_dh_params(c, GNUTLS_SEC_PARAM_MEDIUM)
+                _ = GnuTLS.fn.gnutls_anon_set_server_known_dh_params(c, GNUTLS_SEC_PARAM_MEDIUM)
             } else {
                 var cred: gnutls_anon_client_credentials_t?
-                let rc = gnutls_anon_allocate_client_credentials(&cred)
+                let rc = GnuTLS.fn.gnutls_anon_allocate_client_credentials(&cred)
                 guard rc == 0, let c = cred else { throw NBDTLSCredentials.gnutlsError("Cannot allocate credentials", rc) }
                 anonClient = c
             }
@@ -117,11 +119,11 @@ public final class NBDTLSCredentials: @unchecked Sendable {
     }
 
     deinit {
-        if let c = certificate { gnutls_certificate_free_credentials(c) }
-        if let c = pskServer { gnutls_psk_free_server_credentials(c) }
-        if let c = pskClient { gnutls_psk_free_client_credentials(c) }
-        if let c = anonServer { gnutls_anon_free_server_credentials(c) }
-        if let c = anonClient { gnutls_anon_free_client_credentials(c) }
+        if let c = certificate { GnuTLS.fn.gnutls_certificate_free_credentials(c) }
+        if let c = pskServer { GnuTLS.fn.gnutls_psk_free_server_credentials(c) }
+        if let c = pskClient { GnuTLS.fn.gnutls_psk_free_client_credentials(c) }
+        if let c = anonServer { GnuTLS.fn.gnutls_anon_free_server_credentials(c) }
+        if let c = anonClient { GnuTLS.fn.gnutls_anon_free_client_credentials(c) }
     }
 
     /// The hex key of `username` in a keys.psk file.
@@ -143,18 +145,18 @@ public final class NBDTLSCredentials: @unchecked Sendable {
     func apply(to session: gnutls_session_t) throws {
         var rc: Int32 = 0
         if let c = certificate {
-            rc = gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(c))
+            rc = GnuTLS.fn.gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, UnsafeMutableRawPointer(c))
             if isServer, case .x509(let verify) = kind, verify {
-                gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUIRE)
+                GnuTLS.fn.gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUIRE)
             }
         } else if let c = pskServer {
-            rc = gnutls_credentials_set(session, GNUTLS_CRD_PSK, UnsafeMutableRawPointer(c))
+            rc = GnuTLS.fn.gnutls_credentials_set(session, GNUTLS_CRD_PSK, UnsafeMutableRawPointer(c))
         } else if let c = pskClient {
-            rc = gnutls_credentials_set(session, GNUTLS_CRD_PSK, UnsafeMutableRawPointer(c))
+            rc = GnuTLS.fn.gnutls_credentials_set(session, GNUTLS_CRD_PSK, UnsafeMutableRawPointer(c))
         } else if let c = anonServer {
-            rc = gnutls_credentials_set(session, GNUTLS_CRD_ANON, UnsafeMutableRawPointer(c))
+            rc = GnuTLS.fn.gnutls_credentials_set(session, GNUTLS_CRD_ANON, UnsafeMutableRawPointer(c))
         } else if let c = anonClient {
-            rc = gnutls_credentials_set(session, GNUTLS_CRD_ANON, UnsafeMutableRawPointer(c))
+            rc = GnuTLS.fn.gnutls_credentials_set(session, GNUTLS_CRD_ANON, UnsafeMutableRawPointer(c))
         }
         if rc < 0 { throw NBDTLSCredentials.gnutlsError("Cannot set session credentials", rc) }
     }

@@ -5,6 +5,7 @@
 // handshake runs in the initializer; certificate and host name checks happen inside it
 // (gnutls_session_set_verify_cert), authorization (--tls-authz) right after. One thread may send
 // while another receives, which is what the NBD client does.
+// Every GnuTLS call goes through GnuTLS.fn (dlopen()ed, GnuTLS.swift); credentials loaded it.
 import CGnuTLS
 import Glibc
 
@@ -24,39 +25,39 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
     init(inner: NBDTransport, credentials: NBDTLSCredentials, hostname: String?) throws {
         self.inner = inner
         var s: gnutls_session_t?
-        var rc = gnutls_init(&s, UInt32(credentials.isServer ? GNUTLS_SERVER : GNUTLS_CLIENT))
+        var rc = GnuTLS.fn.gnutls_init(&s, UInt32(credentials.isServer ? GNUTLS_SERVER : GNUTLS_CLIENT))
         guard rc == 0, let sess = s else { throw NBDTLSCredentials.gnutlsError("Cannot initialize TLS session", rc) }
         session = sess
         do {
-            rc = gnutls_priority_set_direct(sess, credentials.priority, nil)
+            rc = GnuTLS.fn.gnutls_priority_set_direct(sess, credentials.priority, nil)
             if rc < 0 { throw NBDTLSCredentials.gnutlsError("Unable to set TLS session priority \(credentials.priority)", rc) }
             try credentials.apply(to: sess)
             if case .x509(let verify) = credentials.kind, verify {
-                gnutls_session_set_verify_cert(sess, credentials.isServer ? nil : hostname, 0)
+                GnuTLS.fn.gnutls_session_set_verify_cert(sess, credentials.isServer ? nil : hostname, 0)
             }
             if !credentials.isServer, let h = hostname, !h.isEmpty, h.first?.isLetter == true {
-                _ = gnutls_server_name_set(sess, GNUTLS_NAME_DNS, h, h.utf8.count)
+                _ = GnuTLS.fn.gnutls_server_name_set(sess, GNUTLS_NAME_DNS, h, h.utf8.count)
             }
-            gnutls_transport_set_ptr(sess, Unmanaged.passUnretained(self).toOpaque())
-            gnutls_transport_set_push_function(sess, { ptr, data, len in
+            GnuTLS.fn.gnutls_transport_set_ptr(sess, Unmanaged.passUnretained(self).toOpaque())
+            GnuTLS.fn.gnutls_transport_set_push_function(sess, { ptr, data, len in
                 let t = Unmanaged<TLSTransport>.fromOpaque(ptr!).takeUnretainedValue()
                 return t.push(data, len)
             })
-            gnutls_transport_set_pull_function(sess, { ptr, data, len in
+            GnuTLS.fn.gnutls_transport_set_pull_function(sess, { ptr, data, len in
                 let t = Unmanaged<TLSTransport>.fromOpaque(ptr!).takeUnretainedValue()
                 return t.pull(data, len)
             })
             try handshake(sess)
             try checkPeer(sess, credentials)
         } catch {
-            gnutls_deinit(sess)
+            GnuTLS.fn.gnutls_deinit(sess)
             session = nil
             throw error
         }
     }
 
     deinit {
-        if let s = session { gnutls_deinit(s) }
+        if let s = session { GnuTLS.fn.gnutls_deinit(s) }
     }
 
     // MARK: the socket side
@@ -67,10 +68,10 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
             try inner.send(UnsafeRawBufferPointer(start: d, count: len), .empty, .empty)
             return len
         } catch let e as NBDError {
-            gnutls_transport_set_errno(session, e.errno == 0 ? EIO : e.errno)
+            GnuTLS.fn.gnutls_transport_set_errno(session, e.errno == 0 ? EIO : e.errno)
             return -1
         } catch {
-            gnutls_transport_set_errno(session, EIO)
+            GnuTLS.fn.gnutls_transport_set_errno(session, EIO)
             return -1
         }
     }
@@ -81,10 +82,10 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
             return try inner.receive(into: UnsafeMutableRawBufferPointer(start: d, count: len))
         } catch let e as NBDError {
             if e.kind == .timeout { timedOut = true }
-            gnutls_transport_set_errno(session, e.errno == 0 ? EIO : e.errno)
+            GnuTLS.fn.gnutls_transport_set_errno(session, e.errno == 0 ? EIO : e.errno)
             return -1
         } catch {
-            gnutls_transport_set_errno(session, EIO)
+            GnuTLS.fn.gnutls_transport_set_errno(session, EIO)
             return -1
         }
     }
@@ -92,22 +93,22 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
     private func error(_ what: String, _ rc: Int32) -> NBDError {
         if timedOut { return NBDError(.timeout, "timed out", errno: ETIMEDOUT) }
         if rc == GNUTLS_E_PREMATURE_TERMINATION || rc == GNUTLS_E_PUSH_ERROR || rc == GNUTLS_E_PULL_ERROR {
-            return NBDError(.eof, "\(what): \(String(cString: gnutls_strerror(rc)))", errno: EIO)
+            return NBDError(.eof, "\(what): \(GnuTLS.strerror(rc))", errno: EIO)
         }
         return NBDTLSCredentials.gnutlsError(what, rc)
     }
 
     private func handshake(_ s: gnutls_session_t) throws {
         while true {
-            let rc = gnutls_handshake(s)
+            let rc = GnuTLS.fn.gnutls_handshake(s)
             if rc == 0 { return }
-            if gnutls_error_is_fatal(rc) == 0 { continue }
+            if GnuTLS.fn.gnutls_error_is_fatal(rc) == 0 { continue }
             if rc == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR {
-                let status = gnutls_session_get_verify_cert_status(s)
+                let status = GnuTLS.fn.gnutls_session_get_verify_cert_status(s)
                 var out = gnutls_datum_t()
-                let type = gnutls_certificate_type_get(s)
+                let type = GnuTLS.fn.gnutls_certificate_type_get(s)
                 var msg = "certificate verification failed"
-                if gnutls_certificate_verification_status_print(status, type, &out, 0) == 0, let p = out.data {
+                if GnuTLS.fn.gnutls_certificate_verification_status_print(status, type, &out, 0) == 0, let p = out.data {
                     msg = String(cString: UnsafeRawPointer(p).assumingMemoryBound(to: CChar.self))
                     gnutls_free_wrapper(p)
                 }
@@ -122,22 +123,22 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
         switch c.kind {
         case .x509:
             var n: UInt32 = 0
-            if let list = gnutls_certificate_get_peers(s, &n), n > 0 {
+            if let list = GnuTLS.fn.gnutls_certificate_get_peers(s, &n), n > 0 {
                 var crt: gnutls_x509_crt_t?
-                if gnutls_x509_crt_init(&crt) == 0, let crt {
-                    defer { gnutls_x509_crt_deinit(crt) }
-                    if gnutls_x509_crt_import(crt, list, GNUTLS_X509_FMT_DER) == 0 {
+                if GnuTLS.fn.gnutls_x509_crt_init(&crt) == 0, let crt {
+                    defer { GnuTLS.fn.gnutls_x509_crt_deinit(crt) }
+                    if GnuTLS.fn.gnutls_x509_crt_import(crt, list, GNUTLS_X509_FMT_DER) == 0 {
                         var size = 0
-                        _ = gnutls_x509_crt_get_dn(crt, nil, &size)
+                        _ = GnuTLS.fn.gnutls_x509_crt_get_dn(crt, nil, &size)
                         var buf = [CChar](repeating: 0, count: size + 1)
-                        if gnutls_x509_crt_get_dn(crt, &buf, &size) == 0 {
+                        if GnuTLS.fn.gnutls_x509_crt_get_dn(crt, &buf, &size) == 0 {
                             peerIdentity = String(decoding: buf.prefix(size).map { UInt8(bitPattern: $0) }, as: UTF8.self)
                         }
                     }
                 }
             }
         case .psk:
-            if c.isServer, let u = gnutls_psk_server_get_username(s) { peerIdentity = String(cString: u) }
+            if c.isServer, let u = GnuTLS.fn.gnutls_psk_server_get_username(s) { peerIdentity = String(cString: u) }
         case .anon:
             break
         }
@@ -160,7 +161,7 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
     public func receive(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         guard let s = session, buffer.count > 0 else { return 0 }
         while true {
-            let n = gnutls_record_recv(s, buffer.baseAddress, buffer.count)
+            let n = GnuTLS.fn.gnutls_record_recv(s, buffer.baseAddress, buffer.count)
             if n >= 0 { return n }
             let rc = Int32(n)
             if rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED { continue }
@@ -172,7 +173,7 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
     private func sendAll(_ s: gnutls_session_t, _ b: UnsafeRawBufferPointer) throws {
         var off = 0
         while off < b.count {
-            let n = gnutls_record_send(s, b.baseAddress! + off, b.count - off)
+            let n = GnuTLS.fn.gnutls_record_send(s, b.baseAddress! + off, b.count - off)
             if n >= 0 {
                 off += n
                 continue
@@ -188,13 +189,13 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
         let total = a.count + b.count + c.count
         // Small messages go out as one record; big payloads stream record by record.
         let cork = total <= 64 * 1024
-        if cork { gnutls_record_cork(s) }
+        if cork { GnuTLS.fn.gnutls_record_cork(s) }
         try sendAll(s, a)
         try sendAll(s, b)
         try sendAll(s, c)
         if cork {
             while true {
-                let rc = gnutls_record_uncork(s, UInt32(GNUTLS_RECORD_WAIT))
+                let rc = GnuTLS.fn.gnutls_record_uncork(s, UInt32(GNUTLS_RECORD_WAIT))
                 if rc >= 0 { break }
                 if Int32(rc) == GNUTLS_E_AGAIN || Int32(rc) == GNUTLS_E_INTERRUPTED { continue }
                 throw error("Cannot write to TLS channel", Int32(rc))
@@ -207,7 +208,7 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
     public func close() {
         if closed { return }
         closed = true
-        if let s = session { _ = gnutls_bye(s, GNUTLS_SHUT_WR) }
+        if let s = session { _ = GnuTLS.fn.gnutls_bye(s, GNUTLS_SHUT_WR) }
         inner.close()
     }
 }
