@@ -8,7 +8,7 @@
 // interrupt controller: the harness reports how far the guest gets.
 //
 // Run: X86_LINUX_KERNEL=/path/vmlinuz swift test -c release --filter LinuxBootHarness
-// (bench/x86-linux-boot.sh fetches the Debian kernel with apt-get download and dpkg -x).
+// (bench/x86-speed.sh sets it up through bench/x86-linux-assets.sh, which fetches the Debian kernel with apt-get download and dpkg -x).
 
 import Foundation
 import XCTest
@@ -115,7 +115,7 @@ final class LinuxBootHarness: XCTestCase {
     func testBootLinux() throws {
         let env = ProcessInfo.processInfo.environment
         guard let kpath = env["X86_LINUX_KERNEL"] else {
-            throw XCTSkip("set X86_LINUX_KERNEL=/path/to/vmlinuz (bench/x86-linux-boot.sh does it)")
+            throw XCTSkip("set X86_LINUX_KERNEL=/path/to/vmlinuz (bench/x86-linux-assets.sh prints it)")
         }
         let kernel = [UInt8](try Data(contentsOf: URL(fileURLWithPath: kpath)))
         let seconds = Double(env["X86_LINUX_SECONDS"] ?? "60") ?? 60
