@@ -586,6 +586,40 @@ final class BreakpointGuestTests: GuestTestCase {
         """, mode: .pm32, expectContains: ["D=FFFF0FF1", "D=FFFF0FF2", "B=00000003"])
     }
 
+    /// A task switch clears L0-L3 (and leaves G0-G3): a JMP to a TSS and back, DR7 read in each task.
+    func testTaskSwitchClearsLocalEnables() throws {
+        try compare(TaskGateGuestTests.setup32 + """
+            mov dword [0xA100 + 0x20], .taskB
+            mov dword [0xA100 + 0x24], 0x2
+            mov dword [0xA100 + 0x38], 0x70000
+            mov word [0xA100 + 0x48], 0x10
+            mov word [0xA100 + 0x4C], 0x08
+            mov word [0xA100 + 0x50], 0x10
+            mov word [0xA100 + 0x54], 0x10
+            mov word [0xA100 + 0x58], 0x10
+            mov eax, 0x300000               ; addresses nothing touches
+            mov dr0, eax
+            mov dr1, eax
+            mov dr2, eax
+            mov dr3, eax
+            mov eax, 0x400 | 0xFF | (1 << 16) | (1 << 20) | (1 << 24) | (1 << 28)
+            mov dr7, eax
+            jmp 0x50:0
+            mov eax, dr7
+            PRINT 'A'
+            mov eax, 0x405
+            mov dr7, eax
+            jmp .done
+        .taskB:
+            mov eax, dr7
+            PRINT 'B'
+            jmp 0x48:0
+        .done:
+            mov eax, dr7
+            PRINT 'C'
+        """, mode: .pm32, expectContains: ["B=111104AA", "A=111104AA", "C=00000405"])
+    }
+
     // MARK: I/O breakpoints, DR4/DR5, MOV DR checks
 
     /// With CR4.DE = 1, R/W = 10 breaks on port accesses overlapping DRn's range (a trap); DR4/DR5
