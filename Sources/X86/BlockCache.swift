@@ -3,7 +3,9 @@
 //
 // A block is valid while (a) its virtual RIP and decode mode match, (b) RIP still translates to the
 // same physical address, and (c) the generations of its physical page(s) are unchanged (CodeTracker
-// bumps them on writes). When the arena fills up, everything is dropped and decoding starts over.
+// bumps them on writes). When the arena fills up, everything is dropped and decoding starts over,
+// as when the instruction breakpoints change (a block ends with a `.debugBreak` pseudo-instruction
+// where one is armed: Breakpoints.swift).
 //
 // Running blocks chain into each other without returning to the run loop (see `execBlock`): a
 // successor on the same virtual page is reached through the predecessor's links (checked once, when
@@ -180,6 +182,12 @@ extension CPUCore {
         var n = 0
         var guestInsts = 0
         while n < maxBlockInsts {
+            if bp.exec != 0 && instructionBreakpoints(at: l) != 0 {
+                // An instruction breakpoint: the block ends with the pseudo-instruction raising it.
+                blocks.insts[blocks.used + n] = DInst(op: .debugBreak, len: 0)
+                n += 1
+                break
+            }
             let (_, host) = try fetchPage(l)
             guard let host else {
                 if n == 0 { throw Fault.gp(0) }

@@ -1,4 +1,4 @@
-// Control registers, debug registers, MSRs, the TSC, and the fast system-call instructions.
+// Control registers, MSRs, the TSC, and the fast system-call instructions.
 //
 // CR0/CR4/EFER writes recompute the mode (long mode activates when paging turns on with LME), and
 // flush the TLB as the SDM requires. MSRs the platform owns (APIC base, x2APIC, TSC deadline) are
@@ -45,6 +45,7 @@ extension CPUCore {
             let changed = cr4 ^ v
             cr4 = v
             if changed & (0x10 | 0x20 | 0x80 | 0x10_0000) != 0 { flushTLB(keepGlobal: false) }
+            if changed & 8 != 0 { refreshBreakpoints() }   // DE: I/O breakpoints
         case 8:
             if v & ~0xF != 0 { throw Fault.gp(0) }
             cr8 = v
@@ -74,30 +75,6 @@ extension CPUCore {
         cr0 = v
         if changed & (0x8000_0000 | 0x1_0000 | 1) != 0 { flushTLB(keepGlobal: false) }
         refreshMode()
-    }
-
-    mutating func readDR(_ n: Int) throws(Fault) -> UInt64 {
-        switch n {
-        case 0: return dr.0
-        case 1: return dr.1
-        case 2: return dr.2
-        case 3: return dr.3
-        case 4, 6: if n == 4 && cr4 & 8 != 0 { throw Fault.ud }; return dr.4
-        case 5, 7: if n == 5 && cr4 & 8 != 0 { throw Fault.ud }; return dr.5
-        default: throw Fault.ud
-        }
-    }
-
-    mutating func writeDR(_ n: Int, _ v: UInt64) throws(Fault) {
-        switch n {
-        case 0: dr.0 = v
-        case 1: dr.1 = v
-        case 2: dr.2 = v
-        case 3: dr.3 = v
-        case 4, 6: if n == 4 && cr4 & 8 != 0 { throw Fault.ud }; dr.4 = (v & 0xE00F) | 0xFFFF_0FF0
-        case 5, 7: if n == 5 && cr4 & 8 != 0 { throw Fault.ud }; dr.5 = (v & 0xFFFF_2FFF) | 0x400
-        default: throw Fault.ud
-        }
     }
 
     // MARK: MSRs

@@ -71,6 +71,8 @@ struct CPUCore {
     var efer: UInt64 = 0
     var xcr0: UInt64 = 1
     var dr: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0xFFFF_0FF0, 0x400)
+    /// DR7 summarised for the places that check breakpoints (Breakpoints.swift).
+    var bp = Breakpoints()
     var star: UInt64 = 0, lstar: UInt64 = 0, cstar: UInt64 = 0, fmask: UInt64 = 0, kernelGSBase: UInt64 = 0
     var sysenterCS: UInt64 = 0, sysenterESP: UInt64 = 0, sysenterEIP: UInt64 = 0
     var tscAux: UInt64 = 0, pat: UInt64 = 0x0007_0406_0007_0406, tscOffset: Int64 = 0

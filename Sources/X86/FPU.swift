@@ -3,8 +3,8 @@
 // writes (exponent all ones, 64-bit mantissa) round-trip bit-exactly.
 //
 // The rounding control is honoured by arithmetic, FSQRT and FST/FSTP to memory (X87Rounding.swift,
-// which also sets C1 to the rounding direction), FIST/FISTP and FRNDINT; results keep extended
-// precision whatever the precision control says. The common operations (arithmetic, FSQRT,
+// which also sets C1 to the rounding direction), FIST/FISTP and FRNDINT; the precision control by
+// arithmetic and FSQRT (X87Precision.swift). The common operations (arithmetic, FSQRT,
 // compares, loads and stores, FIST conversions, FRNDINT, stack faults) set the status-word
 // exception flags (FPExceptions.swift); an unmasked one sets ES and B and the next waiting x87
 // instruction raises #MF when CR0.NE is set. Transcendentals go through Double and set no flags.

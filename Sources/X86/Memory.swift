@@ -3,8 +3,9 @@
 // An access turns (segment, offset) into a linear address with one compare against `segEnd`, then
 // looks the linear page up in a direct-mapped TLB of the current privilege (kernel or user). A hit
 // gives the host address (`lin + addend`); tags are per access kind, so a page gets a write tag only
-// once it is writable, dirty, RAM and not holding decoded code. Everything else (misses, page
-// crossings, MMIO, ROM writes, code-page writes, non-canonical addresses) goes to the slow path.
+// once it is writable, dirty, RAM and not holding decoded code (nor a data breakpoint, which also
+// withholds the read tag for read/write ones). Everything else (misses, page crossings, MMIO, ROM
+// writes, code-page writes, non-canonical addresses, watched pages) goes to the slow path.
 
 let tlbSize = 1024
 let tlbMask: UInt64 = 1023
@@ -115,6 +116,7 @@ extension CPUCore {
     // MARK: slow path
 
     mutating func loadSlow(_ lin: UInt64, _ size: Int, user: Bool) throws(Fault) -> UInt64 {
+        if bp.data != 0 { dataBreakpoint(lin, size, write: false) }
         if (lin & 0xFFF) &+ UInt64(size) > 0x1000 {
             // Page crossing: both pages must be readable before anything is returned.
             var v: UInt64 = 0
@@ -130,6 +132,7 @@ extension CPUCore {
     }
 
     mutating func storeSlow(_ lin: UInt64, _ v: UInt64, _ size: Int, user: Bool) throws(Fault) {
+        if bp.data != 0 { dataBreakpoint(lin, size, write: true) }
         if (lin & 0xFFF) &+ UInt64(size) > 0x1000 {
             let second = (lin | 0xFFF) &+ 1
             _ = try translate(second, .write, user: user)

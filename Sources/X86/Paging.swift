@@ -49,6 +49,12 @@ extension CPUCore {
         if r { n.rtag = page }
         n.wtag = w && !readOnly && !code.isCode(ppage) ? page : .max
         if x { n.xtag = page }
+        if bp.data != 0 {
+            // Data breakpoints on this page: its accesses go through the slow path, which checks them.
+            let watch = breakpointWatch(page: page)
+            if watch.read { n.rtag = .max }
+            if watch.write { n.wtag = .max }
+        }
         e.pointee = n
     }
 

@@ -10,6 +10,8 @@ extension CPUCore {
                 pollCountdown = 512
                 pollNow = false
                 if platformRef.shouldStop(cpu: index) { return .stopRequested }
+                // A data or I/O breakpoint's trap, unless a MOV SS shadow holds it one instruction.
+                if bp.hits != 0 && !interruptShadow { raiseDebugTrap(status: 0) }
                 syncCodeEpoch()   // other vCPUs' newly decoded code pages lose our write tags
                 if traceRIP { watchdog() }
                 #if X86_PROFILE
@@ -93,7 +95,10 @@ extension CPUCore {
             try execBlock(start, start + n, block: b, chain: n == Int(b.pointee.count) && !traceBlocks)
         } catch {
             stopBlock = false
-            if error.vector != 0xFF { raise(error) }
+            if error.vector != 0xFF {
+                bp.hits = 0   // the faulting instruction's breakpoint matches are not reported
+                raise(error)
+            }
         }
         instructions &+= guest
     }

@@ -1,22 +1,33 @@
 // TF single-step: while RFLAGS.TF is set the run loop executes one instruction at a time (decoded
 // here, outside the block cache, so fused CMP+Jcc pairs and whole blocks never run as one step) and
 // raises the single-step #DB trap after each instruction that began with TF set:
-//  - DR6.BS is set and the pushed RIP is the next instruction;
+//  - DR6.BS is set and the pushed RIP is the next instruction; the data/I/O breakpoints the
+//    instruction hit are reported in the same #DB (Breakpoints.swift);
 //  - an instruction that faults gets its fault instead, and INT n / INT3 / INTO / INT1 enter their
 //    handler with TF clear and no trap;
-//  - MOV SS / POP SS hold the trap back until after the following instruction;
+//  - MOV SS / POP SS hold the trap (and their data breakpoints) back until after the following
+//    instruction;
 //  - POPF/IRET that set TF take effect after the next instruction (TF is sampled at the start);
 //  - a REP string instruction traps after each iteration (StringOps runs one per step).
-// RF (pushed as 1 by fault-class exceptions and restored by IRET) lasts for one instruction: it is
-// cleared when the next instruction completes (unless that instruction loaded RFLAGS itself: IRET,
-// or a far transfer that may switch tasks). There are no instruction breakpoints for it to mask.
-// The run loop's normal path tests one mask (TF | RF) per block for all this.
+// RF (pushed as 1 by fault-class exceptions, restored by IRET, set between the chunks of a REP
+// string instruction) masks instruction breakpoints for one instruction: it is checked before the
+// instruction and cleared as it starts (SDM 18.3.1.1); an instruction that loads RFLAGS (IRET, a
+// task switch) or stops between REP iterations sets it again. The run loop's normal path tests one
+// mask (TF | RF) per block for all this; instruction breakpoints without RF live in decoded blocks.
 
 extension CPUCore {
-    /// Runs one instruction, then clears RF and delivers the single-step trap. Called when TF or RF
-    /// is set.
+    /// Runs one instruction after checking its instruction breakpoints (unless RF), then delivers
+    /// the single-step trap. Called when TF or RF is set.
     @inline(never)
     mutating func singleStep() {
+        let rf = flags & RFlag.rf != 0
+        if bp.exec != 0 && !rf, let lin = linearRIP() {
+            let m = instructionBreakpoints(at: lin)
+            if m != 0 {
+                raise(debugException(hits: m, status: 0))
+                return
+            }
+        }
         var d: DInst
         do {
             d = try decodeOne()
@@ -25,7 +36,7 @@ extension CPUCore {
             return
         }
         let tf = flags & RFlag.tf != 0
-        let rf = flags & RFlag.rf != 0
+        flags &= ~RFlag.rf
         let shadowed = interruptShadow
         interruptShadow = false
         pollNow = true
@@ -40,31 +51,25 @@ extension CPUCore {
             }
         } catch {
             stopBlock = false
-            if error.vector != 0xFF { completed = false; raise(error) }
+            if error.vector != 0xFF {
+                completed = false
+                bp.hits = 0
+                raise(error)
+            }
         }
         instructions &+= 1
         guard completed else { return }
-        if rf {
-            switch d.op {
-            case .iret, .jmpFarI, .jmpFarM, .callFarI, .callFarM: break
-            default: flags &= ~RFlag.rf
-            }
-        }
+        // MOV SS / POP SS: the trap and any breakpoint matches wait for the next instruction (unless
+        // this one already ran in a shadow).
+        if (d.op == .movSegRm || d.op == .popSeg) && d.reg == 2 && !shadowed { return }
         // No trap out of HLT (as QEMU: the halt is not cut short by its own single-step trap).
-        guard tf && activity == .running else { return }
+        var trap = tf && activity == .running
         switch d.op {
-        case .int, .int3, .into, .int1:
-            return
-        case .movSegRm, .popSeg:
-            // MOV SS / POP SS: the trap comes after the next instruction (unless this one already
-            // ran in a shadow).
-            if d.reg == 2 && !shadowed { return }
-        default:
-            break
+        case .int, .int3, .into, .int1: trap = false
+        default: break
         }
-        if shadowed { interruptShadow = false }
-        dr.4 |= 0x4000
-        raise(Fault(vector: 1, code: 0, hasCode: false))
+        guard trap || bp.hits != 0 else { return }
+        raiseDebugTrap(status: trap ? DR6.bs : 0)
     }
 
     /// Decodes the instruction at CS:RIP (up to 15 bytes, from two pages when it crosses).

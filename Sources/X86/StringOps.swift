@@ -1,7 +1,8 @@
 // String instructions (MOVS, CMPS, STOS, LODS, SCAS, INS, OUTS) with REP/REPE/REPNE.
 //
 // A REP instruction runs a bounded number of iterations per visit; if RCX is not exhausted RIP stays
-// on the instruction and the block ends, so interrupts are taken between chunks as the SDM allows.
+// on the instruction, RF is set and the block ends, so interrupts are taken between chunks as the
+// SDM allows (and a data or I/O breakpoint's #DB after the iteration that hit).
 // Forward REP MOVS/STOS over RAM copy or fill whole page-bounded chunks through host pointers.
 
 extension CPUCore {
@@ -15,8 +16,6 @@ extension CPUCore {
 
     mutating func stringOp(_ i: IP) throws(Fault) {
         let size = i.size
-        let asz = i.asz
-        let am = addrMask(asz)
         let rep = i.flags & (DInst.fRep | DInst.fRepne) != 0
         let next = rip &+ UInt64(i.len)
         let step: UInt64 = flags & RFlag.df != 0 ? 0 &- UInt64(size) : UInt64(size)
@@ -29,12 +28,50 @@ extension CPUCore {
         }
         // Under TF single-step one iteration per step (the #DB trap comes after each).
         let stepping = flags & RFlag.tf != 0
+        if bp.data | bp.io != 0 {
+            try watchedRepeat(i, size, step, stepping: stepping)
+        } else {
+            let asz = i.asz
+            let am = addrMask(asz)
+            var budget = stepping ? 1 : 1 << 14
+            while r[1] & am != 0 {
+                if budget <= 0 { try repeatLater() }
+                if step == UInt64(size) && (i.op == .movs || i.op == .stos) && !stepping {
+                    let n = try fastChunk(i, size)
+                    if n > 0 { budget -= n; continue }
+                }
+                try stringStep(i, size, step)
+                setReg(1, Int(asz), (r[1] &- 1) & am)
+                budget -= 1
+                if i.op == .cmps || i.op == .scas {
+                    let z = cond(4)
+                    if i.flags & DInst.fRep != 0 && !z { break }
+                    if i.flags & DInst.fRepne != 0 && z { break }
+                }
+            }
+        }
+        rip = next
+        if i.op == .ins || i.op == .outs { pollNow = true }
+    }
+
+    /// Leaves a REP string instruction between iterations: RIP stays on it, and RF is set so that an
+    /// event taken now pushes RF = 1 and the instruction's breakpoint does not fault again when it
+    /// resumes (SDM 18.3.1.1).
+    private mutating func repeatLater() throws(Fault) -> Never {
+        flags |= RFlag.rf
+        throw Fault.exitBlock
+    }
+
+    /// The REP loop while data or I/O breakpoints are armed (a copy, so the usual loop tests nothing
+    /// for them): it also ends after an iteration that hit one. Page chunks stay: they only cover
+    /// pages with fast TLB tags, which no data breakpoint watches.
+    @inline(never)
+    private mutating func watchedRepeat(_ i: IP, _ size: Int, _ step: UInt64, stepping: Bool) throws(Fault) {
+        let asz = i.asz
+        let am = addrMask(asz)
         var budget = stepping ? 1 : 1 << 14
         while r[1] & am != 0 {
-            if budget <= 0 {
-                // Come back later: RIP stays on this instruction.
-                throw Fault.exitBlock
-            }
+            if budget <= 0 { try repeatLater() }
             if step == UInt64(size) && (i.op == .movs || i.op == .stos) && !stepping {
                 let n = try fastChunk(i, size)
                 if n > 0 { budget -= n; continue }
@@ -47,9 +84,8 @@ extension CPUCore {
                 if i.flags & DInst.fRep != 0 && !z { break }
                 if i.flags & DInst.fRepne != 0 && z { break }
             }
+            if bp.hits != 0 { budget = 0 }
         }
-        rip = next
-        if i.op == .ins || i.op == .outs { pollNow = true }
     }
 
     private mutating func stringStep(_ i: IP, _ size: Int, _ step: UInt64) throws(Fault) {
@@ -80,10 +116,12 @@ extension CPUCore {
             try probeWrite(lin, size)
             let v = UInt64(platformRef.portRead(cpu: index, port: UInt16(truncatingIfNeeded: r[2]), size: size))
             try storeN(lin, v, size)
+            if bp.io != 0 { ioBreakpoint(UInt16(truncatingIfNeeded: r[2]), size) }
             advance(7, asz, step)
         default: // outs
             let v = try loadN(try linear(Int(i.seg), r[6] & am, size), size)
             platformRef.portWrite(cpu: index, port: UInt16(truncatingIfNeeded: r[2]), size: size, value: UInt32(truncatingIfNeeded: v))
+            if bp.io != 0 { ioBreakpoint(UInt16(truncatingIfNeeded: r[2]), size) }
             advance(6, asz, step)
         }
     }
@@ -121,9 +159,10 @@ extension CPUCore {
         let sRoom = (0x1000 - (slin & 0xFFF)) / UInt64(size)
         n = Swift.min(n, sRoom)
         if n == 0 || si &+ n &* UInt64(size) > am || si &+ n &* UInt64(size) > segEnd[Int(i.seg)] { return 0 }
-        _ = try load(slin, UInt8.self)  // fills the read TLB entry or faults
         let page = slin >> 12
         let e = tlb + Int(page & tlbMask)
+        // Fill the read TLB entry or fault (no access: MMIO and watched pages get no tag).
+        if e.pointee.rtag != page { _ = try translate(slin, .read, user: cpl == 3) }
         guard e.pointee.rtag == page, let sp = UnsafeRawPointer(bitPattern: UInt(truncatingIfNeeded: slin &+ e.pointee.addend)) else { return 0 }
         let bytes = Int(n) * size
         let d = UInt(bitPattern: dp), s = UInt(bitPattern: sp)

@@ -22,6 +22,7 @@ extension CPUCore {
             let port = i.op == .inI ? UInt16(i.imm) : UInt16(truncatingIfNeeded: r[2])
             try checkIOPermission(port, size)
             setReg(0, size, UInt64(platformRef.portRead(cpu: index, port: port, size: size)))
+            if bp.io != 0 { ioBreakpoint(port, size) }
             pollNow = true
             rip = next
             throw Fault.exitBlock
@@ -29,6 +30,7 @@ extension CPUCore {
             let port = i.op == .outI ? UInt16(i.imm) : UInt16(truncatingIfNeeded: r[2])
             try checkIOPermission(port, size)
             platformRef.portWrite(cpu: index, port: port, size: size, value: UInt32(truncatingIfNeeded: r[0]))
+            if bp.io != 0 { ioBreakpoint(port, size) }
             pollNow = true
             rip = next
             throw Fault.exitBlock
@@ -184,6 +186,10 @@ extension CPUCore {
         case .movToDR:
             try requireCPL0()
             try writeDR(Int(i.reg), getReg(i.rm, mode == .m64 ? 8 : 4))
+            rip = next
+            throw Fault.exitBlock   // breakpoints may have changed: the block and its chain end here
+        case .debugBreak:
+            throw instructionBreakpointFault()
 
         // MSRs, TSC, CPUID.
         case .rdmsr:

@@ -94,6 +94,7 @@ extension CPUCore {
 
         // Point of no return: the new task's state.
         cr0 |= 8
+        clearLocalBreakpoints()
         var trc = d.cache(selector: sel)
         trc.attr |= 2
         segs[SegReg.tr] = trc
@@ -126,8 +127,7 @@ extension CPUCore {
             return
         }
         if trapBit {
-            dr.4 |= 0x8000
-            raise(Fault(vector: 1, code: 0, hasCode: false))
+            raise(debugException(hits: 0, status: DR6.bt))
         }
     }
 

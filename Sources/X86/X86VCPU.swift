@@ -113,6 +113,8 @@ extension CPUCore {
         sysenterCS = 0; sysenterESP = 0; sysenterEIP = 0; tscAux = 0
         pat = 0x0007_0406_0007_0406
         cpl = 0
+        bp.hits = 0
+        refreshBreakpoints()
         interruptShadow = false
         nmiBlocked = false
         shutdownRequested = false
@@ -169,6 +171,7 @@ extension CPUCore {
         if protectedMode && !v86 && segs[SegReg.cs].attr & 0x2000 != 0 && efer & 0x400 != 0 {
             cpl = Int(segs[SegReg.cs].selector & 3)
         }
+        refreshBreakpoints()
         flushTLB(keepGlobal: false)
         refreshMode()
         pollNow = true

@@ -1,14 +1,14 @@
-// The x87's rounding: the control word's RC for FADD/FSUB/FMUL/FDIV (all forms), FSQRT and
-// FST/FSTP to single and double precision, and the status word's C1, which after an instruction
-// that rounds tells whether the result's magnitude was rounded up (SDM vol. 1 8.1.3.1, 8.5.6).
+// The x87's rounding: the control word's RC for FADD/FSUB/FMUL/FDIV (all forms), FSQRT and FST/FSTP
+// to single and double precision (PC for the arithmetic and FSQRT: X87Precision.swift), and the
+// status word's C1, which after an instruction that rounds tells whether the result's magnitude was
+// rounded up (SDM vol. 1 8.1.3.1, 8.5.6).
 // Results come from FPRounding.swift's directed rounding on Float80 (exact error from Fast2Sum or
 // FMA residuals, `FPRounded.up`), so the x87 path always pays for the error term, not only while
 // PE is clear as the SSE path does. Also the exceptions of single and double memory operands,
 // which the conversion to Float80 would hide: DE for a denormal (FLD and the arithmetic and
 // compare forms) and IE for a signaling NaN, which is loaded quiet.
 //
-// Not modelled: precision control (CW.PC; results keep 64 significant bits), and the biased
-// results delivered to an unmasked overflow or underflow handler.
+// Not modelled: the biased results delivered to an unmasked overflow or underflow handler.
 
 extension CPUCore {
     /// CW.RC in MXCSR.RC's encoding (0 nearest, 1 down, 2 up, 3 toward zero).
@@ -31,7 +31,8 @@ extension CPUCore {
         case 4, 5: k = .sub
         default: k = .div
         }
-        let r = fpRoundedLane(k, x, y, rc: x87RC, ftz: false, unmasked: x87Unmasked)
+        let r = x87Extended ? fpRoundedLane(k, x, y, rc: x87RC, ftz: false, unmasked: x87Unmasked)
+            : x87PrecisionLane(k, x, y, bits: x87Precision, rc: x87RC, unmasked: x87Unmasked)
         if x87Record(UInt16(r.flags) | pre) { return nil }
         x87SetC1(r.up)
         return r.value
@@ -39,7 +40,8 @@ extension CPUCore {
 
     /// FSQRT's result rounded by CW.RC, with C1 and the flags (nil: an unmasked IE/DE).
     mutating func fpuSqrt(_ v: Float80) -> Float80? {
-        let r = fpRoundedLane(.sqrt, v, v, rc: x87RC, ftz: false, unmasked: x87Unmasked)
+        let r = x87Extended ? fpRoundedLane(.sqrt, v, v, rc: x87RC, ftz: false, unmasked: x87Unmasked)
+            : x87PrecisionLane(.sqrt, v, v, bits: x87Precision, rc: x87RC, unmasked: x87Unmasked)
         if x87Record(UInt16(r.flags)) { return nil }
         x87SetC1(r.up)
         return r.value

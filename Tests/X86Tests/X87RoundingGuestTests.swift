@@ -192,33 +192,33 @@ final class X87RoundingGuestTests: GuestTestCase {
         "\(c.ins.replacingOccurrences(of: "\n", with: "; ")) CW \(String(c.cw, radix: 16)) a \(c.a) b \(c.b) m \(hex(c.m.0))"
     }
 
-    func check(_ cases: [Case], ours: String, ref: String, refName: String) {
+    static func check(_ cases: [Case], ours: String, ref: String, refName: String) {
         let a = SSECaseTable.chunks(ours), b = SSECaseTable.chunks(ref)
         XCTAssertEqual(a.count, cases.count, "our output:\n\(ours)")
         XCTAssertEqual(b.count, cases.count, "\(refName) output:\n\(ref)")
         var failures = 0
         for (k, c) in cases.enumerated() where k < a.count && k < b.count && a[k] != b[k] {
             failures += 1
-            if failures <= 40 { XCTFail("\(Self.caseName(c)):\n  ours:\n\(a[k])\n  \(refName):\n\(b[k])") }
+            if failures <= 40 { XCTFail("\(caseName(c)):\n  ours:\n\(a[k])\n  \(refName):\n\(b[k])") }
         }
         XCTAssertEqual(failures, 0, "\(failures) cases differ from \(refName)")
     }
 
-    func testAgainstHostCPU() throws { try checkHost(Self.cases) }
+    func testAgainstHostCPU() throws { try Self.checkHost(Self.cases) }
 
-    func checkHost(_ cases: [Case]) throws {
+    static func checkHost(_ cases: [Case]) throws {
         guard let cc = GuestHarness.which("cc") ?? GuestHarness.which("gcc") else { throw XCTSkip("no C compiler") }
         let dir = GuestHarness.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }
         let src = dir.appendingPathComponent("x87.c"), exe = dir.appendingPathComponent("x87").path
-        try Self.hostProgram(cases).write(to: src, atomically: true, encoding: .utf8)
+        try hostProgram(cases).write(to: src, atomically: true, encoding: .utf8)
         let (st, msg) = try GuestHarness.run(cc, ["-O1", "-masm=intel", "-o", exe, src.path])
         try XCTSkipUnless(st == 0, "cannot compile the host reference: \(msg)")
         let outPath = dir.appendingPathComponent("host.txt").path
         let (rst, msg2) = try GuestHarness.run("/bin/sh", ["-c", "'\(exe)' > '\(outPath)'"])
         XCTAssertEqual(rst, 0, msg2)
         let host = try String(contentsOfFile: outPath, encoding: .utf8)
-        let image = try GuestHarness.assemble(Self.guest(cases, swMask: 0xFFFF), mode: .lm64)
+        let image = try GuestHarness.assemble(guest(cases, swMask: 0xFFFF), mode: .lm64)
         let (ours, _, plat) = GuestHarness.runOurs(image, model: .max)
         XCTAssertNotNil(plat.exitCode, "guest did not reach EXIT; output:\n\(ours)")
         check(cases, ours: ours, ref: host, refName: "host")
@@ -255,7 +255,7 @@ final class X87RoundingGuestTests: GuestTestCase {
             if ins == "fsqrt" { a = abs(a) }
             cases.append(Case(ins: ins, cw: Self.modes[Int(next() % 4)], a: a, b: ext(), m: (0, 0), hostOnly: nil))
         }
-        try checkHost(cases)
+        try Self.checkHost(cases)
     }
 
     func testAgainstQEMU() throws {
@@ -264,6 +264,6 @@ final class X87RoundingGuestTests: GuestTestCase {
         let (ours, _, plat) = GuestHarness.runOurs(image, model: .max)
         XCTAssertNotNil(plat.exitCode, "guest did not reach EXIT; output:\n\(ours)")
         guard let ref = try GuestHarness.runQEMU(image, cpu: "max") else { throw XCTSkip("qemu-system-x86_64 not installed") }
-        check(cases, ours: ours, ref: ref, refName: "QEMU")
+        Self.check(cases, ours: ours, ref: ref, refName: "QEMU")
     }
 }
