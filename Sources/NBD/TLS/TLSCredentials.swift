@@ -88,7 +88,7 @@ public final class NBDTLSCredentials: @unchecked Sendable {
                 _ = GnuTLS.fn.gnutls_psk_set_server_known_dh_params(c, GNUTLS_SEC_PARAM_MEDIUM)
             } else {
                 guard let hex = try NBDTLSCredentials.pskKey(file: file, username: username) else {
-                    throw NBDError(.tls, "Username \(username) not found in key file \(file)", errno: ENOENT)
+                    throw NBDError(.tls, "Username \(username) not found in PSK file \(file)", errno: ENOENT)
                 }
                 var cred: gnutls_psk_client_credentials_t?
                 let rc = GnuTLS.fn.gnutls_psk_allocate_client_credentials(&cred)
@@ -161,14 +161,15 @@ public final class NBDTLSCredentials: @unchecked Sendable {
         if rc < 0 { throw NBDTLSCredentials.gnutlsError("Cannot set session credentials", rc) }
     }
 
-    /// A transport upgrade for the server side.
-    public func serverUpgrade() -> @Sendable (NBDTransport) throws -> NBDTransport {
-        { [self] inner in try TLSTransport(inner: inner, credentials: self, hostname: nil) }
+    /// A transport upgrade for the server side; `authorize` (--tls-authz), when given, replaces the
+    /// check these credentials were made with.
+    public func serverUpgrade(authorize: (@Sendable (String) -> Bool)? = nil) -> @Sendable (NBDTransport) throws -> NBDTransport {
+        { [self] inner in try TLSTransport(inner: inner, credentials: self, hostname: nil, authorize: authorize ?? self.authorize) }
     }
 
     /// A transport upgrade for a client that expects `hostname` in the server's certificate.
     public func clientUpgrade(hostname: String?) -> @Sendable (NBDTransport) throws -> NBDTransport {
-        { [self] inner in try TLSTransport(inner: inner, credentials: self, hostname: hostname) }
+        { [self] inner in try TLSTransport(inner: inner, credentials: self, hostname: hostname, authorize: nil) }
     }
 }
 

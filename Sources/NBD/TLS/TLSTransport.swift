@@ -22,7 +22,8 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
     /// The peer's identity: the x509 distinguished name or the PSK user name (nil if none).
     public private(set) var peerIdentity: String?
 
-    init(inner: NBDTransport, credentials: NBDTLSCredentials, hostname: String?) throws {
+    init(inner: NBDTransport, credentials: NBDTLSCredentials, hostname: String?,
+         authorize: (@Sendable (String) -> Bool)?) throws {
         self.inner = inner
         var s: gnutls_session_t?
         var rc = GnuTLS.fn.gnutls_init(&s, UInt32(credentials.isServer ? GNUTLS_SERVER : GNUTLS_CLIENT))
@@ -48,7 +49,7 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
                 return t.pull(data, len)
             })
             try handshake(sess)
-            try checkPeer(sess, credentials)
+            try checkPeer(sess, credentials, authorize: authorize)
         } catch {
             GnuTLS.fn.gnutls_deinit(sess)
             session = nil
@@ -119,7 +120,7 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
     }
 
     /// The peer's identity and the --tls-authz decision.
-    private func checkPeer(_ s: gnutls_session_t, _ c: NBDTLSCredentials) throws {
+    private func checkPeer(_ s: gnutls_session_t, _ c: NBDTLSCredentials, authorize: (@Sendable (String) -> Bool)?) throws {
         switch c.kind {
         case .x509:
             var n: UInt32 = 0
@@ -142,7 +143,7 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
         case .anon:
             break
         }
-        if c.isServer, let authorize = c.authorize {
+        if c.isServer, let authorize {
             let id = peerIdentity ?? ""
             if !authorize(id) {
                 let what: String
