@@ -52,7 +52,7 @@ enum TLSObjects {
         }
         do {
             return try NBDTLSCredentials(kind: kind, directory: dir ?? "", isServer: server, priority: o.props["priority"],
-                                         password: password)
+                                         password: password, qemuPeerCheck: true)
         } catch let e as NBDError {
             throw BlockError(.invalidArgument, e.message, errno: e.errno)
         } catch {

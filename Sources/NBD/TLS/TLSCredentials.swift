@@ -22,6 +22,11 @@ public final class NBDTLSCredentials: @unchecked Sendable {
     public let priority: String
     /// For a server: decides whether a client identity (x509 DN or PSK user name) may connect.
     public let authorize: (@Sendable (String) -> Bool)?
+    /// An x509 client with verify-peer checks the server's certificate after the handshake as QEMU's
+    /// qcrypto_tls_session_check_certificate does, with its messages ("No hostname for certificate
+    /// validation" without a host name); otherwise GnuTLS checks it during the handshake (libnbd's way,
+    /// which skips the host name check when there is none).
+    public let qemuPeerCheck: Bool
     private var certificate: gnutls_certificate_credentials_t?
     private var pskServer: gnutls_psk_server_credentials_t?
     private var pskClient: gnutls_psk_client_credentials_t?
@@ -42,11 +47,12 @@ public final class NBDTLSCredentials: @unchecked Sendable {
 
     /// Loads credentials from `dir`. `password` unlocks an encrypted x509 key (passwordid=).
     public init(kind: Kind, directory dir: String, isServer: Bool, priority: String? = nil, password: String? = nil,
-                authorize: (@Sendable (String) -> Bool)? = nil) throws {
+                authorize: (@Sendable (String) -> Bool)? = nil, qemuPeerCheck: Bool = false) throws {
         try GnuTLS.load()  // first: every GnuTLS call below goes through the loaded table
         self.kind = kind
         self.isServer = isServer
         self.authorize = authorize
+        self.qemuPeerCheck = qemuPeerCheck
         switch kind {
         case .x509:
             self.priority = priority ?? "NORMAL"
