@@ -54,13 +54,18 @@ enum Program {
         default:
             break
         }
-        let objects: [UserObject]
-        do {
-            objects = try ObjectRegistry.create(args.objects)
-        } catch let e as UsageError {
-            fail(e.message)
-        } catch {
-            fail("\(error)")
+        // --object: created in order (credentials load now, so a missing file is reported first).
+        for text in args.objects {
+            do {
+                if let help = try UserObjects.shared.create(text, catalog: .qemuNbd) {
+                    print(help)
+                    return 0
+                }
+            } catch {
+                report(error.message)
+                if let h = error.hint { writeStderr(h + "\n") }
+                return 1
+            }
         }
 
         let activation = Sockets.socketActivationCount()
@@ -68,7 +73,7 @@ enum Program {
             if let msg = socketActivationConflict(args) { fail(msg) }
             if activation > 1 { fail("qemu-nbd does not support socket activation with LISTEN_FDS > 1") }
         }
-        let tls = resolveTLS(args, objects: objects)
+        let tls = resolveTLS(args)
         if args.selinuxLabel != nil { fail("SELinux support not enabled in this binary") }
 
         if args.action == .list {
@@ -99,7 +104,7 @@ enum Program {
     }
 
     /// --tls-creds / --tls-authz / --tls-hostname checks, with qemu-nbd's messages.
-    static func resolveTLS(_ a: ServerArguments, objects: [UserObject]) -> TLSSetup? {
+    static func resolveTLS(_ a: ServerArguments) -> TLSSetup? {
         guard let id = a.tlsCreds else {
             if a.tlsAuthz != nil { fail("--tls-authz is not permitted without --tls-creds") }
             if a.tlsHostname != nil { fail("--tls-hostname is not permitted without --tls-creds") }
@@ -108,23 +113,23 @@ enum Program {
         if a.device != nil { fail("TLS is not supported with a host device") }
         if a.tlsAuthz != nil && a.action == .list { fail("TLS authorization is incompatible with export list") }
         if a.tlsHostname != nil && a.action != .list { fail("TLS hostname is only supported with export list") }
-        guard let creds = objects.first(where: { $0.id == id }) else {
+        guard let creds = UserObjects.shared.object(id: id) else {
             fail("Failed to get TLS creds: No TLS credentials with id '\(id)'")
         }
-        guard creds.type.hasPrefix("tls-creds-") else {
+        guard let credentials = creds.tlsCredentials else {
             fail("Failed to get TLS creds: Object with id '\(id)' is not TLS credentials")
         }
         let want = a.action == .list ? "client" : "server"
-        if (creds.props["endpoint"] ?? "client") != want {
+        if creds.endpoint != want {
             fail("Failed to get TLS creds: Expecting TLS credentials with a \(want) endpoint")
         }
-        var authz: UserObject? = nil
+        var authorize: (@Sendable (String) -> Bool)? = nil
         if let z = a.tlsAuthz {
-            guard let o = objects.first(where: { $0.id == z }) else {
+            guard let o = UserObjects.shared.object(id: z) else {
                 fail("Failed to get TLS authz: No authorization object with id '\(z)'")
             }
-            authz = o
+            authorize = o.authorization ?? { _ in false }
         }
-        return TLSSetup(creds: creds, authz: authz, objects: objects)
+        return TLSSetup(credentials: credentials, authorize: authorize)
     }
 }

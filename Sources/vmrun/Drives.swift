@@ -69,7 +69,9 @@ struct DriveTable {
         let nodeName = take("node-name")
         let format = take("format")
         let file = take("file")
-        guard file != nil || opts.hasSub("file") else {
+        // A protocol driver (driver=nbd,server.path=...) needs no file child.
+        let isProtocol = opts.string("driver").flatMap(ProtocolRegistry.driver(named:)) != nil
+        guard file != nil || opts.hasSub("file") || isProtocol else {
             throw ArgvError(message: "\(spelled) \(arg): A block device must be specified for \"file\"")
         }
         let ctx = OpenContext(flags: readOnly ? [] : [.readWrite], cache: cache)

@@ -20,6 +20,12 @@ struct VMOptions {
     var showVersion = false
     var showHelp = false
     var cpuModel = "qemu64"
+    /// -object: validated while the options are read, created (ImageFormats' UserObjects) before any
+    /// drive is opened, as QEMU creates its objects before its block backends.
+    var objects: [UserObject] = []
+    /// -drive, -hda and -blockdev, opened in order after the objects exist (a drive's tls-creds=ID may
+    /// name an object given after it, as in QEMU).
+    var blockOptions: [(name: String, value: String, spelled: String)] = []
 }
 
 enum OptionsParser {
@@ -135,18 +141,20 @@ enum OptionsParser {
                     o.chardevs[id] = spec
                 } catch let e as ChardevSpec.ParseError { throw fail(spelled, v, e.message) }
             case "object":
-                let (head, opts) = split(v)
-                let type = opts.first { $0.0 == "qom-type" }?.1 ?? head
-                guard type == "iothread" else { throw fail(spelled, v, "invalid object type: \(type)") }
-                guard let id = opts.first(where: { $0.0 == "id" })?.1 else { throw fail(spelled, v, "Parameter 'id' is missing") }
-                guard !o.config.iothreads.contains(id) else { throw fail(spelled, v, "attempt to add duplicate property '\(id)' to object (type 'container')") }
-                o.config.iothreads.append(id)
-            case "drive":
-                try o.drives.addDrive(v, spelled: spelled)
-            case "hda":
-                try o.drives.addDrive("file=\(v.replacing(",", with: ",,")),index=0,media=disk,if=virtio", spelled: spelled)
-            case "blockdev":
-                try o.drives.addBlockdev(v, spelled: spelled)
+                let a: ObjectArgument
+                do {
+                    a = try UserObjects.parse(v, catalog: .qemuSystem, dialect: .qemuOpts, takenIDs: Set(o.objects.map(\.id)),
+                                              warn: { Diagnostics.write("\(Diagnostics.programName): \(spelled) \(v): warning: \($0)\n") })
+                } catch {
+                    throw fail(spelled, v, error.message + (error.hint.map { "\n" + $0 } ?? ""))
+                }
+                if let help = a.help {
+                    print(help)
+                    throw ExitRequest(code: 0)
+                }
+                if let obj = a.object { o.objects.append(obj) }
+            case "drive", "hda", "blockdev":
+                o.blockOptions.append((name, v, spelled))
             case "device":
                 let (head, opts) = split(v)
                 let driver = opts.first { $0.0 == "driver" }?.1 ?? head
@@ -161,7 +169,27 @@ enum OptionsParser {
                 break   // accepted and ignored (listed in Argv but without meaning here)
             }
         }
+        try createObjectsAndDrives(&o)
         return o
+    }
+
+    /// The objects (errors without the option's name, as QEMU reports creation), then the drives.
+    static func createObjectsAndDrives(_ o: inout VMOptions) throws {
+        for obj in o.objects {
+            do {
+                try UserObjects.shared.add(obj)
+            } catch {
+                throw ArgvError(message: error.message + (error.hint.map { "\n" + $0 } ?? ""))
+            }
+            if obj.type == "iothread" { o.config.iothreads.append(obj.id) }
+        }
+        for (name, v, spelled) in o.blockOptions {
+            switch name {
+            case "drive": try o.drives.addDrive(v, spelled: spelled)
+            case "hda": try o.drives.addDrive("file=\(v.replacing(",", with: ",,")),index=0,media=disk,if=virtio", spelled: spelled)
+            default: try o.drives.addBlockdev(v, spelled: spelled)
+            }
+        }
     }
 
     static func split(_ s: String) -> (String, [(String, String)]) {

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
+#include <gnutls/crypto.h>
 
 #define CGNUTLS_SONAME "libgnutls.so.30"
 
@@ -37,7 +38,10 @@
     F(gnutls_psk_set_client_credentials) \
     F(gnutls_anon_allocate_server_credentials) F(gnutls_anon_free_server_credentials) \
     F(gnutls_anon_set_server_known_dh_params) \
-    F(gnutls_anon_allocate_client_credentials) F(gnutls_anon_free_client_credentials)
+    F(gnutls_anon_allocate_client_credentials) F(gnutls_anon_free_client_credentials) \
+    F(gnutls_cipher_init) F(gnutls_cipher_decrypt2) F(gnutls_cipher_deinit) \
+    F(gnutls_certificate_verify_peers2) F(gnutls_x509_crt_get_activation_time) \
+    F(gnutls_x509_crt_get_expiration_time) F(gnutls_x509_crt_check_hostname)
 
 #define CGNUTLS_FIELD(name) __typeof__(&name) _Nonnull name;
 /// GnuTLS's entry points; every one is set once cgnutls_load() returned 0, none before.

@@ -168,19 +168,18 @@ public enum NBDProtocol: ProtocolDriver {
     }
 }
 
-/// TLS for the nbd driver: credentials registered under an id (what `--object tls-creds-*,id=ID`
-/// creates in the programs, referenced by `tls-creds=ID`), or made on the spot from libnbd-style
-/// nbds:// query parameters (tls-certificates=DIR, tls-psk-file=FILE, tls-username=USER).
+/// TLS for the nbd driver: the tls-creds object `tls-creds=ID` names (UserObjects, what
+/// `--object tls-creds-*,id=ID,endpoint=client` creates in the programs), or credentials made on the
+/// spot from libnbd-style nbds:// query parameters (tls-certificates=DIR, tls-psk-file=FILE,
+/// tls-username=USER).
 public enum NBDClientTLS {
-    nonisolated(unsafe) private static var registered: [String: NBDTLSCredentials] = [:]
-    private static let lock = NSLockLite()
-
+    /// Puts credentials made in code under an id, as an --object would.
     public static func register(id: String, credentials: NBDTLSCredentials) {
-        lock.withLock { registered[id] = credentials }
+        UserObjects.shared.register(id: id, credentials: credentials)
     }
 
     public static func credentials(id: String) -> NBDTLSCredentials? {
-        lock.withLock { registered[id] }
+        UserObjects.shared.object(id: id)?.tlsCredentials
     }
 
     static func upgrade(options o: BlockOptions, address: SocketAddress) throws -> @Sendable (NBDTransport) throws -> NBDTransport {
@@ -188,10 +187,7 @@ public enum NBDClientTLS {
         if case .inet(let h, _) = address { host = o.string("tls-hostname") ?? h } else { host = o.string("tls-hostname") }
         do {
             if let id = o.string("tls-creds") {
-                guard let c = credentials(id: id) else {
-                    throw BlockError(.invalidArgument, "No TLS credentials with id '\(id)'", errno: EINVAL)
-                }
-                return c.clientUpgrade(hostname: host)
+                return try UserObjects.shared.clientCredentials(id: id).clientUpgrade(hostname: host)
             }
             if let psk = o.string("tls-psk-file") {
                 let dir = psk.hasSuffix("/keys.psk") ? String(psk.dropLast(9)) : psk

@@ -135,7 +135,8 @@ final class ClientHandshake {
         case .errPolicy: msg = "Denied by server for option \(option.rawValue) (\(option))"
         case .errInvalid: msg = "Invalid parameters for option \(option.rawValue) (\(option))"
         case .errPlatform: msg = "Server lacks support for option \(option.rawValue) (\(option))"
-        case .errTLSRequired: msg = "TLS negotiation required before option \(option.rawValue) (\(option))"
+        case .errTLSRequired:
+            msg = "TLS negotiation required before option \(option.rawValue) (\(option))\nDid you forget a valid tls-creds?"
         case .errUnknown: msg = "Requested export not available"
         case .errShutdown: msg = "Server shutting down before option \(option.rawValue) (\(option))"
         case .errBlockSizeRequired: msg = "Server requires INFO_BLOCK_SIZE for option \(option.rawValue) (\(option))"

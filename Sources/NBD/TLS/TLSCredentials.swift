@@ -22,6 +22,11 @@ public final class NBDTLSCredentials: @unchecked Sendable {
     public let priority: String
     /// For a server: decides whether a client identity (x509 DN or PSK user name) may connect.
     public let authorize: (@Sendable (String) -> Bool)?
+    /// An x509 client with verify-peer checks the server's certificate after the handshake as QEMU's
+    /// qcrypto_tls_session_check_certificate does, with its messages ("No hostname for certificate
+    /// validation" without a host name); otherwise GnuTLS checks it during the handshake (libnbd's way,
+    /// which skips the host name check when there is none).
+    public let qemuPeerCheck: Bool
     private var certificate: gnutls_certificate_credentials_t?
     private var pskServer: gnutls_psk_server_credentials_t?
     private var pskClient: gnutls_psk_client_credentials_t?
@@ -42,11 +47,12 @@ public final class NBDTLSCredentials: @unchecked Sendable {
 
     /// Loads credentials from `dir`. `password` unlocks an encrypted x509 key (passwordid=).
     public init(kind: Kind, directory dir: String, isServer: Bool, priority: String? = nil, password: String? = nil,
-                authorize: (@Sendable (String) -> Bool)? = nil) throws {
+                authorize: (@Sendable (String) -> Bool)? = nil, qemuPeerCheck: Bool = false) throws {
         try GnuTLS.load()  // first: every GnuTLS call below goes through the loaded table
         self.kind = kind
         self.isServer = isServer
         self.authorize = authorize
+        self.qemuPeerCheck = qemuPeerCheck
         switch kind {
         case .x509:
             self.priority = priority ?? "NORMAL"
@@ -88,7 +94,7 @@ public final class NBDTLSCredentials: @unchecked Sendable {
                 _ = GnuTLS.fn.gnutls_psk_set_server_known_dh_params(c, GNUTLS_SEC_PARAM_MEDIUM)
             } else {
                 guard let hex = try NBDTLSCredentials.pskKey(file: file, username: username) else {
-                    throw NBDError(.tls, "Username \(username) not found in key file \(file)", errno: ENOENT)
+                    throw NBDError(.tls, "Username \(username) not found in PSK file \(file)", errno: ENOENT)
                 }
                 var cred: gnutls_psk_client_credentials_t?
                 let rc = GnuTLS.fn.gnutls_psk_allocate_client_credentials(&cred)
@@ -161,14 +167,15 @@ public final class NBDTLSCredentials: @unchecked Sendable {
         if rc < 0 { throw NBDTLSCredentials.gnutlsError("Cannot set session credentials", rc) }
     }
 
-    /// A transport upgrade for the server side.
-    public func serverUpgrade() -> @Sendable (NBDTransport) throws -> NBDTransport {
-        { [self] inner in try TLSTransport(inner: inner, credentials: self, hostname: nil) }
+    /// A transport upgrade for the server side; `authorize` (--tls-authz), when given, replaces the
+    /// check these credentials were made with.
+    public func serverUpgrade(authorize: (@Sendable (String) -> Bool)? = nil) -> @Sendable (NBDTransport) throws -> NBDTransport {
+        { [self] inner in try TLSTransport(inner: inner, credentials: self, hostname: nil, authorize: authorize ?? self.authorize) }
     }
 
     /// A transport upgrade for a client that expects `hostname` in the server's certificate.
     public func clientUpgrade(hostname: String?) -> @Sendable (NBDTransport) throws -> NBDTransport {
-        { [self] inner in try TLSTransport(inner: inner, credentials: self, hostname: hostname) }
+        { [self] inner in try TLSTransport(inner: inner, credentials: self, hostname: hostname, authorize: nil) }
     }
 }
 

@@ -22,7 +22,8 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
     /// The peer's identity: the x509 distinguished name or the PSK user name (nil if none).
     public private(set) var peerIdentity: String?
 
-    init(inner: NBDTransport, credentials: NBDTLSCredentials, hostname: String?) throws {
+    init(inner: NBDTransport, credentials: NBDTLSCredentials, hostname: String?,
+         authorize: (@Sendable (String) -> Bool)?) throws {
         self.inner = inner
         var s: gnutls_session_t?
         var rc = GnuTLS.fn.gnutls_init(&s, UInt32(credentials.isServer ? GNUTLS_SERVER : GNUTLS_CLIENT))
@@ -32,8 +33,13 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
             rc = GnuTLS.fn.gnutls_priority_set_direct(sess, credentials.priority, nil)
             if rc < 0 { throw NBDTLSCredentials.gnutlsError("Unable to set TLS session priority \(credentials.priority)", rc) }
             try credentials.apply(to: sess)
+            var qemuCheck = false
             if case .x509(let verify) = credentials.kind, verify {
-                GnuTLS.fn.gnutls_session_set_verify_cert(sess, credentials.isServer ? nil : hostname, 0)
+                if !credentials.isServer && credentials.qemuPeerCheck {
+                    qemuCheck = true
+                } else {
+                    GnuTLS.fn.gnutls_session_set_verify_cert(sess, credentials.isServer ? nil : hostname, 0)
+                }
             }
             if !credentials.isServer, let h = hostname, !h.isEmpty, h.first?.isLetter == true {
                 _ = GnuTLS.fn.gnutls_server_name_set(sess, GNUTLS_NAME_DNS, h, h.utf8.count)
@@ -48,7 +54,8 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
                 return t.pull(data, len)
             })
             try handshake(sess)
-            try checkPeer(sess, credentials)
+            if qemuCheck { try checkServerCertificate(sess, hostname: hostname) }
+            try checkPeer(sess, credentials, authorize: authorize)
         } catch {
             GnuTLS.fn.gnutls_deinit(sess)
             session = nil
@@ -118,8 +125,43 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
         }
     }
 
+    /// QEMU's client-side check of the server's certificate chain, validity period and host name.
+    private func checkServerCertificate(_ s: gnutls_session_t, hostname: String?) throws {
+        func fail(_ m: String) -> NBDError { NBDError(.tls, m, errno: EACCES) }
+        var status: UInt32 = 0
+        let rc = GnuTLS.fn.gnutls_certificate_verify_peers2(s, &status)
+        if rc < 0 { throw fail("Verify failed: \(GnuTLS.strerror(rc))") }
+        if status != 0 {
+            var reason = "Invalid certificate"
+            if status & GNUTLS_CERT_INVALID.rawValue != 0 { reason = "The certificate is not trusted" }
+            if status & GNUTLS_CERT_SIGNER_NOT_FOUND.rawValue != 0 { reason = "The certificate hasn't got a known issuer" }
+            if status & GNUTLS_CERT_REVOKED.rawValue != 0 { reason = "The certificate has been revoked" }
+            if status & GNUTLS_CERT_INSECURE_ALGORITHM.rawValue != 0 { reason = "The certificate uses an insecure algorithm" }
+            throw fail(reason)
+        }
+        var n: UInt32 = 0
+        guard let list = GnuTLS.fn.gnutls_certificate_get_peers(s, &n), n > 0 else { throw fail("No certificate peers") }
+        let now = time(nil)
+        for i in 0..<Int(n) {
+            var crt: gnutls_x509_crt_t?
+            let r = GnuTLS.fn.gnutls_x509_crt_init(&crt)
+            guard r >= 0, let crt else { throw fail("Cannot initialize certificate: \(GnuTLS.strerror(r))") }
+            defer { GnuTLS.fn.gnutls_x509_crt_deinit(crt) }
+            let r2 = GnuTLS.fn.gnutls_x509_crt_import(crt, list + i, GNUTLS_X509_FMT_DER)
+            if r2 < 0 { throw fail("Cannot import certificate: \(GnuTLS.strerror(r2))") }
+            if GnuTLS.fn.gnutls_x509_crt_get_activation_time(crt) > now { throw fail("The certificate is not yet activated") }
+            if GnuTLS.fn.gnutls_x509_crt_get_expiration_time(crt) < now { throw fail("The certificate has expired") }
+            if i == 0 {
+                guard let h = hostname, !h.isEmpty else { throw fail("No hostname for certificate validation") }
+                if GnuTLS.fn.gnutls_x509_crt_check_hostname(crt, h) == 0 {
+                    throw fail("Certificate does not match the hostname \(h)")
+                }
+            }
+        }
+    }
+
     /// The peer's identity and the --tls-authz decision.
-    private func checkPeer(_ s: gnutls_session_t, _ c: NBDTLSCredentials) throws {
+    private func checkPeer(_ s: gnutls_session_t, _ c: NBDTLSCredentials, authorize: (@Sendable (String) -> Bool)?) throws {
         switch c.kind {
         case .x509:
             var n: UInt32 = 0
@@ -142,7 +184,7 @@ public final class TLSTransport: NBDTransport, @unchecked Sendable {
         case .anon:
             break
         }
-        if c.isServer, let authorize = c.authorize {
+        if c.isServer, let authorize {
             let id = peerIdentity ?? ""
             if !authorize(id) {
                 let what: String

@@ -20,7 +20,7 @@ func runAmend(_ args: [String]) throws -> Int32 {
         switch c {
         case optImageOpts: src.imageOpts = true
         case optForce: force = true
-        case optObject: break
+        case optObject: try createObject(v!)
         default:
             switch c.optionChar {
             case "h": printHelp(); return 0

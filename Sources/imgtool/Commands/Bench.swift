@@ -36,7 +36,8 @@ func runBench(_ args: [String]) throws -> Int32 {
             guard let n = Int(v!), (0...255).contains(n) else { throw fail("Invalid pattern byte specified") }
             pattern = UInt8(n)
         case optImageOpts: src.imageOpts = true
-        case optNoDrain, optObject: break
+        case optNoDrain: break
+        case optObject: try createObject(v!)
         default:
             switch c.optionChar {
             case "h": printHelp(); return 0

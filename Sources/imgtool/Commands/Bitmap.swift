@@ -36,7 +36,7 @@ func runBitmap(_ args: [String]) throws -> Int32 {
         case optDisable: actions.append(.disable)
         case optMerge: actions.append(.merge(v!))
         case optImageOpts: src.imageOpts = true
-        case optObject: break
+        case optObject: try createObject(v!)
         default:
             switch c.optionChar {
             case "h": printHelp(); return 0

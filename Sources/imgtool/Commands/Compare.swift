@@ -20,7 +20,7 @@ func runCompare(_ args: [String]) throws -> Int32 {
         guard case .option(let c, let v) = e else { continue }
         switch c {
         case optImageOpts: imageOpts = true
-        case optObject: break
+        case optObject: try createObject(v!)
         default:
             switch c.optionChar {
             case "h": printHelp(); return 0

@@ -44,7 +44,7 @@ func runConvert(_ args: [String]) throws -> Int32 {
         case optBitmaps: copyBitmaps = true
         case optSkipBroken: skipBroken = true
         case optSalvage: conv.salvage = true
-        case optObject: break
+        case optObject: try createObject(v!)
         default:
             switch c.optionChar {
             case "h": printHelp(); return 0

@@ -17,6 +17,10 @@ func runCreate(_ args: [String]) throws -> Int32 {
         case .missingArgument(let o): throw usageError("missing argument for option '\(o)'")
         case .unrecognized(let o): throw usageError("unrecognized option '\(o)'")
         case .option(let c, let v):
+            if c == 256 {
+                try createObject(v!)
+                continue
+            }
             switch UnicodeScalar(UInt8(truncatingIfNeeded: c)) {
             case "h" where c < 256: printHelp(); return 0
             case "F", "B": backingFormat = v   // -B is QEMU 10.1's spelling of -F
@@ -27,7 +31,7 @@ func runCreate(_ args: [String]) throws -> Int32 {
                 optionStrings.append(v!)
             case "q": quiet = true
             case "u": skipBacking = true
-            default: break   // --object: no user-creatable objects are needed for these formats
+            default: break
             }
         }
     }

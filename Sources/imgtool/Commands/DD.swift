@@ -18,7 +18,8 @@ func runDD(_ args: [String]) throws -> Int32 {
         guard case .option(let c, let v) = e else { continue }
         switch c {
         case optImageOpts: src.imageOpts = true
-        case optTargetImageOpts, optObject: break
+        case optTargetImageOpts: break
+        case optObject: try createObject(v!)
         default:
             switch c.optionChar {
             case "h": printHelp(); return 0

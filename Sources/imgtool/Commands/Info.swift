@@ -26,7 +26,7 @@ func runInfo(_ args: [String]) throws -> Int32 {
         case optOutput: outputArg = v
         case optBackingChain: chain = true
         case optImageOpts: src.imageOpts = true
-        case optObject: break
+        case optObject: try createObject(v!)
         default:
             switch c.optionChar {
             case "h": printHelp(); return 0

@@ -25,7 +25,7 @@ func runMap(_ args: [String]) throws -> Int32 {
         switch c {
         case optOutput: outputArg = v
         case optImageOpts: src.imageOpts = true
-        case optObject: break
+        case optObject: try createObject(v!)
         default:
             switch c.optionChar {
             case "h": printHelp(); return 0

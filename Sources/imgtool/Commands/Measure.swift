@@ -24,7 +24,7 @@ func runMeasure(_ args: [String]) throws -> Int32 {
         guard case .option(let c, let v) = e else { continue }
         switch c {
         case optImageOpts: src.imageOpts = true
-        case optObject: break
+        case optObject: try createObject(v!)
         case optOutput: outputArg = v
         case optSize: size = try parseSize(v!, name: "image size")
         default:

@@ -24,7 +24,7 @@ func runResize(_ argsIn: [String]) throws -> Int32 {
         guard case .option(let c, let v) = e else { continue }
         switch c {
         case optImageOpts: src.imageOpts = true
-        case optObject: break
+        case optObject: try createObject(v!)
         case optShrink: shrink = true
         case optPrealloc:
             guard let p = Preallocation(rawValue: v!) else { throw fail("Invalid preallocation mode '\(v!)'") }

@@ -20,7 +20,7 @@ func runSnapshot(_ args: [String]) throws -> Int32 {
         guard case .option(let c, let v) = e else { continue }
         switch c {
         case optImageOpts: src.imageOpts = true
-        case optObject: break
+        case optObject: try createObject(v!)
         default:
             let ch = c.optionChar
             if "lacd".contains(ch) {

@@ -54,3 +54,18 @@ extension Int32 {
     /// The option character of a getopt code (0 for long-only codes >= 256).
     var optionChar: Character { self < 256 && self > 0 ? Character(UnicodeScalar(UInt8(self))) : "\0" }
 }
+
+/// --object, created as qemu-img creates it: at once, while the options are read, so that a later
+/// image's tls-creds=ID finds it (and a bad object is reported before a bad later option). Help
+/// ("--object help", "--object TYPE,help") prints on stdout and exits 0; an error exits 1.
+func createObject(_ text: String) throws {
+    do {
+        if let help = try UserObjects.shared.create(text, catalog: .qemuImg) {
+            out(help)
+            throw ExitStatus(code: 0)
+        }
+    } catch let e as BlockError {
+        report(e)
+        throw ExitStatus(code: 1)
+    }
+}
