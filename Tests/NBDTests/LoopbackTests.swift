@@ -10,8 +10,11 @@ final class MemoryBackend: NBDBackend, @unchecked Sendable {
     let lock = Monitor()
     var bytes: [UInt8]
     var flushes = 0
+    /// Kept apart from `bytes` so that no thread touches the array outside the lock: an unlocked
+    /// `bytes.count` retains the buffer and makes a concurrent writer copy it (a use-after-free).
+    let size: Int
 
-    init(size: Int) { bytes = [UInt8](repeating: 0, count: size) }
+    init(size: Int) { self.size = size; bytes = [UInt8](repeating: 0, count: size) }
 
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         lock.withLock { bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[Int(offset)..<Int(offset) + buffer.count])) } }
@@ -29,13 +32,13 @@ final class MemoryBackend: NBDBackend, @unchecked Sendable {
     func flush() throws { lock.withLock { flushes += 1 } }
     func cache(at offset: UInt64, length: UInt64) throws {}
     func pageIsZero(_ p: Int) -> Bool {
-        lock.withLock { bytes[p * 4096..<min(bytes.count, (p + 1) * 4096)].allSatisfy { $0 == 0 } }
+        lock.withLock { bytes[p * 4096..<min(size, (p + 1) * 4096)].allSatisfy { $0 == 0 } }
     }
     func zeroStatus(at offset: UInt64, length: UInt64) throws -> (zero: Bool, length: UInt64) {
         let p = Int(offset / 4096)
         let z = pageIsZero(p)
         var end = UInt64(p + 1) * 4096
-        while end < offset + length && end < UInt64(bytes.count) && pageIsZero(Int(end / 4096)) == z { end += 4096 }
+        while end < offset + length && end < UInt64(size) && pageIsZero(Int(end / 4096)) == z { end += 4096 }
         return (z, min(end, offset + length) - offset)
     }
     func extents(_ context: NBDMetaContext, at offset: UInt64, length: UInt64, limit: Int, into out: inout [NBDExtent]) throws {
