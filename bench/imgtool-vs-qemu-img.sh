@@ -34,10 +34,14 @@ row() {   # name, our command..., --, qemu command...
     local name=$1; shift
     local ours=() theirs=() seen=0
     for a in "$@"; do if [ "$a" = "--" ]; then seen=1; elif [ $seen = 0 ]; then ours+=("$a"); else theirs+=("$a"); fi; done
-    # Best of two runs each, alternating, after sync: dirty page writeback from the previous
-    # command must not be charged to the next one.
+    # One untimed run of each first (the sources back in the page cache: this host's memory
+    # manager reclaims cold page cache in the background, and whoever read first paid for it),
+    # then the best of three runs each, alternating, after sync: dirty page writeback from the
+    # previous command must not be charged to the next one.
+    rm -f out.*; ${PREP:-true}; "${ours[@]}" >/dev/null 2>&1 || true
+    rm -f out.*; ${PREP:-true}; "${theirs[@]}" >/dev/null 2>&1 || true
     local to=999 ro=0 tq=999 rq=0 t r
-    for _ in 1 2; do
+    for _ in 1 2 3; do
         rm -f out.*; ${PREP:-true}; sync; read -r t r < <($M "${ours[@]}")
         if (( $(echo "$t < $to" | bc) )); then to=$t; ro=$r; fi
         rm -f out.*; ${PREP:-true}; sync; read -r t r < <($M "${theirs[@]}")

@@ -42,13 +42,14 @@ start nbdkit nbdkit -r -f -U "$W/nbdkit.sock" file disk.raw
 start ours-direct $OURS -r -t -e 0 -f raw --cache=none -k "$W/ours-direct.sock" disk.raw
 start qemu-direct qemu-nbd -r -t -e 0 -f raw --cache=none -k "$W/qemu-direct.sock" disk.raw
 
-# Wall time is the best of 3 runs; server CPU (user+system, from /proc) is the mean of the same
+# Wall time is the best of 3 runs (after one untimed run); server CPU (user+system, from /proc) is the mean of the same
 # runs: on a shared machine the CPU a server burns per workload is the steadier comparison.
 tick=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
 measure() {  # pid, command... -> "best_wall mean_cpu"
     local pid=$1; shift
     local b=999 c=0 t s e c0 c1
+    "$@" >/dev/null 2>&1 || true   # untimed: the image's pages back in the page cache after the other servers' runs
     for _ in 1 2 3; do
         c0=$(cpu "$pid"); s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N); c1=$(cpu "$pid")
         t=$(echo "$e - $s" | bc -l)
