@@ -16,13 +16,16 @@ extension CPUCore {
         var blockEnd = end
         var cur = block
         var pc = rip
+        #if X86_PROFILE
+        var blockStart = start
+        #endif
         do throws(Fault) {
         while true {
         while p < blockEnd {
         let i = p
         p += 1
         #if X86_PROFILE
-        profOp(i.op)
+        profOp(i.op, first: i == blockStart)
         #endif
         let size = i.size
         let next = pc &+ UInt64(i.len)
@@ -465,6 +468,9 @@ extension CPUCore {
         #endif
         p = UnsafePointer(blocks.insts + Int(nb.pointee.first))
         blockEnd = p + Int(nb.pointee.count)
+        #if X86_PROFILE
+        blockStart = p
+        #endif
         }
         } catch {
             // A fault leaves RIP on the faulting instruction; "exit block" set RIP itself.
