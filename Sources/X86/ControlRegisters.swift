@@ -105,6 +105,9 @@ extension CPUCore {
         case 0xC000_0101: return segs[SegReg.gs].base
         case 0xC000_0102: return kernelGSBase
         case 0xC000_0103: return tscAux
+        // SYSCFG (no DRAM/MTRR extensions) and INT_PENDING_MSG (no C1E, which Linux checks on
+        // family 0Fh for erratum 400): 0 on AMD models, as KVM and QEMU's TCG read them.
+        case 0xC001_0010 where model.vendor == "AuthenticAMD", 0xC001_0055 where model.vendor == "AuthenticAMD": return 0
         default: throw Fault.gp(0)
         }
     }
@@ -143,6 +146,7 @@ extension CPUCore {
         case 0xC000_0101: if !canonical { throw Fault.gp(0) }; segs[SegReg.gs].base = v; refreshSegment(SegReg.gs)
         case 0xC000_0102: if !canonical { throw Fault.gp(0) }; kernelGSBase = v
         case 0xC000_0103: tscAux = v & 0xFFFF_FFFF
+        case 0xC001_0010 where model.vendor == "AuthenticAMD", 0xC001_0055 where model.vendor == "AuthenticAMD": break  // ignored, as KVM
         default: throw Fault.gp(0)
         }
     }

@@ -63,7 +63,28 @@ public final class X86VCPU: @unchecked Sendable {
     /// wait for a startup IPI.
     public func reset() {
         core.pointee.resetArchitectural()
+        // MTRRs survive INIT (resetArchitectural) but not a power-on reset.
+        core.pointee.mtrr.removeAll()
+        core.pointee.mtrrDefType = 0
         core.pointee.activity = index == 0 ? .running : .waitForSIPI
+    }
+
+    /// Writes an MSR as WRMSR at CPL 0 would (a firmware's set-up); false where WRMSR would fault.
+    public func writeMSR(_ index: UInt32, _ value: UInt64) -> Bool {
+        do throws(Fault) { try core.pointee.writeMSR(index, value); return true } catch { return false }
+    }
+
+    /// Reads an MSR as RDMSR at CPL 0 would; nil where RDMSR would fault.
+    public func readMSR(_ index: UInt32) -> UInt64? {
+        do throws(Fault) { return try core.pointee.readMSR(index) } catch { return nil }
+    }
+
+    /// The physical address width reported in CPUID 0x80000008 (36 where the leaf is absent, as
+    /// firmware assumes).
+    public var physicalAddressBits: Int {
+        let (maxExt, _, _, _) = core.pointee.cpuid(0x8000_0000, 0)
+        guard maxExt >= 0x8000_0008 else { return 36 }
+        return Int(core.pointee.cpuid(0x8000_0008, 0).0 & 0xFF)
     }
 
     /// Runs guest code until the platform asks to stop or the guest shuts down (triple fault).

@@ -401,3 +401,48 @@ final class BIOSBootTests: XCTestCase {
         XCTAssertEqual(assembled, rom, "LinuxBootROM.swift is stale: regenerate it from LinuxBootROM.asm")
     }
 }
+
+/// The MTRRs a directly booted kernel gets: SeaBIOS's mtrr_setup for the i440FX.
+final class FirmwareMTRRTests: XCTestCase {
+    func finalState(_ msrs: [FirmwareMSR]) -> [UInt32: UInt64] {
+        var s: [UInt32: UInt64] = [:]
+        for m in msrs { s[m.index] = m.value }
+        return s
+    }
+
+    func testPCIHoleAndFixedRanges() {
+        // RAM below 4 GiB -> where SeaBIOS starts PCI memory (checked against /proc/mtrr under QEMU
+        // for 512 MiB and 3 GiB), with 40 physical address bits as qemu64 reports.
+        let cases: [(UInt64, UInt64, UInt64)] = [
+            (512 << 20, 0x8000_0000, 0xFF_8000_0800),
+            (0x8000_0000, 0x8000_0000, 0xFF_8000_0800),
+            (0xC000_0000, 0xC000_0000, 0xFF_C000_0800),
+            (0xD000_0000, 0xE000_0000, 0xFF_E000_0800),
+        ]
+        for (below, base, mask) in cases {
+            let s = finalState(FirmwareMTRRs.msrs(ramBelow4G: below, physicalAddressBits: 40))
+            XCTAssertEqual(s[0x200], base, "\(below)")
+            XCTAssertEqual(s[0x201], mask, "\(below)")
+            for i in 1..<8 { XCTAssertEqual(s[0x200 + UInt32(2 * i)], 0); XCTAssertEqual(s[0x201 + UInt32(2 * i)], 0) }
+            XCTAssertEqual(s[0x2FF], 0xC06)
+            XCTAssertEqual(s[0x250], 0x0606_0606_0606_0606)
+            XCTAssertEqual(s[0x258], 0x0606_0606_0606_0606)
+            XCTAssertEqual(s[0x259], 0)
+            for j in 0..<8 { XCTAssertEqual(s[0x268 + UInt32(j)], 0x0505_0505_0505_0505) }
+        }
+        // MTRRs are off while they are written, enabled by the last write.
+        let m = FirmwareMTRRs.msrs(ramBelow4G: 512 << 20, physicalAddressBits: 40)
+        XCTAssertEqual(m.first, FirmwareMSR(0x2FF, 0))
+        XCTAssertEqual(m.last, FirmwareMSR(0x2FF, 0xC06))
+        // A wider physical address space widens the mask.
+        XCTAssertEqual(finalState(FirmwareMTRRs.msrs(ramBelow4G: 512 << 20, physicalAddressBits: 48))[0x201], 0xFFFF_8000_0800)
+    }
+
+    func testTinyRAMLeavesUncoveredPiecesUncached() {
+        // Only the 64 KiB pieces that RAM covers are write-back (SeaBIOS's per-piece rule).
+        let s = finalState(FirmwareMTRRs.msrs(ramBelow4G: 0x3_0000, physicalAddressBits: 40))
+        XCTAssertEqual(s[0x250], 0x06_0606)
+        XCTAssertEqual(s[0x258], 0)
+        XCTAssertEqual(s[0x268], 0)
+    }
+}

@@ -57,6 +57,31 @@ final class SystemGuestTests: GuestTestCase {
     }
 
     /// SYSCALL to ring 0 and SYSRET to ring 3, then an interrupt from ring 3 (stack switch via TSS).
+    /// Linux reads the AMD SYSCFG MSR when it checks the fixed-range MTRRs of an AMD model (qemu64),
+    /// and INT_PENDING_MSG for erratum 400 on family 0Fh: they read as 0 (SYSCFG also after a
+    /// write), as under QEMU's TCG and KVM (a #GP would print an 'unchecked MSR access' trace).
+    func testAMDSyscfgMSR() throws {
+        try compare("""
+            lea rax, [rel .r1]
+            mov [RECOVER], rax
+            mov ecx, 0xC0010010
+            mov eax, 0x55
+            mov edx, 0x66
+            rdmsr
+            call pf64
+            wrmsr
+            rdmsr
+            call pf64
+            mov ecx, 0xC0010055
+            rdmsr
+            call pf64
+        .r1:
+            mov qword [RECOVER], 0
+            mov rax, 0x7777
+            call pf64
+        """, expectContains: ["0000000000007777"])
+    }
+
     func testSyscallSysretAndRing3() throws {
         try compare("""
             ; user-accessible identity map (U bit on the first 2 MiB path)

@@ -11,7 +11,7 @@ import Foundation
 import XCTest
 
 final class LinuxBootTests: XCTestCase {
-    static let guestDir = ProcessInfo.processInfo.environment["VMRUN_GUEST_CACHE"] ?? "/tmp/vmrun-linux-guest-4"
+    static let guestDir = ProcessInfo.processInfo.environment["VMRUN_GUEST_CACHE"] ?? "/tmp/vmrun-linux-guest-5"
     /// The first boot (qcow2 over a raw backing file, -drive if=virtio) doubles as the probe.
     nonisolated(unsafe) static var first: (accel: String, result: VMRun.Result, top: URL, base: URL, verdict: String?)?
     nonisolated(unsafe) static var releaseBinary: URL?
@@ -179,6 +179,27 @@ final class LinuxBootTests: XCTestCase {
     /// -bios with Debian's SeaBIOS: the kernel goes through fw_cfg and our loader ROM (QEMU's
     /// linuxboot path), the ACPI tables through the BIOS's table loader; the guest reaches the same
     /// userspace marker, reads and writes the disk and powers off.
+    /// What firmware leaves to a directly booted kernel, as Linux sees it: the MTRRs SeaBIOS
+    /// programs (the PCI hole uncached, so that Linux enables PAT with its WC/WP entries) and no
+    /// 'unchecked MSR access' warnings, against the same kernel and initramfs under QEMU TCG.
+    func testFirmwareStateMatchesQEMU() throws {
+        let (_, r, _, _) = try firstBoot()
+        try XCTSkipUnless(VMRun.qemuInstalled, "qemu-system-x86_64 is not installed")
+        let g = try guest()
+        let q = try VMRun.run(["-accel", "tcg", "-M", "pc", "-m", "512", "-display", "none", "-nodefaults", "-serial", "stdio",
+                               "-no-reboot", "-kernel", g.kernel, "-initrd", g.initrd, "-append", "console=ttyS0 quiet no_timer_check"],
+                              executable: URL(fileURLWithPath: VMRun.qemu), timeout: 300)
+        func markers(_ out: String) -> [String] {
+            out.split(whereSeparator: \.isNewline).map(String.init).filter {
+                $0.hasPrefix("VMRUN-MTRR") || $0.hasPrefix("VMRUN-PAT") || $0.hasPrefix("VMRUN-MSR-WARNINGS")
+            }
+        }
+        let ours = markers(r.stdout), theirs = markers(q.stdout)
+        XCTAssertEqual(theirs.count, 3, q.stdout)
+        XCTAssertEqual(ours, theirs)
+        XCTAssertTrue(ours.contains("VMRUN-MSR-WARNINGS 0"), ours.joined(separator: "\n"))
+    }
+
     func testBootThroughSeaBIOS() throws {
         let (accel, _, _, _) = try firstBoot()
         let bios = "/usr/share/seabios/bios-256k.bin"

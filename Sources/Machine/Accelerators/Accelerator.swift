@@ -42,6 +42,10 @@ public protocol Accelerator: AnyObject, Sendable {
     /// Puts every vCPU in its initial state: the boot CPU at `entry`, the others waiting for SIPI.
     /// Only while stopped or paused.
     func reset(entry: CPUEntry) throws
+    /// Physical address width the vCPUs report (CPUID 0x80000008), which MTRR masks depend on.
+    var physicalAddressBits: Int { get }
+    /// Writes MSRs on every vCPU as a firmware would before the kernel starts (after `reset`).
+    func setFirmwareMSRs(_ msrs: [FirmwareMSR]) throws
     /// Starts the vCPU threads (running).
     func start() throws
     /// Parks every vCPU; returns when all are parked. Never call from a vCPU thread.

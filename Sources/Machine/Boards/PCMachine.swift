@@ -151,7 +151,17 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
 
         try accelerator.setUp(ram: ram, cpuCount: config.cpus, host: self)
         try loadFirmware()
+        try resetCPUs()
+    }
+
+    /// Every vCPU back to its initial state; a directly booted kernel also finds the MTRRs SeaBIOS
+    /// would have programmed (a BIOS boot leaves that to the BIOS).
+    private func resetCPUs() throws {
         try accelerator.reset(entry: bootEntry)
+        if case .protected32 = bootEntry {
+            try accelerator.setFirmwareMSRs(FirmwareMTRRs.msrs(ramBelow4G: map.below4G,
+                                                               physicalAddressBits: accelerator.physicalAddressBits))
+        }
     }
 
     /// Builds ACPI tables and the e820 map, loads the kernel (or leaves the BIOS to boot), and
@@ -324,7 +334,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         pm.reset()
         hpet?.reset()
         try loadFirmware()
-        try accelerator.reset(entry: bootEntry)
+        try resetCPUs()
     }
 
     private func finish(_ code: Int32) -> Int32 {

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds the Linux test guest in $1 (default /tmp/vmrun-linux-guest-4), once: Debian's kernel
+# Builds the Linux test guest in $1 (default /tmp/vmrun-linux-guest-5), once: Debian's kernel
 # (linux-image-amd64, downloaded with apt-get download and unpacked with dpkg -x, never installed)
-# and a busybox-static initramfs whose /init prints VMRUN-USERSPACE-OK, loads the virtio modules,
+# and a busybox-static initramfs whose /init prints VMRUN-USERSPACE-OK, the first MTRR, the PAT
+# line and the count of 'unchecked MSR access' warnings from dmesg, loads the virtio modules,
 # prints the md5 of the first MiB of /dev/vda, writes GUEST-WROTE-THIS at byte 1 MiB, times
 # sequential reads of the disk when the command line has vmrun.bench (buffered: VMRUN-READ, and
 # O_DIRECT: VMRUN-DREAD), and powers off; with vmrun.idle it prints VMRUN-IDLE and waits instead
 # (for memory measurements). The cache directory carries the version, so that worktrees with an
 # older script do not keep rebuilding each other's guest.
 set -euo pipefail
-version=4
+version=5
 out=${1:-/tmp/vmrun-linux-guest-$version}
 [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.gz" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ] && exit 0
 mkdir -p "$out"
@@ -42,6 +43,9 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo "VMRUN-USERSPACE-OK"
 echo "VMRUN-CPUS $(grep -c ^processor /proc/cpuinfo)"
+echo "VMRUN-MTRR $(head -1 /proc/mtrr)"
+echo "VMRUN-PAT $(dmesg | grep -o 'x86/PAT: Configuration.*' | head -1)"
+echo "VMRUN-MSR-WARNINGS $(dmesg | grep -c 'unchecked MSR access')"
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
     insmod /lib/modules/$m.ko || echo "VMRUN-INSMOD-FAILED $m"
 done

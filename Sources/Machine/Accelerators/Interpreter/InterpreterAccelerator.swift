@@ -62,6 +62,16 @@ public final class InterpreterAccelerator: Accelerator, @unchecked Sendable {
         }
     }
 
+    public var physicalAddressBits: Int { cpus.first?.physicalAddressBits ?? 36 }
+
+    public func setFirmwareMSRs(_ msrs: [FirmwareMSR]) throws {
+        for c in cpus {
+            for m in msrs where !c.writeMSR(m.index, m.value) {
+                throw AcceleratorChoice.ChoiceError(message: "interpreter: MSR 0x\(String(m.index, radix: 16)) refused the firmware's value 0x\(String(m.value, radix: 16))")
+            }
+        }
+    }
+
     public func start() throws {
         gate.resume()
         for cpu in cpus {

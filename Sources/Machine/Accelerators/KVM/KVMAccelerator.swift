@@ -56,6 +56,7 @@ public final class KVMAccelerator: Accelerator, @unchecked Sendable {
                                        readOnly: w.isROM && system.checkExtension(KVM_CAP_READONLY_MEM) != 0)
         }
         let cpuid = try system.supportedCPUID()
+        physicalAddressBits = cpuid.first { $0.function == 0x8000_0008 }.map { Int($0.eax & 0xFF) } ?? 36
         for i in 0..<cpuCount {
             let fd = try vm.createVCPU(i)
             try fd.setCPUID(KVMCPUID.entries(from: cpuid, apicID: UInt32(i), cpuCount: cpuCount))
@@ -67,6 +68,12 @@ public final class KVMAccelerator: Accelerator, @unchecked Sendable {
         for c in initialChips { try vm.setIRQChip(c) }
         if let p = initialPIT { try vm.setPIT(p) }
         for v in vcpus { try v.reset(entry: v.fd.id == 0 ? entry : nil) }
+    }
+
+    public private(set) var physicalAddressBits = 36
+
+    public func setFirmwareMSRs(_ msrs: [FirmwareMSR]) throws {
+        for v in vcpus { try v.fd.setMSRs(msrs.map { ($0.index, $0.value) }) }
     }
 
     public func start() throws {
