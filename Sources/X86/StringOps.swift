@@ -31,24 +31,7 @@ extension CPUCore {
         if bp.data | bp.io != 0 {
             try watchedRepeat(i, size, step, stepping: stepping)
         } else {
-            let asz = i.asz
-            let am = addrMask(asz)
-            var budget = stepping ? 1 : 1 << 14
-            while r[1] & am != 0 {
-                if budget <= 0 { try repeatLater() }
-                if step == UInt64(size) && (i.op == .movs || i.op == .stos) && !stepping {
-                    let n = try fastChunk(i, size)
-                    if n > 0 { budget -= n; continue }
-                }
-                try stringStep(i, size, step)
-                setReg(1, Int(asz), (r[1] &- 1) & am)
-                budget -= 1
-                if i.op == .cmps || i.op == .scas {
-                    let z = cond(4)
-                    if i.flags & DInst.fRep != 0 && !z { break }
-                    if i.flags & DInst.fRepne != 0 && z { break }
-                }
-            }
+            try repeatLoop(i, size, step, stepping: stepping, watched: false)
         }
         rip = next
         if i.op == .ins || i.op == .outs { pollNow = true }
@@ -62,11 +45,19 @@ extension CPUCore {
         throw Fault.exitBlock
     }
 
-    /// The REP loop while data or I/O breakpoints are armed (a copy, so the usual loop tests nothing
-    /// for them): it also ends after an iteration that hit one. Page chunks stay: they only cover
-    /// pages with fast TLB tags, which no data breakpoint watches.
+    /// The REP loop while data or I/O breakpoints are armed: out of line, so that the usual loop
+    /// tests nothing for them. Page chunks stay: they only cover pages with fast TLB tags, which no
+    /// data breakpoint watches.
     @inline(never)
     private mutating func watchedRepeat(_ i: IP, _ size: Int, _ step: UInt64, stepping: Bool) throws(Fault) {
+        try repeatLoop(i, size, step, stepping: stepping, watched: true)
+    }
+
+    /// Iterations of a REP instruction until RCX runs out, the REPE/REPNE condition ends it, or the
+    /// budget for one visit is spent; `watched` (a constant at each call) also ends it after an
+    /// iteration that hit a data or I/O breakpoint.
+    @inline(__always)
+    private mutating func repeatLoop(_ i: IP, _ size: Int, _ step: UInt64, stepping: Bool, watched: Bool) throws(Fault) {
         let asz = i.asz
         let am = addrMask(asz)
         var budget = stepping ? 1 : 1 << 14
@@ -84,7 +75,7 @@ extension CPUCore {
                 if i.flags & DInst.fRep != 0 && !z { break }
                 if i.flags & DInst.fRepne != 0 && z { break }
             }
-            if bp.hits != 0 { budget = 0 }
+            if watched && bp.hits != 0 { budget = 0 }
         }
     }
 
