@@ -46,14 +46,16 @@ let package = Package(
         // The x86 interpreter CPU (vmrun's accelerator when KVM is not usable).
         .target(name: "X86"),
 
-        .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats"]),
+        // Helpers the ImageFormats and imgtool tests share (temporary directories, running programs).
+        .target(name: "TestSupport", path: "Tests/Support"),
+        .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "TestSupport"]),
         .testTarget(name: "X86Tests", dependencies: ["X86"], exclude: ["guest"]),
         // Runs the built imgtool binary side by side with qemu-img. Like vmrunTests and
         // nbdserverTests it finds the binary next to the test bundle (swift build --build-tests and
         // swift test build every product) and does not depend on the executable target: that would
         // link imgtool's code, and its release -static-stdlib, into the XCTest bundle, which cannot
         // link against a static Swift runtime (no static XCTest; bench/x86-speed.sh builds release tests).
-        .testTarget(name: "imgtoolTests"),
+        .testTarget(name: "imgtoolTests", dependencies: ["TestSupport"]),
 
         // NBD: the wire protocol (both peers), used by nbdserver and ImageFormats' nbd driver.
         // GnuTLS is dlopen()ed on first TLS use, not linked (~2.6 MB RSS saved); its headers

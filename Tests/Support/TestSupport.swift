@@ -1,0 +1,93 @@
+// Helpers shared by the test targets (ImageFormatsTests, imgtoolTests): temporary directories,
+// running programs and the QEMU oracles, skipping when they are missing, byte comparisons.
+import Foundation
+import XCTest
+
+public struct ProcessResult {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+}
+
+/// Runs a program (looked up in PATH) and captures its output.
+@discardableResult
+public func runProcess(_ program: String, _ args: [String], cwd: String? = nil, stdin: String? = nil) throws -> ProcessResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = [program] + args
+    if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    let inPipe = Pipe()
+    p.standardInput = inPipe
+    try p.run()
+    if let stdin { inPipe.fileHandleForWriting.write(stdin.data(using: .utf8)!) }
+    try? inPipe.fileHandleForWriting.close()
+    // Read both pipes concurrently so a chatty child cannot block on a full pipe.
+    final class Box: @unchecked Sendable { var data = Data() }
+    let errBox = Box()
+    let group = DispatchGroup()
+    group.enter()
+    let errHandle = err.fileHandleForReading
+    DispatchQueue.global().async {
+        errBox.data = errHandle.readDataToEndOfFile()
+        group.leave()
+    }
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    let errData = errBox.data
+    p.waitUntilExit()
+    return ProcessResult(status: p.terminationStatus,
+                         stdout: String(decoding: outData, as: UTF8.self),
+                         stderr: String(decoding: errData, as: UTF8.self))
+}
+
+public func which(_ program: String) -> Bool {
+    (try? runProcess("which", [program]).status) == 0
+}
+
+/// Skips the test unless the QEMU tools are installed (CI installs them; a skip there is a bug).
+public func requireQemuImg() throws {
+    try XCTSkipUnless(which("qemu-img"), "qemu-img (Debian qemu-utils) is not installed")
+}
+
+/// A fresh temporary directory, removed at the end of the test.
+public final class TempDir {
+    public let path: String
+    public init() {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("vmtk-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+        path = base.path
+    }
+    public func file(_ name: String) -> String { path + "/" + name }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// Deterministic pseudo-random bytes (a simple xorshift), for incompressible test data.
+public func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var x = seed | 1
+    var out = [UInt8](repeating: 0, count: count)
+    var i = 0
+    while i < count {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17
+        var v = x
+        for _ in 0..<8 where i < count {
+            out[i] = UInt8(truncatingIfNeeded: v)
+            v >>= 8
+            i += 1
+        }
+    }
+    return out
+}
+
+/// Compares byte arrays without dumping them: reports the first differing offset.
+public func assertSameBytes(_ a: [UInt8], _ b: [UInt8], _ message: String = "", file: StaticString = #filePath, line: UInt = #line) {
+    if a.count != b.count {
+        XCTFail("length \(a.count) != \(b.count) \(message)", file: file, line: line)
+        return
+    }
+    if let i = zip(a, b).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
+        XCTFail("bytes differ at offset \(i) (\(a[i]) != \(b[i])) \(message)", file: file, line: line)
+    }
+}
