@@ -46,7 +46,7 @@ let package = Package(
         // The x86 interpreter CPU (vmrun's accelerator when KVM is not usable).
         .target(name: "X86"),
 
-        // Helpers the ImageFormats and imgtool tests share (temporary directories, running programs).
+        // Helpers the ImageFormats, imgtool and nbdserver tests share (temporary directories, running programs).
         .target(name: "TestSupport", path: "Tests/Support"),
         .testTarget(name: "ImageFormatsTests", dependencies: ["ImageFormats", "TestSupport"]),
         .testTarget(name: "X86Tests", dependencies: ["X86"], exclude: ["guest"]),
@@ -64,7 +64,7 @@ let package = Package(
         .target(name: "NBD", dependencies: ["CGnuTLS"]),
         .executableTarget(name: "nbdserver", dependencies: ["ImageFormats", "NBD", "CLinux"], linkerSettings: releaseLink("nbdserver")),
         .testTarget(name: "NBDTests", dependencies: ["NBD"]),
-        .testTarget(name: "nbdserverTests", dependencies: ["NBD", "ImageFormats"]),  // runs the nbdserver binary
+        .testTarget(name: "nbdserverTests", dependencies: ["NBD", "ImageFormats", "TestSupport"]),  // runs the nbdserver binary
 
         // The virtual machine (boards, devices, firmware, accelerators, monitor) and its thin front end.
         .target(name: "Machine", dependencies: ["X86", "ImageFormats", "CLinux"], exclude: ["README.md", "Firmware/LinuxBootROM.asm"]),

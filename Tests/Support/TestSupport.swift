@@ -1,4 +1,4 @@
-// Helpers shared by the test targets (ImageFormatsTests, imgtoolTests): temporary directories,
+// Helpers shared by the test targets (ImageFormatsTests, imgtoolTests, nbdserverTests): temporary directories,
 // running programs and the QEMU oracles, skipping when they are missing, byte comparisons.
 import Foundation
 import XCTest
@@ -9,17 +9,24 @@ public struct ProcessResult {
     public var stderr: String
 }
 
-/// Runs a program (looked up in PATH) and captures its output.
+/// Runs a program (PATH lookup unless the path is absolute) to completion and captures its output;
+/// with a `timeout` the program is terminated when it runs longer.
 @discardableResult
-public func runProcess(_ program: String, _ args: [String], cwd: String? = nil, stdin: String? = nil) throws -> ProcessResult {
+public func runProcess(_ program: String, _ args: [String], cwd: String? = nil, stdin: String? = nil,
+                       env: [String: String]? = nil, timeout: TimeInterval? = nil) throws -> ProcessResult {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = [program] + args
+    if program.hasPrefix("/") {
+        p.executableURL = URL(fileURLWithPath: program)
+        p.arguments = args
+    } else {
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = [program] + args
+    }
     if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
-    let out = Pipe(), err = Pipe()
+    if let env { p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 } }
+    let out = Pipe(), err = Pipe(), inPipe = Pipe()
     p.standardOutput = out
     p.standardError = err
-    let inPipe = Pipe()
     p.standardInput = inPipe
     try p.run()
     if let stdin { inPipe.fileHandleForWriting.write(stdin.data(using: .utf8)!) }
@@ -34,13 +41,15 @@ public func runProcess(_ program: String, _ args: [String], cwd: String? = nil, 
         errBox.data = errHandle.readDataToEndOfFile()
         group.leave()
     }
+    let killer = DispatchWorkItem { if p.isRunning { p.terminate() } }
+    if let timeout { DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer) }
     let outData = out.fileHandleForReading.readDataToEndOfFile()
     group.wait()
-    let errData = errBox.data
     p.waitUntilExit()
+    killer.cancel()
     return ProcessResult(status: p.terminationStatus,
                          stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errData, as: UTF8.self))
+                         stderr: String(decoding: errBox.data, as: UTF8.self))
 }
 
 public func which(_ program: String) -> Bool {

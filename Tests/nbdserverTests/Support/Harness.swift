@@ -1,56 +1,15 @@
 // Test harness: run nbdserver, qemu-nbd and nbdkit on Unix sockets in a temporary directory, run
 // the real clients (nbdinfo, nbdcopy, qemu-img, qemu-io, python3-libnbd) against them, and skip
 // with a reason when a tool is missing (CI installs them all, so a skip there is a bug).
+@_exported import TestSupport
 import Foundation
 import XCTest
 
-struct ProcessResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-/// Runs a program (PATH lookup unless absolute) to completion and captures its output.
+/// Runs a program to completion (the shared runner, with a two-minute deadline by default).
 @discardableResult
 func runTool(_ program: String, _ args: [String], stdin: String? = nil, env: [String: String]? = nil,
-         timeout: TimeInterval = 120) throws -> ProcessResult {
-    let p = Process()
-    if program.hasPrefix("/") {
-        p.executableURL = URL(fileURLWithPath: program)
-        p.arguments = args
-    } else {
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = [program] + args
-    }
-    if let env { p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 } }
-    let out = Pipe(), err = Pipe(), inp = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    p.standardInput = inp
-    try p.run()
-    if let stdin { inp.fileHandleForWriting.write(stdin.data(using: .utf8)!) }
-    try? inp.fileHandleForWriting.close()
-    final class Box: @unchecked Sendable { var data = Data() }
-    let errBox = Box()
-    let group = DispatchGroup()
-    group.enter()
-    let errHandle = err.fileHandleForReading
-    DispatchQueue.global().async {
-        errBox.data = errHandle.readDataToEndOfFile()
-        group.leave()
-    }
-    let killer = DispatchWorkItem { if p.isRunning { p.terminate() } }
-    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: killer)
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    p.waitUntilExit()
-    killer.cancel()
-    return ProcessResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errBox.data, as: UTF8.self))
-}
-
-func which(_ program: String) -> Bool {
-    (try? runTool("which", [program]).status) == 0
+             timeout: TimeInterval = 120) throws -> ProcessResult {
+    try runProcess(program, args, stdin: stdin, env: env, timeout: timeout)
 }
 
 func require(_ tools: String...) throws {
