@@ -15,13 +15,7 @@ public struct ProcessResult {
 public func runProcess(_ program: String, _ args: [String], cwd: String? = nil, stdin: String? = nil,
                        env: [String: String]? = nil, timeout: TimeInterval? = nil) throws -> ProcessResult {
     let p = Process()
-    if program.hasPrefix("/") {
-        p.executableURL = URL(fileURLWithPath: program)
-        p.arguments = args
-    } else {
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = [program] + args
-    }
+    setProgram(of: p, program, args)
     if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
     if let env { p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 } }
     let out = Pipe(), err = Pipe(), inPipe = Pipe()
@@ -50,6 +44,17 @@ public func runProcess(_ program: String, _ args: [String], cwd: String? = nil, 
     return ProcessResult(status: p.terminationStatus,
                          stdout: String(decoding: outData, as: UTF8.self),
                          stderr: String(decoding: errBox.data, as: UTF8.self))
+}
+
+/// Points `p` at `program` with `args`: an absolute path as it is, anything else looked up in PATH.
+public func setProgram(of p: Process, _ program: String, _ args: [String]) {
+    if program.hasPrefix("/") {
+        p.executableURL = URL(fileURLWithPath: program)
+        p.arguments = args
+    } else {
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = [program] + args
+    }
 }
 
 public func which(_ program: String) -> Bool {

@@ -59,13 +59,7 @@ final class ServerProcess {
     /// Starts `program args` and waits until `socket` accepts connections.
     init(_ program: String, _ args: [String], socket: String, waitForSocket: Bool = true) throws {
         self.socket = socket
-        if program.hasPrefix("/") {
-            process.executableURL = URL(fileURLWithPath: program)
-            process.arguments = args
-        } else {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = [program] + args
-        }
+        setProgram(of: process, program, args)
         process.standardError = errPipe
         process.standardOutput = FileHandle.nullDevice
         try process.run()
