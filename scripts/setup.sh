@@ -2,12 +2,12 @@
 # Installs the Debian packages the build, the tests and the demo need (idempotent).
 # Build: zlib, zstd and libdeflate headers. Oracles and guest material: QEMU's tools, nbdkit, libnbd,
 # SeaBIOS, OVMF, Debian's kernel package (unpacked at test time, never installed), busybox and
-# acpica-tools (iasl disassembles our DSDT in a test).
+# acpica-tools (iasl disassembles our DSDT in a test); gnutls-bin and openssl make test certificates.
 # Benchmarks: GNU time (bench/measure.py reads its peak RSS).
 set -euo pipefail
 pkgs=(zlib1g-dev libzstd-dev libdeflate-dev pkg-config libgnutls28-dev fio
       qemu-utils qemu-system-x86 qemu-block-extra nbdkit libnbd-bin python3-libnbd
-      seabios ovmf busybox-static cpio nasm gnutls-bin bc time acpica-tools)
+      seabios ovmf busybox-static cpio nasm gnutls-bin openssl bc time acpica-tools)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

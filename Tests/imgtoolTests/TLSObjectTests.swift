@@ -2,8 +2,10 @@
 // tls-creds-{psk,x509},...,endpoint=client --image-opts driver=nbd,...,tls-creds=ID` against our
 // nbdserver and against qemu-nbd, each side by side with qemu-img on the same command line (human
 // and JSON info, map, the converted bytes); and the mistakes (wrong id, a server endpoint on a
-// client, missing files, bad --object strings) with qemu-img's messages and exit statuses.
-// Credentials come from certtool/psktool (gnutls-bin), as in nbdserverTests' TLSTests.
+// client, missing files, bad --object strings) with qemu-img's messages and exit statuses; and
+// QEMU's x509 sanity check, one flawed credential directory per message (openssl makes the few
+// certificates certtool cannot). Credentials come from certtool/psktool (gnutls-bin), as in
+// nbdserverTests' TLSTests.
 import Foundation
 import XCTest
 
@@ -250,6 +252,167 @@ final class TLSObjectTests: XCTestCase {
                 XCTAssertEqual(try normalizedJSON(ours.stdout, dropChildren: true), try normalizedJSON(qemu.stdout, dropChildren: false))
             } else if ours.status == 0 {
                 XCTAssertEqual(withoutChildNodes(ours.stdout), qemu.stdout, "\(args)")
+            }
+        }
+    }
+}
+
+// QEMU's sanity check of an x509 object's own certificates (sanity-check=on, the default): one
+// credential directory per flaw, each refused by qemu-img and by us with the same message, and
+// accepted by both with sanity-check=off.
+extension TLSObjectTests {
+    /// Writes keys and certificates: certtool from templates, openssl for what certtool cannot
+    /// make (a critical key purpose, a CA certificate without basic constraints).
+    struct CertificateMaker {
+        let root: String
+
+        func run(_ program: String, _ args: [String]) throws {
+            let r = try runProcess(program, args)
+            XCTAssertEqual(r.status, 0, "\(program) \(args): \(r.stderr)")
+        }
+
+        func key(_ name: String) throws -> String {
+            let path = "\(root)/\(name)"
+            try run("certtool", ["--generate-privkey", "--outfile", path])
+            return path
+        }
+
+        /// A certtool certificate from `template`, self-signed unless `signer` is given.
+        func certtool(_ name: String, key: String, template: String, signer: (cert: String, key: String)? = nil) throws -> String {
+            let path = "\(root)/\(name)", info = "\(root)/\(name).info"
+            try template.write(toFile: info, atomically: true, encoding: .utf8)
+            if let signer {
+                try run("certtool", ["--generate-certificate", "--load-privkey", key, "--load-ca-certificate", signer.cert,
+                                     "--load-ca-privkey", signer.key, "--template", info, "--outfile", path])
+            } else {
+                try run("certtool", ["--generate-self-signed", "--load-privkey", key, "--template", info, "--outfile", path])
+            }
+            return path
+        }
+
+        /// An openssl certificate with exactly the extensions in `extensions` (config lines).
+        func openssl(_ name: String, key: String, subject: String, extensions: String,
+                     signer: (cert: String, key: String)? = nil) throws -> String {
+            let path = "\(root)/\(name)", config = "\(root)/\(name).cnf"
+            try "[req]\ndistinguished_name = dn\n[dn]\n[ext]\n\(extensions)\n".write(toFile: config, atomically: true, encoding: .utf8)
+            if let signer {
+                let csr = "\(root)/\(name).csr"
+                try run("openssl", ["req", "-new", "-key", key, "-subj", subject, "-config", config, "-out", csr])
+                try run("openssl", ["x509", "-req", "-in", csr, "-CA", signer.cert, "-CAkey", signer.key, "-set_serial", "2",
+                                    "-days", "3650", "-extfile", config, "-extensions", "ext", "-out", path])
+            } else {
+                try run("openssl", ["req", "-x509", "-new", "-key", key, "-subj", subject, "-days", "3650", "-config", config,
+                                    "-extensions", "ext", "-out", path])
+            }
+            return path
+        }
+
+        /// A credential directory holding `files` (name in the directory: source path).
+        func directory(_ name: String, _ files: [String: String]) throws -> String {
+            let dir = "\(root)/\(name)"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            for (file, source) in files { try FileManager.default.copyItem(atPath: source, toPath: "\(dir)/\(file)") }
+            return dir
+        }
+    }
+
+    func testSanityCheckMatchesQemuImg() throws {
+        try requireQemuImg()
+        for t in ["certtool", "openssl"] { try XCTSkipUnless(which(t), "\(t) is not installed (gnutls-bin, openssl)") }
+        let dir = TempDir()
+        let a = dir.file("a.raw")
+        try Data(count: 1 << 20).write(to: URL(fileURLWithPath: a))
+        let make = CertificateMaker(root: dir.path)
+
+        let caKey = try make.key("ca-key.pem"), leafKey = try make.key("leaf-key.pem"), otherKey = try make.key("other-key.pem")
+        let ca = try make.certtool("ca.pem", key: caKey, template: "cn = Test CA\nca\ncert_signing_key\nexpiration_days = 3650\n")
+        let signer = (cert: ca, key: caKey)
+        let serverUse = "tls_www_server\nencryption_key\nsigning_key\n", clientUse = "tls_www_client\nencryption_key\nsigning_key\n"
+        let past = "activation_date = \"2001-01-01 00:00:00\"\nexpiration_date = \"2002-01-01 00:00:00\"\n"
+        let future = "activation_date = \"2090-01-01 00:00:00\"\nexpiration_date = \"2091-01-01 00:00:00\"\n"
+        func leaf(_ name: String, _ template: String, signer: (cert: String, key: String)? = signer) throws -> String {
+            try make.certtool(name, key: leafKey, template: "cn = localhost\n" + template, signer: signer)
+        }
+        let server = try leaf("server.pem", serverUse + "expiration_days = 3650\n")
+        let client = try leaf("client.pem", clientUse + "expiration_days = 3650\n")
+        func serverDir(_ name: String, ca: String = ca, cert: String) throws -> String {
+            try make.directory(name, ["ca-cert.pem": ca, "server-cert.pem": cert, "server-key.pem": leafKey])
+        }
+        func clientDir(_ name: String, ca: String = ca, cert: String?) throws -> String {
+            var files = ["ca-cert.pem": ca]
+            if let cert { files["client-cert.pem"] = cert; files["client-key.pem"] = leafKey }
+            return try make.directory(name, files)
+        }
+        let pathExtensions = "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n"
+        let clientOnly = try make.openssl("client-only.pem", key: leafKey, subject: "/CN=localhost",
+                                          extensions: pathExtensions + "extendedKeyUsage = critical, clientAuth", signer: signer)
+        let serverOnly = try make.openssl("server-only.pem", key: leafKey, subject: "/CN=client",
+                                          extensions: pathExtensions + "extendedKeyUsage = critical, serverAuth", signer: signer)
+        let expiredCA = try make.certtool("expired-ca.pem", key: caKey, template: "cn = Test CA\nca\ncert_signing_key\n" + past)
+        let notCA = try make.certtool("not-ca.pem", key: caKey, template: "cn = Test CA\nexpiration_days = 3650\n")
+        let noConstraintsCA = try make.openssl("no-constraints-ca.pem", key: caKey, subject: "/CN=Test CA",
+                                               extensions: "subjectKeyIdentifier = hash")
+        let noSigningCA = try make.certtool("no-signing-ca.pem", key: caKey, template: "cn = Test CA\nca\ncrl_signing_key\nexpiration_days = 3650\n")
+        let otherCA = try make.certtool("other-ca.pem", key: otherKey, template: "cn = Other CA\nca\ncert_signing_key\nexpiration_days = 3650\n")
+        let empty = dir.file("empty.pem"), garbage = dir.file("garbage.pem")
+        try "".write(toFile: empty, atomically: true, encoding: .utf8)
+        try "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".write(toFile: garbage, atomically: true, encoding: .utf8)
+        let caDirectory = try make.directory("ca-is-a-directory", [:])
+        try FileManager.default.createDirectory(atPath: "\(caDirectory)/ca-cert.pem", withIntermediateDirectories: false)
+
+        // (directory, endpoint, what qemu-img says about it; nil: accepted). Certificates only the
+        // sanity check refuses, then files that GnuTLS refuses to load anyway.
+        let flawed: [(String, String, String?)] = [
+            (try serverDir("good-server", cert: server), "server", nil),
+            (try clientDir("good-client", cert: client), "client", nil),
+            (try clientDir("ca-only", cert: nil), "client", nil),
+            (try serverDir("expired-server", cert: try leaf("expired.pem", serverUse + past)), "server", "has expired"),
+            (try clientDir("expired-client", cert: try leaf("expired-client.pem", clientUse + past)), "client", "has expired"),
+            (try clientDir("future-client", cert: try leaf("future.pem", clientUse + future)), "client", "is not yet active"),
+            (try serverDir("future-server", cert: try leaf("future-server.pem", serverUse + future)), "server", "is not yet active"),
+            (try clientDir("expired-ca", ca: expiredCA, cert: nil), "client", "The CA certificate"),
+            (try clientDir("not-ca", ca: notCA, cert: nil), "client", "basic constraints do not show a CA"),
+            (try clientDir("no-constraints-ca", ca: noConstraintsCA, cert: nil), "client", "missing basic constraints for a CA"),
+            (try clientDir("no-signing-ca", ca: noSigningCA, cert: nil), "client", "does not permit certificate signing"),
+            (try serverDir("server-is-ca", cert: try leaf("server-ca.pem", "ca\n" + serverUse + "expiration_days = 3650\n")),
+             "server", "show a CA, but we need one for a server"),
+            (try clientDir("client-is-ca", cert: try leaf("client-ca.pem", "ca\n" + clientUse + "expiration_days = 3650\n")),
+             "client", "show a CA, but we need one for a client"),
+            (try serverDir("no-signature", cert: try leaf("no-signature.pem", "tls_www_server\nencryption_key\nexpiration_days = 3650\n")),
+             "server", "does not permit digital signature"),
+            // certtool's key purposes are not critical: QEMU lets a wrong one pass.
+            (try serverDir("client-purpose-not-critical", cert: client), "server", nil),
+            (try serverDir("client-purpose", cert: clientOnly), "server", "does not allow use with a TLS server"),
+            (try clientDir("server-purpose", cert: serverOnly), "client", "does not allow use with a TLS client"),
+            (try serverDir("other-ca", ca: otherCA, cert: server), "server", "failed validation against"),
+            (try clientDir("other-ca-client", ca: otherCA, cert: client), "client", "failed validation against"),
+            // QEMU's order: the own certificate is checked before the CAs.
+            (try serverDir("expired-server-and-ca", ca: expiredCA, cert: try leaf("expired2.pem", serverUse + past)),
+             "server", "The server certificate"),
+        ]
+        let unloadable: [(String, String, String?)] = [
+            // The own certificate is read before the CA list.
+            (try serverDir("garbage-server-empty-ca", ca: empty, cert: garbage), "server", "Unable to import server certificate"),
+            (try clientDir("empty-ca", ca: empty, cert: client), "client", "Unable to import CA certificate list"),
+            (try clientDir("garbage-client", cert: garbage), "client", "Unable to import client certificate"),
+            (caDirectory, "client", "Cannot load CA cert list"),
+        ]
+        for (credentials, endpoint, problem) in flawed + unloadable {
+            let object = "tls-creds-x509,id=tls0,dir=\(credentials),endpoint=\(endpoint)"
+            for sanity in ["", ",sanity-check=off"] {
+                let args = ["info", "--object", object + sanity, a]
+                let ours = try imgtool(args)
+                let qemu = try qemuImg(args)
+                let name = "\((credentials as NSString).lastPathComponent) \(endpoint)\(sanity)"
+                XCTAssertEqual(ours.status, qemu.status, "exit status for \(name): \(ours.stderr)")
+                XCTAssertEqual(ours.stderr, asOurs(qemu.stderr), name)
+                if qemu.status == 0 { XCTAssertEqual(withoutChildNodes(ours.stdout), qemu.stdout, name) }
+                // The case makes the flaw it means to; a flawed certificate passes without the check.
+                if sanity.isEmpty, let problem {
+                    XCTAssertTrue(qemu.stderr.contains(problem), "\(name): \(qemu.stderr)")
+                } else if !unloadable.contains(where: { $0.0 == credentials }) {
+                    XCTAssertEqual(qemu.status, 0, "\(name): \(qemu.stderr)")
+                }
             }
         }
     }

@@ -155,4 +155,29 @@ final class TLSTests: XCTestCase {
         pair.qemu.stop()
         XCTAssertTrue(pair.ours.stderr.contains("TLS PSK authz check for bob is denied"), pair.ours.stderr)
     }
+
+    /// QEMU's sanity check of the server's own certificates when --object creates them: a CA
+    /// certificate used as the server's, and a CA file that holds no CA, refused as qemu-nbd does.
+    func testSanityCheckMatchesQemuNbd() throws {
+        try require("qemu-nbd")
+        let dir = TempDir()
+        let pki = try makePKI(dir)
+        try makeRawImage(dir.file("a.raw"), size: 1 << 20, data: [])
+        let flawed: [(name: String, files: [String: String])] = [
+            ("server-is-ca", ["ca-cert.pem": "ca-cert.pem", "server-cert.pem": "ca-cert.pem", "server-key.pem": "ca-key.pem"]),
+            ("ca-not-ca", ["ca-cert.pem": "client-cert.pem", "server-cert.pem": "server-cert.pem", "server-key.pem": "server-key.pem"]),
+        ]
+        for (name, files) in flawed {
+            let creds = dir.file(name)
+            try FileManager.default.createDirectory(atPath: creds, withIntermediateDirectories: true)
+            for (file, source) in files { try FileManager.default.copyItem(atPath: "\(pki)/\(source)", toPath: "\(creds)/\(file)") }
+            let args = ["-k", dir.file("\(name).sock"), "-f", "raw", "--object", "tls-creds-x509,id=tls0,dir=\(creds),endpoint=server",
+                        "--tls-creds=tls0", dir.file("a.raw")]
+            let ours = try runTool(nbdserverPath, args, timeout: 10)
+            let qemu = try runTool("qemu-nbd", args, timeout: 10)
+            XCTAssertEqual(ours.status, qemu.status, "\(name): \(ours.stderr)")
+            XCTAssertEqual(ours.stderr.replacingOccurrences(of: "nbdserver:", with: "qemu-nbd:"), qemu.stderr, name)
+            XCTAssertTrue(qemu.stderr.contains("basic constraints"), "\(name): \(qemu.stderr)")
+        }
+    }
 }

@@ -1,8 +1,9 @@
 // An NBD disk over TLS, the QEMU way: -object tls-creds-psk,...,endpoint=client and a -drive /
 // -blockdev driver=nbd,...,tls-creds=ID (the object may come after the drive, as QEMU creates its
 // objects first), served by our nbdserver with PSK; the guest's disk seen through QMP query-block.
-// The mistakes (unknown id, a server endpoint, bad -object strings) compared with QEMU's own
-// messages and statuses where qemu-system-x86_64 is installed.
+// The mistakes (unknown id, a server endpoint, bad -object strings, an x509 certificate QEMU's
+// sanity check refuses) compared with QEMU's own messages and statuses where qemu-system-x86_64
+// is installed.
 import Foundation
 import XCTest
 
@@ -89,7 +90,20 @@ final class TLSDriveTests: XCTestCase {
             ["-object", "iothread,id=x", "-object", "secret,id=x,data=1"],
             ["-object", "secret,id=x,data=1,format=base64x"],
         ]
-        for args in cases {
+        var all = cases
+        if tool("certtool") {
+            // QEMU's sanity check of -object tls-creds-x509's own certificate: a CA's used as a client's.
+            let creds = dir.appendingPathComponent("ca-as-client").path
+            try FileManager.default.createDirectory(atPath: creds, withIntermediateDirectories: true)
+            let certtool = URL(fileURLWithPath: "/usr/bin/certtool")
+            try "cn = Test CA\nca\ncert_signing_key\nexpiration_days = 3650\n".write(toFile: "\(creds)/ca.info", atomically: true, encoding: .utf8)
+            XCTAssertEqual(try VMRun.run(["--generate-privkey", "--outfile", "\(creds)/client-key.pem"], executable: certtool).status, 0)
+            XCTAssertEqual(try VMRun.run(["--generate-self-signed", "--load-privkey", "\(creds)/client-key.pem", "--template",
+                                          "\(creds)/ca.info", "--outfile", "\(creds)/ca-cert.pem"], executable: certtool).status, 0)
+            try FileManager.default.copyItem(atPath: "\(creds)/ca-cert.pem", toPath: "\(creds)/client-cert.pem")
+            all.append(["-object", "tls-creds-x509,id=tls0,dir=\(creds),endpoint=client"])
+        }
+        for args in all {
             let base = ["-display", "none", "-nodefaults", "-machine", "accel=tcg"]
             let ours = try VMRun.run(base + args)
             let qemu = try VMRun.run(base + args, executable: URL(fileURLWithPath: VMRun.qemu), timeout: 10)

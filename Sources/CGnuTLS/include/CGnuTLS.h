@@ -41,7 +41,9 @@
     F(gnutls_anon_allocate_client_credentials) F(gnutls_anon_free_client_credentials) \
     F(gnutls_cipher_init) F(gnutls_cipher_decrypt2) F(gnutls_cipher_deinit) \
     F(gnutls_certificate_verify_peers2) F(gnutls_x509_crt_get_activation_time) \
-    F(gnutls_x509_crt_get_expiration_time) F(gnutls_x509_crt_check_hostname)
+    F(gnutls_x509_crt_get_expiration_time) F(gnutls_x509_crt_check_hostname) \
+    F(gnutls_x509_crt_list_import) F(gnutls_x509_crt_list_verify) F(gnutls_x509_crt_get_basic_constraints) \
+    F(gnutls_x509_crt_get_key_usage) F(gnutls_x509_crt_get_key_purpose_oid)
 
 #define CGNUTLS_FIELD(name) __typeof__(&name) _Nonnull name;
 /// GnuTLS's entry points; every one is set once cgnutls_load() returned 0, none before.

@@ -5,7 +5,9 @@
 // files each endpoint needs must be readable (x509: ca-cert.pem, and for a server server-cert.pem
 // and server-key.pem; PSK: keys.psk, where a client must find its user name); an x509 key password
 // comes from the secret passwordid= names, looked up only when there is a certificate to load.
-// Not done: QEMU's x509 sanity check of the certificates (expiry, key usage), and dh-params.pem.
+// Before that, unless sanity-check=off, x509 certificates get QEMU's sanity check (X509SanityCheck:
+// validity times, basic constraints, key usage and purpose, the own certificate against the CA).
+// Not done: dh-params.pem.
 import Glibc
 import NBD
 
@@ -37,7 +39,16 @@ enum TLSObjects {
                 try requireFile("\(dir)/server-cert.pem")
                 try requireFile("\(dir)/server-key.pem")
             }
-            let hasCertificate = server || readable("\(dir)/client-cert.pem")
+            let ownCertificate = "\(dir)/\(server ? "server" : "client")-cert.pem"
+            let hasCertificate = server || readable(ownCertificate)
+            if o.props["sanity-check"].flatMap(BlockOptions.parseBool) ?? true {
+                do {
+                    try X509SanityCheck.check(caFile: "\(dir)/ca-cert.pem", certFile: hasCertificate ? ownCertificate : nil,
+                                              isServer: server)
+                } catch {
+                    throw BlockError(.invalidArgument, error.message, errno: error.errno)
+                }
+            }
             if hasCertificate, let pid = o.props["passwordid"] {
                 password = try registry.secretText(id: pid)
             }
