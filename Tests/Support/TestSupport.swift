@@ -1,5 +1,6 @@
 // Helpers shared by the test targets (ImageFormatsTests, imgtoolTests, nbdserverTests): temporary directories,
-// running programs and the QEMU oracles, skipping when they are missing, byte comparisons.
+// running programs and the QEMU oracles, skipping when they are missing, byte comparisons, TLS
+// credentials.
 import Foundation
 import XCTest
 
@@ -66,11 +67,12 @@ public func requireQemuImg() throws {
     try XCTSkipUnless(which("qemu-img"), "qemu-img (Debian qemu-utils) is not installed")
 }
 
-/// A fresh temporary directory, removed at the end of the test.
+/// A fresh temporary directory, removed at the end of the test. Its path is short (/tmp/vmtk-UUID),
+/// so that Unix sockets inside it stay under the 107-byte limit.
 public final class TempDir {
     public let path: String
     public init() {
-        let base = FileManager.default.temporaryDirectory.appendingPathComponent("vmtk-\(UUID().uuidString)")
+        let base = URL(fileURLWithPath: "/tmp").appendingPathComponent("vmtk-\(UUID().uuidString)")
         try! FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
         path = base.path
     }
@@ -104,4 +106,38 @@ public func assertSameBytes(_ a: [UInt8], _ b: [UInt8], _ message: String = "", 
     if let i = zip(a, b).enumerated().first(where: { $0.element.0 != $0.element.1 })?.offset {
         XCTFail("bytes differ at offset \(i) (\(a[i]) != \(b[i])) \(message)", file: file, line: line)
     }
+}
+
+/// TLS credentials in QEMU's directory layout, made with GnuTLS's certtool and psktool (the caller
+/// checks that they are installed): a CA, a server certificate for localhost/127.0.0.1, a client
+/// certificate, their keys, and keys.psk with `pskUsers`. Returns the directory.
+public func makeTestPKI(in dir: TempDir, pskUsers: [String]) throws -> String {
+    let pki = dir.file("pki")
+    try FileManager.default.createDirectory(atPath: pki, withIntermediateDirectories: true)
+    let templates = [
+        "ca.info": "cn = Test CA\nca\ncert_signing_key\nexpiration_days = 3650\n",
+        "server.info": "organization = Test\ncn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\n"
+            + "tls_www_server\nencryption_key\nsigning_key\nexpiration_days = 3650\n",
+        "client.info": "country = GB\norganization = Test\ncn = client\ntls_www_client\nencryption_key\nsigning_key\n"
+            + "expiration_days = 3650\n",
+    ]
+    for (name, text) in templates { try text.write(toFile: "\(pki)/\(name)", atomically: true, encoding: .utf8) }
+    let steps: [[String]] = [
+        ["--generate-privkey", "--outfile", "\(pki)/ca-key.pem"],
+        ["--generate-self-signed", "--load-privkey", "\(pki)/ca-key.pem", "--template", "\(pki)/ca.info", "--outfile", "\(pki)/ca-cert.pem"],
+        ["--generate-privkey", "--outfile", "\(pki)/server-key.pem"],
+        ["--generate-certificate", "--load-privkey", "\(pki)/server-key.pem", "--load-ca-certificate", "\(pki)/ca-cert.pem",
+         "--load-ca-privkey", "\(pki)/ca-key.pem", "--template", "\(pki)/server.info", "--outfile", "\(pki)/server-cert.pem"],
+        ["--generate-privkey", "--outfile", "\(pki)/client-key.pem"],
+        ["--generate-certificate", "--load-privkey", "\(pki)/client-key.pem", "--load-ca-certificate", "\(pki)/ca-cert.pem",
+         "--load-ca-privkey", "\(pki)/ca-key.pem", "--template", "\(pki)/client.info", "--outfile", "\(pki)/client-cert.pem"],
+    ]
+    for step in steps {
+        let r = try runProcess("certtool", step)
+        XCTAssertEqual(r.status, 0, r.stderr)
+    }
+    for user in pskUsers {
+        XCTAssertEqual(try runProcess("psktool", ["-u", user, "-p", "\(pki)/keys.psk"]).status, 0)
+    }
+    return pki
 }

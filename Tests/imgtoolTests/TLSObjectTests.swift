@@ -52,32 +52,7 @@ final class TLSObjectTests: XCTestCase {
 
     /// A CA, a server certificate for localhost, a client certificate, and keys.psk with alice.
     func makePKI(_ dir: TempDir) throws -> String {
-        let pki = dir.file("pki")
-        try FileManager.default.createDirectory(atPath: pki, withIntermediateDirectories: true)
-        let templates = [
-            "ca.info": "cn = Test CA\nca\ncert_signing_key\nexpiration_days = 3650\n",
-            "server.info": "organization = Test\ncn = localhost\ndns_name = localhost\nip_address = 127.0.0.1\n"
-                + "tls_www_server\nencryption_key\nsigning_key\nexpiration_days = 3650\n",
-            "client.info": "country = GB\norganization = Test\ncn = client\ntls_www_client\nencryption_key\nsigning_key\n"
-                + "expiration_days = 3650\n",
-        ]
-        for (name, text) in templates { try text.write(toFile: "\(pki)/\(name)", atomically: true, encoding: .utf8) }
-        let steps: [[String]] = [
-            ["--generate-privkey", "--outfile", "\(pki)/ca-key.pem"],
-            ["--generate-self-signed", "--load-privkey", "\(pki)/ca-key.pem", "--template", "\(pki)/ca.info", "--outfile", "\(pki)/ca-cert.pem"],
-            ["--generate-privkey", "--outfile", "\(pki)/server-key.pem"],
-            ["--generate-certificate", "--load-privkey", "\(pki)/server-key.pem", "--load-ca-certificate", "\(pki)/ca-cert.pem",
-             "--load-ca-privkey", "\(pki)/ca-key.pem", "--template", "\(pki)/server.info", "--outfile", "\(pki)/server-cert.pem"],
-            ["--generate-privkey", "--outfile", "\(pki)/client-key.pem"],
-            ["--generate-certificate", "--load-privkey", "\(pki)/client-key.pem", "--load-ca-certificate", "\(pki)/ca-cert.pem",
-             "--load-ca-privkey", "\(pki)/ca-key.pem", "--template", "\(pki)/client.info", "--outfile", "\(pki)/client-cert.pem"],
-        ]
-        for s in steps {
-            let r = try runProcess("certtool", s)
-            XCTAssertEqual(r.status, 0, r.stderr)
-        }
-        XCTAssertEqual(try runProcess("psktool", ["-u", "alice", "-p", "\(pki)/keys.psk"]).status, 0)
-        return pki
+        try makeTestPKI(in: dir, pskUsers: ["alice"])
     }
 
     /// A 4 MiB raw image with data in a few places and holes between.

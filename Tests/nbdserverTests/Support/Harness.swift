@@ -37,18 +37,6 @@ var nbdserverPath: String {
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates[0]
 }
 
-final class TempDir {
-    let path: String
-    init() {
-        // Short paths: Unix socket paths are limited to 107 bytes.
-        let base = "/tmp/nbdt-\(UInt32.random(in: 0...UInt32.max))"
-        try! FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
-        path = base
-    }
-    func file(_ name: String) -> String { path + "/" + name }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
-
 /// A server process listening on a Unix socket.
 final class ServerProcess {
     let process = Process()
