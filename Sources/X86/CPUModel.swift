@@ -132,8 +132,10 @@ public struct CPUModel: Sendable, Equatable {
                 try Self.set(&words, f, true)
             }
         case "max", "host":
-            vendor = "GenuineIntel"; family = 6; model = 85; stepping = 7
-            modelID = "Swift x86-64 interpreter CPU"
+            // QEMU TCG's max: qemu64's identity (an AMD family 0Fh part, which Linux does not take for
+            // one with Intel's speculation bugs) with every feature the interpreter implements.
+            vendor = "AuthenticAMD"; family = 15; model = 107; stepping = 1
+            modelID = "QEMU TCG CPU version 2.5+"
             level = 0xD; xlevel = 0x8000_0008
             for f in cpuidFeatureTable where f.implemented {
                 words[f.word.rawValue] |= 1 << UInt32(f.bit)

@@ -241,6 +241,35 @@ final class SystemGuestTests: GuestTestCase {
         """, mode: .real)
     }
 
+    /// `-cpu max` carries QEMU TCG's identity: vendor, family/model/stepping and brand string (Linux
+    /// decides from these which speculation bugs to report).
+    func testMaxModelIdentity() throws {
+        try compare("""
+            mov qword [FLAGMASK], 0
+            xor eax, eax
+            cpuid
+            mov eax, ebx
+            mov edx, ecx
+            call pf64
+            mov eax, 1
+            cpuid
+            xor edx, edx
+            call pf64
+            mov esi, 0x80000002
+        .brand:
+            mov eax, esi
+            cpuid
+            shl rbx, 32
+            or rax, rbx
+            shl rdx, 32
+            or rdx, rcx
+            call pf64
+            inc esi
+            cmp esi, 0x80000005
+            jne .brand
+        """, cpu: "max")
+    }
+
     func testCPUIDLeaves() throws {
         // Leaves whose values we mirror from QEMU's qemu64 model exactly.
         try compare("""
