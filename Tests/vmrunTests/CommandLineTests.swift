@@ -14,6 +14,7 @@ final class CommandLineTests: XCTestCase {
             (["-accel", "xyz"], "vmrun: -accel xyz: invalid accelerator xyz"),
             (["-M", "pc,accel=foo"], "vmrun: invalid accelerator foo"),
             (["-cpu", "nosuch"], "vmrun: unable to find CPU model 'nosuch'"),
+            (["-accel", "tcg", "-cpu", "host"], "vmrun: CPU model 'host' requires KVM or HVF"),
             (["-drive", "file=/nonexistent/x,if=virtio"], "vmrun: -drive file=/nonexistent/x,if=virtio: Could not open '/nonexistent/x': No such file or directory"),
             (["-device", "virtio-blk-pci"], "vmrun: -device virtio-blk-pci: drive property not set"),
             (["-device", "virtio-blk-pci,drive=nope"], "vmrun: -device virtio-blk-pci,drive=nope: Property 'virtio-blk-device.drive' can't find value 'nope'"),
@@ -50,7 +51,7 @@ final class CommandLineTests: XCTestCase {
     /// The same bad options make QEMU itself fail with status 1 (the oracle, where installed).
     func testQEMUAgreesOnStatus() throws {
         try XCTSkipUnless(VMRun.qemuInstalled, "qemu-system-x86_64 is not installed")
-        for args in [["-foo"], ["-m", "1x"], ["-device", "foo"], ["-accel", "xyz"]] {
+        for args in [["-foo"], ["-m", "1x"], ["-device", "foo"], ["-accel", "xyz"], ["-accel", "tcg", "-cpu", "host"]] {
             let q = try VMRun.run(["-display", "none", "-nodefaults"] + args, executable: URL(fileURLWithPath: VMRun.qemu))
             XCTAssertEqual(q.status, 1)
             let ours = try VMRun.run(["-display", "none", "-nodefaults"] + args)

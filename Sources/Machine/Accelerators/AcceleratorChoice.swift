@@ -39,7 +39,12 @@ public enum AcceleratorChoice {
                     do { return try KVMAccelerator() } catch let e as KVMError {
                         throw ChoiceError(message: "\(e)\n\(Diagnostics.programName): failed to initialize kvm: \(String(cString: strerror(e.errno)))")
                     }
-                case "tcg": return try makeInterpreter()
+                case "tcg":
+                    // QEMU's TCG has no 'host' model; only our fallback without -accel maps it to max.
+                    if cpuModel.split(separator: ",").first == "host" {
+                        throw ChoiceError(message: "CPU model 'host' requires KVM or HVF")
+                    }
+                    return try makeInterpreter()
                 default: throw ChoiceError(message: "invalid accelerator \(name)")
                 }
             } catch {
