@@ -82,8 +82,10 @@ struct CPUCore {
     /// Debug tracing from the environment: X86_TRACE_FAULTS=1 logs every exception, X86_TRACE_BLOCKS=1 every block.
     let traceFaults = environmentFlag("X86_TRACE_FAULTS")
     let traceBlocks = environmentFlag("X86_TRACE_BLOCKS")
-    /// X86_TRACE_RIP=1 prints RIP and state about once a second (watchdog for hangs).
+    /// X86_TRACE_RIP=1 prints RIP and state about once a second (watchdog for hangs); a larger
+    /// number is the interval in microseconds, which makes it a sampling profiler of guest code.
     let traceRIP = environmentFlag("X86_TRACE_RIP")
+    let traceRIPInterval = environmentInterval("X86_TRACE_RIP")
     var nextRIPTrace: UInt64 = 0
 
     // Events and activity.

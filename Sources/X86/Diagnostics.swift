@@ -17,3 +17,9 @@ func writeDiagnostic(_ message: String) {
 
 /// True when the environment variable is set (to anything), as the X86_TRACE_* switches are read.
 func environmentFlag(_ name: String) -> Bool { getenv(name) != nil }
+
+/// X86_TRACE_RIP's period in nanoseconds: a value above 1 is microseconds, anything else a second.
+func environmentInterval(_ name: String) -> UInt64 {
+    guard let v = getenv(name), let us = UInt64(String(cString: v)), us > 1 else { return 1_000_000_000 }
+    return us * 1000
+}

@@ -97,6 +97,9 @@ extension CPUCore {
         case LazyKind.add: return lres < ldst
         case LazyKind.logic: return false
         case LazyKind.shift: return lcin != 0
+        case LazyKind.adc: return lcin != 0 ? lres <= ldst : lres < ldst
+        case LazyKind.sbb: return lcin != 0 ? ldst <= lsrc : ldst < lsrc
+        case LazyKind.inc, LazyKind.dec, LazyKind.mul: return lcin & RFlag.cf != 0
         default: return arithFlags() & RFlag.cf != 0
         }
     }
@@ -153,6 +156,18 @@ extension CPUCore {
             case 7: return lres != 0
             case 14: return lres == 0 || lres & sb != 0
             case 15: return lres != 0 && lres & sb == 0
+            default: break
+            }
+        } else if kind != LazyKind.none {
+            // Every other recorded writer keeps its truncated result in `lres`: ZF and SF come
+            // from it, CF from the kind's own rule, without materializing all six flags.
+            switch cc {
+            case 4: return lres == 0
+            case 5: return lres != 0
+            case 8: return lres & (UInt64(1) << UInt64((8 << (lop & 3)) - 1)) != 0
+            case 9: return lres & (UInt64(1) << UInt64((8 << (lop & 3)) - 1)) == 0
+            case 2: return cf
+            case 3: return !cf
             default: break
             }
         }

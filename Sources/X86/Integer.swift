@@ -308,9 +308,10 @@ extension CPUCore {
             mulFlags(lo, overflow: ovf, size)
         default:
             if signed {
-                let p = Int64(bitPattern: r[0]).multipliedFullWidth(by: Int64(bitPattern: s))
-                r[0] = p.low; r[2] = UInt64(bitPattern: p.high)
-                mulFlags(p.low, overflow: p.high != Int64(bitPattern: p.low) >> 63, 8)
+                let a = r[0]
+                let (high, low) = signedFullProduct(a, s)
+                r[0] = low; r[2] = high
+                mulFlags(low, overflow: high != UInt64(bitPattern: Int64(bitPattern: low) >> 63), 8)
             } else {
                 let p = r[0].multipliedFullWidth(by: s)
                 r[0] = p.low; r[2] = p.high
@@ -323,15 +324,27 @@ extension CPUCore {
     @_transparent mutating func imul2(_ i: IP, _ a: UInt64, _ b: UInt64) {
         let size = i.size
         if size == 8 {
-            let p = Int64(bitPattern: a).multipliedFullWidth(by: Int64(bitPattern: b))
-            r[Int(i.reg)] = p.low
-            mulFlags(p.low, overflow: p.high != Int64(bitPattern: p.low) >> 63, 8)
+            // The overflow-reporting multiply is one host IMUL; Int64's full-width product is an
+            // out-of-line library call.
+            let (low, ovf) = Int64(bitPattern: a).multipliedReportingOverflow(by: Int64(bitPattern: b))
+            r[Int(i.reg)] = UInt64(bitPattern: low)
+            mulFlags(UInt64(bitPattern: low), overflow: ovf, 8)
         } else {
             let p = signExtend(a, size) &* signExtend(b, size)
             let lo = UInt64(bitPattern: p) & sizeMask(size)
             setReg(i.reg, size, lo)
             mulFlags(lo, overflow: p != signExtend(lo, size), size)
         }
+    }
+
+    /// The signed 128-bit product as (high, low): the unsigned product (one host MUL), with the high
+    /// half corrected for negative factors.
+    @inline(__always) func signedFullProduct(_ a: UInt64, _ b: UInt64) -> (UInt64, UInt64) {
+        let p = a.multipliedFullWidth(by: b)
+        var high = p.high
+        if Int64(bitPattern: a) < 0 { high &-= b }
+        if Int64(bitPattern: b) < 0 { high &-= a }
+        return (high, p.low)
     }
 
     mutating func div(_ i: IP, signed: Bool) throws(Fault) {

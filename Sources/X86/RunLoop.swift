@@ -117,7 +117,7 @@ extension CPUCore {
     mutating func watchdog() {
         let now = monotonicNanos()
         if now < nextRIPTrace { return }
-        nextRIPTrace = now + 1_000_000_000
+        nextRIPTrace = now + traceRIPInterval
         let msg = "x86[\(index)]: rip \(String(segs[SegReg.cs].selector, radix: 16)):\(String(rip, radix: 16)) rsp \(String(r[4], radix: 16)) if=\(flags & RFlag.ifl != 0) \(activity) icount \(instructions) cr3 \(String(cr3, radix: 16))\n"
         writeDiagnostic(msg)
     }

@@ -216,6 +216,63 @@ final class IntegerGuestTests: GuestTestCase {
         try compare(body)
     }
 
+    /// SETcc, Jcc and CMOVcc read single flags straight from each kind of lazy flag writer (ADD, ADC,
+    /// SBB, INC, DEC, NEG, shifts, IMUL, logic) without materializing RFLAGS: all 16 conditions
+    /// after every writer, at 32 and 64 bits, over a table of operands with carry-in set and clear.
+    /// Each writer is a subroutine (RET keeps its flags), so the guest stays within 64 KiB.
+    func testConditionsAfterEveryFlagWriter() throws {
+        let writers = ["add r10, r11", "adc r10, r11", "sbb r10, r11", "inc r10", "dec r10", "neg r10",
+                       "shl r10, 1", "shr r10, 3", "sar r10, 1", "imul r10, r11", "and r10, r11", "sub r10, r11"]
+        let operands: [(String, String, Int)] = [("0", "0", 1), ("1", "-1", 0), ("-1", "1", 1), ("0x7FFFFFFF", "1", 0),
+                        ("0x80000000", "0x80000000", 1), ("0x7FFFFFFFFFFFFFFF", "1", 0), ("0x8000000000000000", "-1", 1),
+                        ("3", "5", 0), ("0xFFFFFFFF", "0", 1), ("-2", "-3", 1)]
+        var variants: [String] = []
+        for w in writers {
+            variants.append(w)
+            variants.append(w.replacingOccurrences(of: "r10", with: "r10d").replacingOccurrences(of: "r11", with: "r11d"))
+        }
+        var body = """
+            mov qword [FLAGMASK], 0
+            lea r14, [rel .ops]
+            mov r15d, \(operands.count)
+        .next:
+
+        """
+        var label = 0
+        for n in variants.indices {
+            body += "xor eax, eax\nxor r12d, r12d\n"
+            for cc in ["o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g"] {
+                label += 1
+                body += """
+                call .w\(n)
+                set\(cc) dl
+                mov r8d, 1
+                mov r9d, 2
+                call .w\(n)
+                cmov\(cc) r8, r9
+                call .w\(n)
+                j\(cc) .c\(label)
+                add r12, r8
+                .c\(label):
+                shl rax, 1
+                or al, dl
+                shl r12, 2
+                add r12, r8
+
+                """
+            }
+            body += "mov rdx, r12\ncall pf64\n"
+        }
+        body += "add r14, 24\ndec r15d\njnz .next\njmp .done\n"
+        for (n, v) in variants.enumerated() {
+            body += ".w\(n):\nmov r10, [r14]\nmov r11, [r14+8]\nbt dword [r14+16], 0\n\(v)\nret\n"
+        }
+        body += ".ops:\n"
+        for (a, b, c) in operands { body += "dq \(a), \(b), \(c)\n" }
+        body += ".done:\n"
+        try compare(body)
+    }
+
     func testStackAndCalls() throws {
         try compare("""
             mov rbp, 0x1234
