@@ -46,7 +46,8 @@ struct BlockCache {
     var seenEpoch: UInt64 = 0
 
     init() {
-        insts = .allocate(capacity: Self.arenaSize)
+        // One spare slot: the fast tier may read the instruction after a block's last (FastTier.swift).
+        insts = .allocate(capacity: Self.arenaSize + 1)
         infos = .allocate(capacity: Self.infoSize)
         table = .allocate(capacity: Self.tableSize)
         table.initialize(repeating: -1, count: Self.tableSize)

@@ -1,3 +1,4 @@
+import CX86Fast
 import Glibc
 
 // The interpreter's internal CPU state: one plain struct, allocated once per vCPU and reached through
@@ -62,6 +63,10 @@ struct CPUCore {
     var cpl: Int = 0
     var mode: CodeMode = .m16
     var stopBlock = false
+    /// The fast tier's view of this state and its table of handled operations (FastTier.swift);
+    /// nil when the tier is off.
+    var fast: UnsafeMutablePointer<X86FastCore>? = nil
+    var fastOps: UnsafePointer<UInt8>? = nil
 
     // Architectural state off the hot path.
     var segs: UnsafeMutablePointer<SegCache>       // ES CS SS DS FS GS LDTR TR
@@ -141,6 +146,7 @@ struct CPUCore {
         tlbKernel.deallocate(); tlbUser.deallocate(); xmm.deallocate()
         blocks.deallocate()
         fpu.deallocate()
+        fast?.deallocate()
     }
 
     var regsRaw: UnsafeMutableRawPointer { mutating get { UnsafeMutableRawPointer(r) } }

@@ -19,9 +19,15 @@ extension CPUCore {
         #if X86_PROFILE
         var blockStart = start
         #endif
+        // The fast tier (FastTier.swift) takes the instructions it handles; this loop the rest.
+        let fast = mode == .m64 ? self.fast : nil
         do throws(Fault) {
         while true {
         while p < blockEnd {
+        if let fast, let ops = fastOps, ops[Int(UnsafeRawPointer(p).load(fromByteOffset: 16, as: UInt16.self))] != 0 {
+            (p, blockEnd, cur, pc) = runFast(fast, p, blockEnd, cur, chain: chain, pc)
+            if p >= blockEnd { break }
+        }
         let i = p
         p += 1
         #if X86_PROFILE

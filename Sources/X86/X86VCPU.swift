@@ -50,6 +50,10 @@ public final class X86VCPU: @unchecked Sendable {
         self.model = model
         core = .allocate(capacity: 1)
         core.initialize(to: CPUCore(index: index, platform: platform, model: model))
+        if let fast = FastTier.bind(core) {
+            core.pointee.fast = fast
+            core.pointee.fastOps = FastTier.handlers
+        }
         reset()
     }
 

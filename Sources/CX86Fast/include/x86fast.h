@@ -1,0 +1,114 @@
+// The interpreter's fast tier: runs the common 64-bit integer instructions of a decoded block with
+// threaded dispatch (one indirect jump per handler, which a switch in Swift cannot express), on the
+// same state the Swift executor uses. See Sources/X86/FastTier.swift.
+#ifndef X86FAST_H
+#define X86FAST_H
+#include <stdint.h>
+
+/// Mirrors X86's DInst (32 bytes; checked at start-up).
+struct X86FastInst {
+    uint64_t disp;
+    uint64_t imm;
+    uint16_t op;
+    uint8_t len, osz, asz, reg, rm, base, index, scale, seg, flags;
+    uint16_t aux;
+};
+
+/// Mirrors X86's TLBEntry (the fields the fast path reads).
+struct X86FastTLB {
+    uint64_t rtag, wtag, xtag, addend, physPage;
+    uint8_t global;
+};
+
+/// Mirrors CPUCore's lazy flag fields, which are consecutive there: lop, lres, ldst, lsrc, lcin.
+struct X86FastLazy {
+    uint32_t op;
+    uint32_t pad;
+    uint64_t res, dst, src, cin;
+};
+
+/// Mirrors X86's BlockInfo (the fields block chaining reads).
+struct X86FastBlock {
+    uint64_t vaddr, phys, phys2;
+    uint32_t gen, gen2;
+    int32_t first, count;
+    uint8_t mode;
+    int32_t guestCount;
+    uint64_t linkRIP0, linkRIP1;
+    int32_t linkIdx0, linkIdx1;
+};
+
+/// Where one vCPU's state lives; filled once when the vCPU is created.
+struct X86FastCore {
+    uint64_t *regs;                 // GPRs at 8 * n (8-bit registers at byte offsets), 16 = zero
+    uint64_t *rflags;               // arithmetic bits valid when lazy->op == 0
+    struct X86FastLazy *lazy;
+    struct X86FastTLB **tlb;        // the current privilege's TLB (1024 entries)
+    const uint64_t *segBase;        // effective segment bases (FS, GS used here)
+    const uint64_t *segEnd;         // fast-path exclusive ends
+    // Block chaining, as the executor's: the block cache's arrays, the poll countdown and flag,
+    // the retired-instruction count.
+    const struct X86FastBlock *infos;
+    const struct X86FastInst *insts;
+    int64_t *pollCountdown;
+    const uint8_t *pollNow;
+    uint64_t *instructions;
+};
+
+/// Where a run stopped: `next` is the first instruction not executed (== end when a block ran to
+/// its end), `end` and `block` the block it is in (another one after chaining), `pc` the RIP at
+/// `next` (or the branch target after a block's final branch).
+struct X86FastResult {
+    const struct X86FastInst *next;
+    const struct X86FastInst *end;
+    const struct X86FastBlock *block;
+    uint64_t pc;
+};
+
+/// Handler numbers; X86 maps its Op values onto them with x86fast_map.
+enum {
+    X86F_EXIT = 0,
+    X86F_NOP,
+    X86F_ADD_RMR4, X86F_ADD_RRM4, X86F_ADD_RMI4, X86F_ADD_RMR8, X86F_ADD_RRM8, X86F_ADD_RMI8,
+    X86F_OR_RMR4, X86F_OR_RRM4, X86F_OR_RMI4, X86F_OR_RMR8, X86F_OR_RRM8, X86F_OR_RMI8,
+    X86F_ADC_RMR4, X86F_ADC_RRM4, X86F_ADC_RMI4, X86F_ADC_RMR8, X86F_ADC_RRM8, X86F_ADC_RMI8,
+    X86F_SBB_RMR4, X86F_SBB_RRM4, X86F_SBB_RMI4, X86F_SBB_RMR8, X86F_SBB_RRM8, X86F_SBB_RMI8,
+    X86F_AND_RMR4, X86F_AND_RRM4, X86F_AND_RMI4, X86F_AND_RMR8, X86F_AND_RRM8, X86F_AND_RMI8,
+    X86F_SUB_RMR4, X86F_SUB_RRM4, X86F_SUB_RMI4, X86F_SUB_RMR8, X86F_SUB_RRM8, X86F_SUB_RMI8,
+    X86F_XOR_RMR4, X86F_XOR_RRM4, X86F_XOR_RMI4, X86F_XOR_RMR8, X86F_XOR_RRM8, X86F_XOR_RMI8,
+    X86F_CMP_RMR4, X86F_CMP_RRM4, X86F_CMP_RMI4, X86F_CMP_RMR8, X86F_CMP_RRM8, X86F_CMP_RMI8,
+    X86F_MOV_RMR4, X86F_MOV_RRM4, X86F_MOV_RMI4, X86F_MOV_RI4, X86F_MOV_RMR8, X86F_MOV_RRM8, X86F_MOV_RMI8, X86F_MOV_RI8,
+    X86F_MOV_RMR, X86F_MOV_RRM,
+    X86F_TEST_RMR4, X86F_TEST_RMI4, X86F_TEST_RMR8, X86F_TEST_RMI8,
+    X86F_LEA4, X86F_LEA8,
+    X86F_MOVZX8_4, X86F_MOVZX16_4, X86F_MOVZX8_8, X86F_MOVZX16_8, X86F_MOVSXD,
+    X86F_SHIFT4, X86F_SHIFT8,
+    X86F_INC4, X86F_DEC4, X86F_INC8, X86F_DEC8,
+    X86F_IMUL_RRM,
+    X86F_CMPJ_RR4, X86F_CMPJ_RR8, X86F_CMPJ_RI4, X86F_CMPJ_RI8, X86F_TESTJ_RR4, X86F_TESTJ_RR8,
+    X86F_JCC, X86F_JMP, X86F_CALL, X86F_RET, X86F_PUSH, X86F_POP,
+    X86F_SETCC, X86F_CMOVCC,
+    // The same operations at any operand size (8/16-bit registers are byte offsets).
+    X86F_ADD_RMR, X86F_ADD_RRM, X86F_ADD_RMI, X86F_OR_RMR, X86F_OR_RRM, X86F_OR_RMI,
+    X86F_ADC_RMR, X86F_ADC_RRM, X86F_ADC_RMI, X86F_SBB_RMR, X86F_SBB_RRM, X86F_SBB_RMI,
+    X86F_AND_RMR, X86F_AND_RRM, X86F_AND_RMI, X86F_SUB_RMR, X86F_SUB_RRM, X86F_SUB_RMI,
+    X86F_XOR_RMR, X86F_XOR_RRM, X86F_XOR_RMI, X86F_CMP_RMR, X86F_CMP_RRM, X86F_CMP_RMI,
+    X86F_TEST_RMR, X86F_TEST_RMI, X86F_NOT, X86F_NEG, X86F_INC, X86F_DEC, X86F_MOV_RMI, X86F_MOV_RI,
+    X86F_SHIFT,
+    X86F_COUNT
+};
+
+/// Routes operation number `op` (< 1024) to `handler` (X86F_EXIT: not handled here).
+void x86fast_map(uint16_t op, uint8_t handler);
+
+/// The operation-to-handler table x86fast_map fills (1024 entries).
+const uint8_t *x86fast_handlers(void);
+
+/// Runs instructions from `p` up to `end` (in decoded block `block`, 64-bit mode) until one needs
+/// the Swift executor (an operation or a case the fast tier does not handle, a TLB miss, a fault):
+/// that one is not executed, and nothing of it has happened. At a block's end it continues into
+/// the block's linked successor (unless `block` is NULL, or a poll is due), as the executor would.
+struct X86FastResult x86fast_run(const struct X86FastCore *core, const struct X86FastInst *p,
+                                 const struct X86FastInst *end, const struct X86FastBlock *block, uint64_t pc);
+
+#endif

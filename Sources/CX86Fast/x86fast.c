@@ -1,0 +1,677 @@
+// The fast tier of the x86 interpreter (see Sources/X86/FastTier.swift for why it exists and how
+// it is entered). Every handler does exactly what the Swift executor's case for the same operation
+// does on its fast path, on the same registers, lazy flags and software TLB; anything else (a TLB
+// miss, a page crossing, LOCK, an operand size or mode not handled here, any other operation)
+// returns to Swift before the instruction has changed anything, and Swift runs it.
+//
+// Dispatch is threaded: each handler ends with its own indirect jump to the next handler (GCC's
+// labels as values), so the host's branch predictor sees one jump per handler instead of a
+// single shared one.
+#include "x86fast.h"
+#include <string.h>
+
+static uint8_t opMap[1024];
+
+void x86fast_map(uint16_t op, uint8_t handler) {
+    if (op < 1024) opMap[op] = handler;
+}
+
+const uint8_t *x86fast_handlers(void) { return opMap; }
+
+// Lazy flag kinds and DInst flag bits, as in Flags.swift and Ops.swift.
+enum { K_NONE = 0, K_ADD = 1, K_ADC = 2, K_SUB = 3, K_SBB = 4, K_LOGIC = 5, K_INC = 6, K_DEC = 7, K_SHIFT = 8, K_MUL = 9 };
+enum { F_MEM = 1, F_LOCK = 8, F_COUNT_CL = 64 };
+enum { FL_CF = 1, FL_PF = 4, FL_AF = 0x10, FL_ZF = 0x40, FL_SF = 0x80, FL_OF = 0x800 };
+
+#define M32 0xFFFFFFFFull
+#define MASK(size) ((size) == 8 ? ~0ull : ((1ull << ((size) * 8)) - 1))
+#define SIZECODE(size) ((size) == 1 ? 0u : (size) == 2 ? 1u : (size) == 4 ? 2u : 3u)
+
+static inline uint64_t load_n(const void *h, unsigned size) {
+    switch (size) {
+    case 1: return *(const uint8_t *)h;
+    case 2: { uint16_t v; memcpy(&v, h, 2); return v; }
+    case 4: { uint32_t v; memcpy(&v, h, 4); return v; }
+    default: { uint64_t v; memcpy(&v, h, 8); return v; }
+    }
+}
+
+static inline void store_n(void *h, uint64_t v, unsigned size) {
+    switch (size) {
+    case 1: { uint8_t x = (uint8_t)v; memcpy(h, &x, 1); break; }
+    case 2: { uint16_t x = (uint16_t)v; memcpy(h, &x, 2); break; }
+    case 4: { uint32_t x = (uint32_t)v; memcpy(h, &x, 4); break; }
+    default: memcpy(h, &v, 8); break;
+    }
+}
+
+/// getReg/setReg: 8-bit registers are byte offsets into the register file, the others numbers;
+/// a 32-bit write clears the upper half, 8- and 16-bit writes keep the rest.
+static inline uint64_t get_reg(const uint64_t *r, unsigned code, unsigned size) {
+    switch (size) {
+    case 1: return ((const uint8_t *)r)[code];
+    case 2: return r[code] & 0xFFFF;
+    case 4: return r[code] & M32;
+    default: return r[code];
+    }
+}
+
+static inline void set_reg(uint64_t *r, unsigned code, unsigned size, uint64_t v) {
+    switch (size) {
+    case 1: ((uint8_t *)r)[code] = (uint8_t)v; break;
+    case 2: { uint16_t x = (uint16_t)v; memcpy((uint8_t *)r + code * 8, &x, 2); break; }
+    case 4: r[code] = v & M32; break;
+    default: r[code] = v; break;
+    }
+}
+
+static inline int64_t sign_extend(uint64_t v, unsigned size) {
+    unsigned sh = 64 - size * 8;
+    return (int64_t)(v << sh) >> sh;
+}
+
+static inline uint64_t effective_address(const uint64_t *r, const struct X86FastInst *i) {
+    uint64_t a = i->disp + r[i->base] + (r[i->index] << i->scale);
+    return i->asz == 8 ? a : (i->asz == 4 ? a & M32 : a & 0xFFFF);
+}
+
+/// The host address of a memory operand in 64-bit mode when the TLB has the page with the needed
+/// tag and the access stays on it (fastHost in Operands.swift); NULL otherwise.
+static inline void *host_address(const struct X86FastCore *c, const struct X86FastTLB *tlb, const uint64_t *r,
+                                 const struct X86FastInst *i, unsigned size, int write) {
+    uint64_t e = effective_address(r, i), lin;
+    unsigned seg = i->seg;
+    if (seg < 4) {
+        lin = e;   // ES, CS, SS, DS: base 0 and no limit in 64-bit mode
+    } else {
+        if (e + size > c->segEnd[seg]) return NULL;
+        lin = c->segBase[seg] + e;
+    }
+    uint64_t page = lin >> 12;
+    const struct X86FastTLB *t = &tlb[page & 1023];
+    uint64_t tag = write ? t->wtag : t->rtag;
+    if (tag != page || (lin & 0xFFF) + size > 0x1000) return NULL;
+    return (void *)(uintptr_t)(lin + t->addend);
+}
+
+/// The stack slot at `sp` (stackHost): 8 bytes on one page with the needed tag.
+static inline void *stack_address(const struct X86FastTLB *tlb, uint64_t sp, int write) {
+    uint64_t page = sp >> 12;
+    const struct X86FastTLB *t = &tlb[page & 1023];
+    uint64_t tag = write ? t->wtag : t->rtag;
+    if (tag != page || (sp & 0xFFF) > 0xFF8) return NULL;
+    return (void *)(uintptr_t)(sp + t->addend);
+}
+
+// MARK: lazy flags (Flags.swift)
+
+static inline void set_lazy(struct X86FastLazy *L, unsigned kind, unsigned size, uint64_t res, uint64_t dst, uint64_t src) {
+    L->op = kind << 2 | SIZECODE(size);
+    L->res = res; L->dst = dst; L->src = src;
+}
+
+static inline void set_logic(struct X86FastLazy *L, unsigned size, uint64_t res) {
+    L->op = K_LOGIC << 2 | SIZECODE(size);
+    L->res = res;
+}
+
+static inline uint64_t parity_even(uint64_t v) {
+    uint64_t b = v & 0xFF;
+    return ((0x6996u >> ((b ^ (b >> 4)) & 0xF)) & 1) ^ 1;
+}
+
+__attribute__((noinline)) static uint64_t arith_flags(const struct X86FastLazy *L, uint64_t rflags) {
+    unsigned kind = L->op >> 2;
+    if (kind == K_NONE) return rflags & (FL_CF | FL_PF | FL_AF | FL_ZF | FL_SF | FL_OF);
+    unsigned size = 1u << (L->op & 3);
+    uint64_t sb = 1ull << (size * 8 - 1);
+    uint64_t res = L->res, dst = L->dst, src = L->src, f = 0;
+    if (res == 0) f |= FL_ZF;
+    if (res & sb) f |= FL_SF;
+    f |= parity_even(res) << 2;
+    switch (kind) {
+    case K_ADD:
+        if (res < dst) f |= FL_CF;
+        if ((dst ^ res) & (src ^ res) & sb) f |= FL_OF;
+        f |= (dst ^ src ^ res) & FL_AF;
+        break;
+    case K_ADC:
+        if (L->cin ? res <= dst : res < dst) f |= FL_CF;
+        if ((dst ^ res) & (src ^ res) & sb) f |= FL_OF;
+        f |= (dst ^ src ^ res) & FL_AF;
+        break;
+    case K_SUB:
+        if (dst < src) f |= FL_CF;
+        if ((dst ^ src) & (dst ^ res) & sb) f |= FL_OF;
+        f |= (dst ^ src ^ res) & FL_AF;
+        break;
+    case K_SBB:
+        if (L->cin ? dst <= src : dst < src) f |= FL_CF;
+        if ((dst ^ src) & (dst ^ res) & sb) f |= FL_OF;
+        f |= (dst ^ src ^ res) & FL_AF;
+        break;
+    case K_INC:
+        f |= L->cin;
+        if ((dst ^ res) & (src ^ res) & sb) f |= FL_OF;
+        f |= (dst ^ src ^ res) & FL_AF;
+        break;
+    case K_DEC:
+        f |= L->cin;
+        if ((dst ^ src) & (dst ^ res) & sb) f |= FL_OF;
+        f |= (dst ^ src ^ res) & FL_AF;
+        break;
+    case K_SHIFT:
+        f |= L->cin | L->dst << 11;
+        break;
+    case K_MUL:
+        f |= L->cin;
+        break;
+    default:
+        break;
+    }
+    return f;
+}
+
+static inline int carry_flag(const struct X86FastLazy *L, uint64_t rflags) {
+    switch (L->op >> 2) {
+    case K_NONE: return (rflags & FL_CF) != 0;
+    case K_SUB: return L->dst < L->src;
+    case K_ADD: return L->res < L->dst;
+    case K_LOGIC: return 0;
+    case K_SHIFT: return L->cin != 0;
+    case K_ADC: return L->cin ? L->res <= L->dst : L->res < L->dst;
+    case K_SBB: return L->cin ? L->dst <= L->src : L->dst < L->src;
+    default: return (L->cin & FL_CF) != 0;   // INC, DEC, MUL keep CF there
+    }
+}
+
+static inline int cond_from_flags(unsigned cc, uint64_t f) {
+    int r;
+    switch (cc >> 1) {
+    case 0: r = (f & FL_OF) != 0; break;
+    case 1: r = (f & FL_CF) != 0; break;
+    case 2: r = (f & FL_ZF) != 0; break;
+    case 3: r = (f & (FL_CF | FL_ZF)) != 0; break;
+    case 4: r = (f & FL_SF) != 0; break;
+    case 5: r = (f & FL_PF) != 0; break;
+    case 6: r = ((f & FL_SF) != 0) != ((f & FL_OF) != 0); break;
+    default: r = (f & FL_ZF) != 0 || (((f & FL_SF) != 0) != ((f & FL_OF) != 0)); break;
+    }
+    return (cc & 1) ? !r : r;
+}
+
+/// Condition `cc` (0-15, the Jcc order) from the lazy state, as `cond` in Flags.swift.
+__attribute__((always_inline)) static inline int condition(const struct X86FastLazy *L, uint64_t rflags, unsigned cc) {
+    unsigned kind = L->op >> 2;
+    if (kind == K_SUB) {
+        switch (cc) {
+        case 2: return L->dst < L->src;
+        case 3: return L->dst >= L->src;
+        case 4: return L->dst == L->src;
+        case 5: return L->dst != L->src;
+        case 6: return L->dst <= L->src;
+        case 7: return L->dst > L->src;
+        default: break;
+        }
+    } else if (kind == K_LOGIC) {
+        if (cc == 4) return L->res == 0;
+        if (cc == 5) return L->res != 0;
+    } else if (kind != K_NONE) {
+        if (cc == 4) return L->res == 0;
+        if (cc == 5) return L->res != 0;
+    }
+    return cond_from_flags(cc, arith_flags(L, rflags));
+}
+
+// MARK: operations
+
+/// ALU kinds in opcode order: add, or, adc, sbb, and, sub, xor, cmp (`alu` in Integer.swift).
+static inline uint64_t alu(struct X86FastLazy *L, uint64_t rflags, unsigned kind, uint64_t d, uint64_t s0, unsigned size) {
+    uint64_t m = MASK(size), s = s0 & m, res, cy;
+    switch (kind) {
+    case 0: res = (d + s) & m; set_lazy(L, K_ADD, size, res, d, s); return res;
+    case 1: res = d | s; set_logic(L, size, res); return res;
+    case 2: cy = carry_flag(L, rflags); res = (d + s + cy) & m; L->cin = cy; set_lazy(L, K_ADC, size, res, d, s); return res;
+    case 3: cy = carry_flag(L, rflags); res = (d - s - cy) & m; L->cin = cy; set_lazy(L, K_SBB, size, res, d, s); return res;
+    case 4: res = d & s; set_logic(L, size, res); return res;
+    case 6: res = d ^ s; set_logic(L, size, res); return res;
+    default: res = (d - s) & m; set_lazy(L, K_SUB, size, res, d, s); return res;
+    }
+}
+
+/// SHL (4), SHR (5), SAR (7) by a count of 1..31/63 (`shiftFast` in Integer.swift).
+static inline uint64_t shift_fast(struct X86FastLazy *L, unsigned kind, uint64_t d, uint64_t count, unsigned size) {
+    uint64_t msb = size * 8 - 1, m = MASK(size), res, src;
+    if (kind == 4) {
+        res = (d << count) & m; src = (d << (count - 1)) & m;
+        L->cin = (src >> msb) & 1;
+    } else if (kind == 5) {
+        res = d >> count; src = d >> (count - 1);
+        L->cin = src & 1;
+    } else {
+        int64_t sd = sign_extend(d, size);
+        res = (uint64_t)(sd >> count) & m; src = (uint64_t)(sd >> (count - 1));
+        L->cin = src & 1;
+    }
+    set_lazy(L, K_SHIFT, size, res, kind == 7 ? 0 : ((src ^ res) >> msb) & 1, 0);
+    return res;
+}
+
+/// ROL (0) and ROR (1) by a non-zero count: CF and OF change, the other flags stay, so the lazy
+/// state is materialized into RFLAGS (`shiftOp` in Integer.swift).
+static inline uint64_t rotate(struct X86FastLazy *L, uint64_t *rflags, unsigned kind, uint64_t d, uint64_t count, unsigned size) {
+    const uint64_t arith = FL_CF | FL_PF | FL_AF | FL_ZF | FL_SF | FL_OF;
+    uint64_t bits = size * 8, m = MASK(size), msb = bits - 1, c = count % bits, res, cfb;
+    uint64_t f = arith_flags(L, *rflags);
+    if (kind == 0) {
+        res = c == 0 ? d : ((d << c) | (d >> (bits - c))) & m;
+        cfb = res & 1;
+        f = (f & ~(uint64_t)(FL_CF | FL_OF)) | cfb | ((((res >> msb) ^ cfb) & 1) << 11);
+    } else {
+        res = c == 0 ? d : ((d >> c) | (d << (bits - c))) & m;
+        cfb = (res >> msb) & 1;
+        f = (f & ~(uint64_t)(FL_CF | FL_OF)) | cfb | ((((res >> msb) ^ (res >> (msb - 1))) & 1) << 11);
+    }
+    *rflags = (*rflags & ~arith) | (f & arith);
+    L->op = 0;
+    return res;
+}
+
+static inline void mul_flags(struct X86FastLazy *L, uint64_t low, int overflow, unsigned size) {
+    L->cin = overflow ? (FL_CF | FL_OF) : 0;
+    L->op = K_MUL << 2 | SIZECODE(size);
+    L->res = low;
+}
+
+struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86FastInst *p,
+                                 const struct X86FastInst *end, const struct X86FastBlock *block, uint64_t pc) {
+    static void *const labels[X86F_COUNT] = {
+        [X86F_EXIT] = &&bail, [X86F_NOP] = &&h_nop,
+        [X86F_ADD_RMR4] = &&h_add_rmr4, [X86F_ADD_RRM4] = &&h_add_rrm4, [X86F_ADD_RMI4] = &&h_add_rmi4,
+        [X86F_ADD_RMR8] = &&h_add_rmr8, [X86F_ADD_RRM8] = &&h_add_rrm8, [X86F_ADD_RMI8] = &&h_add_rmi8,
+        [X86F_OR_RMR4] = &&h_or_rmr4, [X86F_OR_RRM4] = &&h_or_rrm4, [X86F_OR_RMI4] = &&h_or_rmi4,
+        [X86F_OR_RMR8] = &&h_or_rmr8, [X86F_OR_RRM8] = &&h_or_rrm8, [X86F_OR_RMI8] = &&h_or_rmi8,
+        [X86F_ADC_RMR4] = &&h_adc_rmr4, [X86F_ADC_RRM4] = &&h_adc_rrm4, [X86F_ADC_RMI4] = &&h_adc_rmi4,
+        [X86F_ADC_RMR8] = &&h_adc_rmr8, [X86F_ADC_RRM8] = &&h_adc_rrm8, [X86F_ADC_RMI8] = &&h_adc_rmi8,
+        [X86F_SBB_RMR4] = &&h_sbb_rmr4, [X86F_SBB_RRM4] = &&h_sbb_rrm4, [X86F_SBB_RMI4] = &&h_sbb_rmi4,
+        [X86F_SBB_RMR8] = &&h_sbb_rmr8, [X86F_SBB_RRM8] = &&h_sbb_rrm8, [X86F_SBB_RMI8] = &&h_sbb_rmi8,
+        [X86F_AND_RMR4] = &&h_and_rmr4, [X86F_AND_RRM4] = &&h_and_rrm4, [X86F_AND_RMI4] = &&h_and_rmi4,
+        [X86F_AND_RMR8] = &&h_and_rmr8, [X86F_AND_RRM8] = &&h_and_rrm8, [X86F_AND_RMI8] = &&h_and_rmi8,
+        [X86F_SUB_RMR4] = &&h_sub_rmr4, [X86F_SUB_RRM4] = &&h_sub_rrm4, [X86F_SUB_RMI4] = &&h_sub_rmi4,
+        [X86F_SUB_RMR8] = &&h_sub_rmr8, [X86F_SUB_RRM8] = &&h_sub_rrm8, [X86F_SUB_RMI8] = &&h_sub_rmi8,
+        [X86F_XOR_RMR4] = &&h_xor_rmr4, [X86F_XOR_RRM4] = &&h_xor_rrm4, [X86F_XOR_RMI4] = &&h_xor_rmi4,
+        [X86F_XOR_RMR8] = &&h_xor_rmr8, [X86F_XOR_RRM8] = &&h_xor_rrm8, [X86F_XOR_RMI8] = &&h_xor_rmi8,
+        [X86F_CMP_RMR4] = &&h_cmp_rmr4, [X86F_CMP_RRM4] = &&h_cmp_rrm4, [X86F_CMP_RMI4] = &&h_cmp_rmi4,
+        [X86F_CMP_RMR8] = &&h_cmp_rmr8, [X86F_CMP_RRM8] = &&h_cmp_rrm8, [X86F_CMP_RMI8] = &&h_cmp_rmi8,
+        [X86F_MOV_RMR4] = &&h_mov_rmr4, [X86F_MOV_RRM4] = &&h_mov_rrm4, [X86F_MOV_RMI4] = &&h_mov_rmi4,
+        [X86F_MOV_RI4] = &&h_mov_ri4, [X86F_MOV_RMR8] = &&h_mov_rmr8, [X86F_MOV_RRM8] = &&h_mov_rrm8,
+        [X86F_MOV_RMI8] = &&h_mov_rmi8, [X86F_MOV_RI8] = &&h_mov_ri8,
+        [X86F_MOV_RMR] = &&h_mov_rmr, [X86F_MOV_RRM] = &&h_mov_rrm,
+        [X86F_TEST_RMR4] = &&h_test_rmr4, [X86F_TEST_RMI4] = &&h_test_rmi4,
+        [X86F_TEST_RMR8] = &&h_test_rmr8, [X86F_TEST_RMI8] = &&h_test_rmi8,
+        [X86F_LEA4] = &&h_lea4, [X86F_LEA8] = &&h_lea8,
+        [X86F_MOVZX8_4] = &&h_movzx8_4, [X86F_MOVZX16_4] = &&h_movzx16_4,
+        [X86F_MOVZX8_8] = &&h_movzx8_8, [X86F_MOVZX16_8] = &&h_movzx16_8, [X86F_MOVSXD] = &&h_movsxd,
+        [X86F_SHIFT4] = &&h_shift4, [X86F_SHIFT8] = &&h_shift8,
+        [X86F_INC4] = &&h_inc4, [X86F_DEC4] = &&h_dec4, [X86F_INC8] = &&h_inc8, [X86F_DEC8] = &&h_dec8,
+        [X86F_IMUL_RRM] = &&h_imul_rrm,
+        [X86F_CMPJ_RR4] = &&h_cmpj_rr4, [X86F_CMPJ_RR8] = &&h_cmpj_rr8,
+        [X86F_CMPJ_RI4] = &&h_cmpj_ri4, [X86F_CMPJ_RI8] = &&h_cmpj_ri8,
+        [X86F_TESTJ_RR4] = &&h_testj_rr4, [X86F_TESTJ_RR8] = &&h_testj_rr8,
+        [X86F_JCC] = &&h_jcc, [X86F_JMP] = &&h_jmp, [X86F_CALL] = &&h_call, [X86F_RET] = &&h_ret,
+        [X86F_PUSH] = &&h_push, [X86F_POP] = &&h_pop, [X86F_SETCC] = &&h_setcc, [X86F_CMOVCC] = &&h_cmovcc,
+        [X86F_ADD_RMR] = &&h_add_rmr, [X86F_ADD_RRM] = &&h_add_rrm, [X86F_ADD_RMI] = &&h_add_rmi,
+        [X86F_OR_RMR] = &&h_or_rmr, [X86F_OR_RRM] = &&h_or_rrm, [X86F_OR_RMI] = &&h_or_rmi,
+        [X86F_ADC_RMR] = &&h_adc_rmr, [X86F_ADC_RRM] = &&h_adc_rrm, [X86F_ADC_RMI] = &&h_adc_rmi,
+        [X86F_SBB_RMR] = &&h_sbb_rmr, [X86F_SBB_RRM] = &&h_sbb_rrm, [X86F_SBB_RMI] = &&h_sbb_rmi,
+        [X86F_AND_RMR] = &&h_and_rmr, [X86F_AND_RRM] = &&h_and_rrm, [X86F_AND_RMI] = &&h_and_rmi,
+        [X86F_SUB_RMR] = &&h_sub_rmr, [X86F_SUB_RRM] = &&h_sub_rrm, [X86F_SUB_RMI] = &&h_sub_rmi,
+        [X86F_XOR_RMR] = &&h_xor_rmr, [X86F_XOR_RRM] = &&h_xor_rrm, [X86F_XOR_RMI] = &&h_xor_rmi,
+        [X86F_CMP_RMR] = &&h_cmp_rmr, [X86F_CMP_RRM] = &&h_cmp_rrm, [X86F_CMP_RMI] = &&h_cmp_rmi,
+        [X86F_TEST_RMR] = &&h_test_rmr, [X86F_TEST_RMI] = &&h_test_rmi, [X86F_NOT] = &&h_not, [X86F_NEG] = &&h_neg,
+        [X86F_INC] = &&h_inc, [X86F_DEC] = &&h_dec, [X86F_MOV_RMI] = &&h_mov_rmi, [X86F_MOV_RI] = &&h_mov_ri,
+        [X86F_SHIFT] = &&h_shift,
+    };
+    uint64_t *const r = c->regs;
+    struct X86FastLazy *const L = c->lazy;
+    const struct X86FastTLB *const tlb = *c->tlb;
+    const struct X86FastInst *i;
+    uint64_t next;
+    // Chaining state kept in locals while running and written back on return: nothing in here
+    // sets pollNow, so a run that starts without it can chain until the countdown runs out.
+    const int chain = block != NULL && !*c->pollNow;
+    int64_t countdown = *c->pollCountdown;
+    uint64_t retired = 0;
+
+// Next instruction: its handler, or `done` at the block's end. The choice is a conditional move
+// and each handler has its own copy of this jump (a conditional branch first makes the compiler
+// merge them all into one shared indirect jump, which the host predicts far worse). At the end,
+// `p` may point one past the block: the block cache keeps a spare slot after its arena, and the
+// operation number is masked, so the unused lookup stays in bounds.
+#define DISPATCH() do { \
+        i = p; next = pc + i->len; \
+        void *target_ = p < end ? labels[opMap[i->op & 1023]] : &&done; \
+        goto *target_; \
+    } while (0)
+#define NEXT() do { pc = next; p++; DISPATCH(); } while (0)
+#define BRANCH(target) do { pc = (target); p++; DISPATCH(); } while (0)
+#define IS_MEM (i->flags & F_MEM)
+#define RFLAGS (*c->rflags)
+// A memory operand's host address, or back to Swift.
+#define HOST(var, size, write) void *var = host_address(c, tlb, r, i, (size), (write)); if (!var) goto bail
+
+// rm op= src (and CMP, which writes nothing), as aluRm in Integer.swift.
+#define ALU_RM(kind, size, src) do { \
+        uint64_t s_ = (src); \
+        if (!IS_MEM) { \
+            uint64_t v_ = alu(L, RFLAGS, (kind), get_reg(r, i->rm, (size)), s_, (size)); \
+            if ((kind) != 7) set_reg(r, i->rm, (size), v_); \
+        } else { \
+            if (i->flags & F_LOCK) goto bail; \
+            HOST(h_, (size), (kind) != 7); \
+            uint64_t v_ = alu(L, RFLAGS, (kind), load_n(h_, (size)), s_, (size)); \
+            if ((kind) != 7) store_n(h_, v_, (size)); \
+        } \
+        NEXT(); \
+    } while (0)
+// reg op= rm.
+#define ALU_R_RM(kind, size) do { \
+        uint64_t s_; \
+        if (!IS_MEM) s_ = get_reg(r, i->rm, (size)); \
+        else { HOST(h_, (size), 0); s_ = load_n(h_, (size)); } \
+        uint64_t v_ = alu(L, RFLAGS, (kind), get_reg(r, i->reg, (size)), s_, (size)); \
+        if ((kind) != 7) set_reg(r, i->reg, (size), v_); \
+        NEXT(); \
+    } while (0)
+// The value of the r/m operand (register or memory) into `var`.
+#define READ_RM(var, size) uint64_t var; \
+    if (!IS_MEM) var = get_reg(r, i->rm, (size)); \
+    else { HOST(hr_, (size), 0); var = load_n(hr_, (size)); }
+#define WRITE_RM(size, value) do { \
+        if (!IS_MEM) set_reg(r, i->rm, (size), (value)); \
+        else { HOST(hw_, (size), 1); store_n(hw_, (value), (size)); } \
+    } while (0)
+
+#define ALU_GROUP(name, kind) \
+    h_##name##_rmr4: ALU_RM(kind, 4, get_reg(r, i->reg, 4)); \
+    h_##name##_rrm4: ALU_R_RM(kind, 4); \
+    h_##name##_rmi4: ALU_RM(kind, 4, i->imm); \
+    h_##name##_rmr8: ALU_RM(kind, 8, r[i->reg]); \
+    h_##name##_rrm8: ALU_R_RM(kind, 8); \
+    h_##name##_rmi8: ALU_RM(kind, 8, i->imm); \
+    h_##name##_rmr: ALU_RM(kind, i->osz, get_reg(r, i->reg, i->osz)); \
+    h_##name##_rrm: ALU_R_RM(kind, i->osz); \
+    h_##name##_rmi: ALU_RM(kind, i->osz, i->imm);
+
+    DISPATCH();
+
+    ALU_GROUP(add, 0)
+    ALU_GROUP(or, 1)
+    ALU_GROUP(adc, 2)
+    ALU_GROUP(sbb, 3)
+    ALU_GROUP(and, 4)
+    ALU_GROUP(sub, 5)
+    ALU_GROUP(xor, 6)
+    ALU_GROUP(cmp, 7)
+
+h_nop:
+    NEXT();
+
+h_mov_rmr4: WRITE_RM(4, r[i->reg] & M32); NEXT();
+h_mov_rrm4: { READ_RM(v, 4); r[i->reg] = v; NEXT(); }
+h_mov_rmi4: WRITE_RM(4, i->imm & M32); NEXT();
+h_mov_ri4: r[i->reg] = i->imm & M32; NEXT();
+h_mov_rmr8: WRITE_RM(8, r[i->reg]); NEXT();
+h_mov_rrm8: { READ_RM(v, 8); r[i->reg] = v; NEXT(); }
+h_mov_rmi8: WRITE_RM(8, i->imm); NEXT();
+h_mov_ri8: r[i->reg] = i->imm; NEXT();
+h_mov_rmr: {
+    unsigned size = i->osz;
+    WRITE_RM(size, get_reg(r, i->reg, size));
+    NEXT();
+}
+h_mov_rrm: {
+    unsigned size = i->osz;
+    READ_RM(v, size);
+    set_reg(r, i->reg, size, v);
+    NEXT();
+}
+
+h_test_rmr4: { READ_RM(v, 4); set_logic(L, 4, v & r[i->reg] & M32); NEXT(); }
+h_test_rmi4: { READ_RM(v, 4); set_logic(L, 4, v & i->imm & M32); NEXT(); }
+h_test_rmr8: { READ_RM(v, 8); set_logic(L, 8, v & r[i->reg]); NEXT(); }
+h_test_rmi8: { READ_RM(v, 8); set_logic(L, 8, v & i->imm); NEXT(); }
+
+h_test_rmr: { unsigned size = i->osz; READ_RM(v, size); set_logic(L, size, v & get_reg(r, i->reg, size)); NEXT(); }
+h_test_rmi: { unsigned size = i->osz; READ_RM(v, size); set_logic(L, size, v & i->imm & MASK(size)); NEXT(); }
+h_mov_rmi: { unsigned size = i->osz; WRITE_RM(size, i->imm); NEXT(); }
+h_mov_ri: set_reg(r, i->reg, i->osz, i->imm); NEXT();
+
+// NOT (no flags) and NEG (flags of 0 - d), register or unlocked memory (notNeg in Integer.swift).
+#define NOT_NEG(neg) do { \
+        unsigned size_ = i->osz; uint64_t m_ = MASK(size_), d_, v_; void *h_ = NULL; \
+        if (!IS_MEM) d_ = get_reg(r, i->rm, size_); \
+        else { \
+            if (i->flags & F_LOCK) goto bail; \
+            h_ = host_address(c, tlb, r, i, size_, 1); if (!h_) goto bail; \
+            d_ = load_n(h_, size_); \
+        } \
+        if (neg) { v_ = (0 - d_) & m_; set_lazy(L, K_SUB, size_, v_, 0, d_); } else v_ = ~d_ & m_; \
+        if (!IS_MEM) set_reg(r, i->rm, size_, v_); else store_n(h_, v_, size_); \
+        NEXT(); \
+    } while (0)
+h_not: NOT_NEG(0);
+h_neg: NOT_NEG(1);
+
+h_lea4: r[i->reg] = effective_address(r, i) & M32; NEXT();
+h_lea8: r[i->reg] = effective_address(r, i); NEXT();
+
+h_movzx8_4: { READ_RM(v, 1); r[i->reg] = v; NEXT(); }
+h_movzx16_4: { READ_RM(v, 2); r[i->reg] = v; NEXT(); }
+h_movzx8_8: { READ_RM(v, 1); r[i->reg] = v; NEXT(); }
+h_movzx16_8: { READ_RM(v, 2); r[i->reg] = v; NEXT(); }
+h_movsxd: {
+    unsigned size = i->osz;
+    if (size != 4 && size != 8) goto bail;
+    READ_RM(v, 4);
+    r[i->reg] = size == 8 ? (uint64_t)(int64_t)(int32_t)(uint32_t)v : v;
+    NEXT();
+}
+
+h_shift4:
+    if (IS_MEM || i->aux < 4 || i->aux == 6) goto h_shift;
+    {
+        uint64_t n = ((i->flags & F_COUNT_CL) ? r[1] : i->imm) & 0x1F;
+        uint64_t d = r[i->rm] & M32;
+        r[i->rm] = n ? shift_fast(L, i->aux, d, n, 4) : d;
+    }
+    NEXT();
+h_shift8:
+    if (IS_MEM || i->aux < 4 || i->aux == 6) goto h_shift;
+    {
+        uint64_t n = ((i->flags & F_COUNT_CL) ? r[1] : i->imm) & 0x3F;
+        if (n) r[i->rm] = shift_fast(L, i->aux, r[i->rm], n, 8);
+    }
+    NEXT();
+
+// Any size, register or unlocked memory, ROL/ROR/SHL/SAL/SHR/SAR (RCL/RCR go to Swift), as
+// shiftGroup: a zero count changes nothing but a 32-bit register's upper half (and a memory
+// operand must still be writable).
+h_shift: {
+    unsigned size = i->osz, kind = i->aux;
+    if (kind == 2 || kind == 3) goto bail;
+    uint64_t n = ((i->flags & F_COUNT_CL) ? (r[1] & 0xFF) : i->imm) & (size == 8 ? 0x3F : 0x1F);
+    void *h = NULL;
+    uint64_t d;
+    if (!IS_MEM) d = get_reg(r, i->rm, size);
+    else {
+        if (i->flags & F_LOCK) goto bail;
+        h = host_address(c, tlb, r, i, size, 1);
+        if (!h) goto bail;
+        d = load_n(h, size);
+    }
+    uint64_t v = d;
+    if (n) v = kind <= 1 ? rotate(L, c->rflags, kind, d, n, size) : shift_fast(L, kind == 6 ? 4 : kind, d, n, size);
+    if (!IS_MEM) { if (n || size == 4) set_reg(r, i->rm, size, v); }
+    else if (n) store_n(h, v, size);
+    NEXT();
+}
+
+// INC/DEC keep CF: it goes to `cin` (incDec in Integer.swift).
+#define INC_DEC(kind, size) do { \
+        uint64_t cy_ = carry_flag(L, RFLAGS), m_ = MASK(size), d_, v_; \
+        if (!IS_MEM) { \
+            d_ = get_reg(r, i->rm, (size)); \
+            v_ = ((kind) == K_INC ? d_ + 1 : d_ - 1) & m_; \
+            set_reg(r, i->rm, (size), v_); \
+        } else { \
+            if (i->flags & F_LOCK) goto bail; \
+            HOST(h_, (size), 1); \
+            d_ = load_n(h_, (size)); \
+            v_ = ((kind) == K_INC ? d_ + 1 : d_ - 1) & m_; \
+            store_n(h_, v_, (size)); \
+        } \
+        L->cin = cy_; \
+        set_lazy(L, (kind), (size), v_, d_, 1); \
+        NEXT(); \
+    } while (0)
+h_inc: INC_DEC(K_INC, i->osz);
+h_dec: INC_DEC(K_DEC, i->osz);
+h_inc4: INC_DEC(K_INC, 4);
+h_dec4: INC_DEC(K_DEC, 4);
+h_inc8: INC_DEC(K_INC, 8);
+h_dec8: INC_DEC(K_DEC, 8);
+
+h_imul_rrm: {
+    unsigned size = i->osz;
+    if (size == 4) {
+        READ_RM(b, 4);
+        int64_t prod = (int64_t)(int32_t)(uint32_t)r[i->reg] * (int64_t)(int32_t)(uint32_t)b;
+        uint64_t lo = (uint64_t)prod & M32;
+        r[i->reg] = lo;
+        mul_flags(L, lo, prod != sign_extend(lo, 4), 4);
+    } else if (size == 8) {
+        READ_RM(b, 8);
+        int64_t prod;
+        int ovf = __builtin_mul_overflow((int64_t)r[i->reg], (int64_t)b, &prod);
+        r[i->reg] = (uint64_t)prod;
+        mul_flags(L, (uint64_t)prod, ovf, 8);
+    } else {
+        goto bail;
+    }
+    NEXT();
+}
+
+// Fused CMP/TEST + Jcc (the executor's cmpj/testj cases).
+#define CMPJ(size, srcexpr) do { \
+        uint64_t m_ = MASK(size), d_ = r[i->rm] & m_, s_ = (srcexpr) & m_; \
+        set_lazy(L, K_SUB, (size), (d_ - s_) & m_, d_, s_); \
+        int t_; \
+        switch (i->aux) { \
+        case 2: t_ = d_ < s_; break; \
+        case 3: t_ = d_ >= s_; break; \
+        case 4: t_ = d_ == s_; break; \
+        case 5: t_ = d_ != s_; break; \
+        case 6: t_ = d_ <= s_; break; \
+        case 7: t_ = d_ > s_; break; \
+        case 12: t_ = sign_extend(d_, (size)) < sign_extend(s_, (size)); break; \
+        case 13: t_ = sign_extend(d_, (size)) >= sign_extend(s_, (size)); break; \
+        case 14: t_ = sign_extend(d_, (size)) <= sign_extend(s_, (size)); break; \
+        case 15: t_ = sign_extend(d_, (size)) > sign_extend(s_, (size)); break; \
+        default: t_ = condition(L, RFLAGS, i->aux); break; \
+        } \
+        BRANCH(t_ ? i->imm : next); \
+    } while (0)
+h_cmpj_rr4: CMPJ(4, r[i->reg]);
+h_cmpj_rr8: CMPJ(8, r[i->reg]);
+h_cmpj_ri4: CMPJ(4, i->disp);
+h_cmpj_ri8: CMPJ(8, i->disp);
+#define TESTJ(size) do { \
+        uint64_t m_ = MASK(size), v_ = r[i->rm] & r[i->reg] & m_, sign_ = 1ull << ((size) * 8 - 1); \
+        set_logic(L, (size), v_); \
+        int t_; \
+        switch (i->aux) { \
+        case 4: t_ = v_ == 0; break; \
+        case 5: t_ = v_ != 0; break; \
+        case 8: t_ = (v_ & sign_) != 0; break; \
+        case 9: t_ = (v_ & sign_) == 0; break; \
+        default: t_ = condition(L, RFLAGS, i->aux); break; \
+        } \
+        BRANCH(t_ ? i->imm : next); \
+    } while (0)
+h_testj_rr4: TESTJ(4);
+h_testj_rr8: TESTJ(8);
+
+h_jcc: BRANCH(condition(L, RFLAGS, i->aux) ? i->imm : next);
+h_jmp: BRANCH(i->imm);
+h_call: {
+    if (i->osz != 8) goto bail;
+    void *h = stack_address(tlb, r[4] - 8, 1);
+    if (!h) goto bail;
+    memcpy(h, &next, 8);
+    r[4] -= 8;
+    BRANCH(i->imm);
+}
+h_ret: {
+    if (i->osz != 8) goto bail;
+    void *h = stack_address(tlb, r[4], 0);
+    if (!h) goto bail;
+    uint64_t target;
+    memcpy(&target, h, 8);
+    r[4] += 8 + i->imm;
+    BRANCH(target);
+}
+h_push: {
+    if (i->osz != 8) goto bail;
+    void *h = stack_address(tlb, r[4] - 8, 1);
+    if (!h) goto bail;
+    memcpy(h, &r[i->reg], 8);
+    r[4] -= 8;
+    NEXT();
+}
+h_pop: {
+    if (i->osz != 8) goto bail;
+    void *h = stack_address(tlb, r[4], 0);
+    if (!h) goto bail;
+    uint64_t v;
+    memcpy(&v, h, 8);
+    r[4] += 8;
+    r[i->reg] = v;
+    NEXT();
+}
+
+h_setcc: {
+    uint64_t v = condition(L, RFLAGS, i->aux) ? 1 : 0;
+    WRITE_RM(1, v);
+    NEXT();
+}
+h_cmovcc: {
+    unsigned size = i->osz;
+    if (size != 4 && size != 8) goto bail;
+    READ_RM(v, size);
+    if (condition(L, RFLAGS, i->aux)) r[i->reg] = v;
+    else if (size == 4) r[i->reg] &= M32;
+    NEXT();
+}
+
+done:
+    // The block ran to its end: into its linked successor, as execBlock's chaining does (the
+    // links are only made between valid blocks of one page; execBlock checks the rest), unless a
+    // poll is due, which execBlock's own chaining step then finds.
+    if (chain && countdown > 1) {
+        const struct X86FastBlock *nb;
+        if (block->linkRIP0 == pc) nb = c->infos + block->linkIdx0;
+        else if (block->linkRIP1 == pc) nb = c->infos + block->linkIdx1;
+        else goto bail;
+        countdown -= 1;
+        retired += (uint64_t)(int64_t)nb->guestCount;
+        block = nb;
+        p = c->insts + nb->first;
+        end = p + nb->count;
+        DISPATCH();
+    }
+bail:
+    *c->pollCountdown = countdown;
+    *c->instructions += retired;
+    return (struct X86FastResult){ p, end, block, pc };
+}
