@@ -240,7 +240,7 @@ static inline uint64_t alu(struct X86FastLazy *L, uint64_t rflags, unsigned kind
 }
 
 /// SHL (4), SHR (5), SAR (7) by a count of 1..31/63 (`shiftFast` in Integer.swift).
-static inline uint64_t shift_fast(struct X86FastLazy *L, unsigned kind, uint64_t d, uint64_t count, unsigned size) {
+__attribute__((always_inline)) static inline uint64_t shift_fast(struct X86FastLazy *L, unsigned kind, uint64_t d, uint64_t count, unsigned size) {
     uint64_t msb = size * 8 - 1, m = MASK(size), res, src;
     if (kind == 4) {
         res = (d << count) & m; src = (d << (count - 1)) & m;
