@@ -26,6 +26,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     public private(set) var disks: [(config: VirtioBlkConfig, device: VirtioBlock, pci: VirtioPCI, address: PCIAddress)] = []
     public private(set) var iothreads: [IOThread] = []
     public let cmos: CMOS
+    public let i8042: I8042
     public let timers = TimerService()
     public private(set) var hpet: HPET?
     private var bootEntry: CPUEntry = .reset
@@ -68,7 +69,8 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         cmos = CMOS()
         cmos.setMemoryInfo(below4G: map.below4G, above4G: map.above4G, cpus: config.cpus)
         try ports.register(cmos, base: 0x70, length: 2, name: "rtc")
-        let kbd = I8042(irq: IRQLine(sink: sink, gsi: 1), reset: resetGuest)
+        let kbd = I8042(irq: IRQLine(sink: sink, gsi: 1), auxIRQ: IRQLine(sink: sink, gsi: 12), reset: resetGuest)
+        i8042 = kbd
         try ports.register(OffsetWindow(kbd, offset: 0), base: 0x60, length: 1, name: "i8042 data")
         try ports.register(OffsetWindow(kbd, offset: 4), base: 0x64, length: 1, name: "i8042 cmd")
         try ports.register(Port92(reset: resetGuest), base: 0x92, length: 1, name: "port92")
@@ -332,6 +334,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     private func resetDevices() throws {
         pci.reset()
         pm.reset()
+        i8042.resetState()
         hpet?.reset()
         try loadFirmware()
         try resetCPUs()
