@@ -99,33 +99,74 @@ final class ACPITableTests: XCTestCase {
         XCTAssertLessThan(t.blob.count, 0x1_0000)
     }
 
-    func testDSDTDisassemblesWithIASL() throws {
-        let iasl = "/usr/bin/iasl"
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: iasl), "acpica-tools (iasl) is not installed")
+    /// The DSDT, found as the OS finds it: RSDP -> RSDT -> FACP -> DSDT.
+    func dsdt(_ t: ACPITables) -> [UInt8] {
+        let rsdt = table(t, at: u32(Array(t.blob[0..<20]), 16))
+        let fadt = table(t, at: u32(rsdt, 36))
+        return table(t, at: u32(fadt, 40))
+    }
+
+    /// Runs an acpica tool in a fresh directory holding dsdt.dat; returns its stdout and the directory.
+    func runACPICA(_ tool: String, _ args: [String]) throws -> (out: String, dir: URL) {
+        let path = "/usr/bin/" + tool
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: path), "acpica-tools (\(tool)) is not installed")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dsdt-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let t = tables()
-        let fadt = table(t, at: u64(Array(t.blob[0..<36]), 24) == 0 ? 0 : {
-            let x = table(t, at: u64(Array(t.blob[0..<36]), 24)); return u64(x, 36) }())
-        let dsdt = table(t, at: u64(fadt, 140))
-        let file = dir.appendingPathComponent("dsdt.dat")
-        try Data(dsdt).write(to: file)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        try Data(dsdt(tables())).write(to: dir.appendingPathComponent("dsdt.dat"))
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: iasl)
-        p.arguments = ["-d", file.path]
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
         p.currentDirectoryURL = dir
-        p.standardOutput = FileHandle.nullDevice
+        let pipe = Pipe()
+        p.standardOutput = pipe
         p.standardError = FileHandle.nullDevice
         try p.run()
+        let out = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         XCTAssertEqual(p.terminationStatus, 0)
+        return (String(decoding: out, as: UTF8.self), dir)
+    }
+
+    func testDSDTDisassemblesWithIASL() throws {
+        let (_, dir) = try runACPICA("iasl", ["-d", "dsdt.dat"])
         let dsl = try String(contentsOf: dir.appendingPathComponent("dsdt.dsl"), encoding: .utf8)
-        for needle in ["Device (PCI0)", "EisaId (\"PNP0A03\")", "_S5, Package (0x04)", "Name (_PRT, Package (0x7C)",
+        if let keep = ProcessInfo.processInfo.environment["VMRUN_KEEP_DSDT"] { try? dsl.write(toFile: keep, atomically: true, encoding: .utf8) }
+        for needle in ["Device (PCI0)", "EisaId (\"PNP0A03\")", "_S5, Package (0x04)", "Name (_PRT, Package (0x80)",
                        "WordBusNumber", "DWordMemory", "QWordMemory", "Device (COM1)", "EisaId (\"PNP0501\")",
-                       "IRQNoFlags ()", "Device (HPET)"] {
+                       "IRQNoFlags ()", "Device (HPET)", "Device (KBD)", "Device (MOU)", "EisaId (\"PNP0F13\")",
+                       "OperationRegion (P40C, PCI_Config, 0x60, 0x04)", "Field (PCI0.S08.P40C, ByteAcc, NoLock, Preserve)",
+                       "Device (LNKA)", "Device (LNKD)", "Device (LNKS)", "EisaId (\"PNP0C0F\")",
+                       "Interrupt (ResourceConsumer, Level, ActiveHigh, Shared, ,, )", "Return (IQCR (PRQ1))",
+                       "PRQ2 |= 0x80", "CreateDWordField (Arg0, 0x05, PRRI)", "PRQ3 = PRRI", "Name (_HID, \"QEMU0002\")"] {
             XCTAssertTrue(dsl.contains(needle), "DSDT lacks \(needle)")
         }
+        // _PRT as QEMU's: slot 1 INTA is the SCI link, slot 2 INTA..INTD are LNKB, LNKC, LNKD, LNKA.
+        let prt = dsl.components(separatedBy: .whitespacesAndNewlines).joined()
+        for entry in ["Package(0x04){0x0001FFFF,Zero,LNKS,Zero}", "Package(0x04){0x0001FFFF,One,LNKB,Zero}",
+                      "Package(0x04){0x0002FFFF,Zero,LNKB,Zero}", "Package(0x04){0x0002FFFF,0x03,LNKA,Zero}",
+                      "Package(0x04){0xFFFF,Zero,LNKD,Zero}"] {
+            XCTAssertTrue(prt.contains(entry), "_PRT lacks \(entry)")
+        }
+        XCTAssertFalse(dsl.contains("**** "), "iasl flagged something: \(dsl.components(separatedBy: "\n").filter { $0.contains("****") })")
+    }
+
+    /// The link methods under ACPICA's own interpreter (acpiexec simulates the PCI_Config region as
+    /// zeroed memory): _SRS stores the IRQ the OS picked, _CRS and _STA read it back, _DIS sets
+    /// bit 7 (present but disabled, _CRS without an IRQ), and LNKS stays on the SCI.
+    func testLinkMethodsRunUnderACPICA() throws {
+        let steps = ["\\_SB.LNKB._SRS (89 06 00 09 01 0B 00 00 00 79 00)", "\\_SB.LNKB._CRS", "\\_SB.LNKB._STA",
+                     "\\_SB.LNKB._DIS", "\\_SB.LNKB._STA", "\\_SB.LNKB._CRS", "\\_SB.LNKA._CRS", "\\_SB.LNKS._CRS"]
+        let (out, _) = try runACPICA("acpiexec", ["-b", steps.map { "evaluate " + $0 }.joined(separator: "; "), "dsdt.dat"])
+        // One result per evaluation, in order: "[Integer] = ..." or the buffer's bytes.
+        let results = out.components(separatedBy: "\n").compactMap { line -> String? in
+            if let r = line.range(of: "[Integer] = ") { return String(UInt64(line[r.upperBound...].trimmingCharacters(in: .whitespaces), radix: 16) ?? 999) }
+            if let r = line.range(of: "0000: ") { return String(line[r.upperBound...].prefix(32)).trimmingCharacters(in: .whitespaces) }
+            return nil
+        }
+        XCTAssertEqual(results, ["89 06 00 09 01 0B 00 00 00 79 00", "11", "9", "89 06 00 09 01 00 00 00 00 79 00",
+                                 "89 06 00 09 01 00 00 00 00 79 00", "89 06 00 09 01 09 00 00 00 79 00"], out)
+        XCTAssertFalse(out.contains("ACPI Error"), out)
     }
 }
 

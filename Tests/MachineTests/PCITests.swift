@@ -83,4 +83,30 @@ final class PCITests: XCTestCase {
         piix.configDidWrite(offset: 0x60, size: 1)
         XCTAssertFalse(sink.level(10))
     }
+
+    /// What the DSDT's LNKB._SRS/_DIS do: byte writes to the PIIX3's 0x61 through 0xCF8/0xCFD move a
+    /// device's asserted INTx (slot 2 INTA = PIRQB) to the new IRQ, and bit 7 takes it off.
+    func testLinkWritesThroughConfigSpaceSteerADevicesINTx() {
+        let sink = RecordingInterruptSink()
+        let piix = PIIX3(sink: sink)
+        let bus = PCIBus(ports: IOBus(name: "io"), mmio: IOBus(name: "mem"), intxRouter: { piix.line(forPIRQ: $0) })
+        bus.plug(piix, at: PCIAddress(device: 1))
+        let d = Dummy()
+        bus.plug(d, at: PCIAddress(device: 2))
+        let cfg = PCIConfigPorts(bus: bus)
+        cfg.busWrite(offset: 0, size: 4, value: configAddress(1, 0x60))
+        XCTAssertEqual(cfg.busRead(offset: 5, size: 1), 10, "LNKB._CRS reads SeaBIOS's routing")
+        d.line?.raise()
+        XCTAssertTrue(sink.level(10))
+        cfg.busWrite(offset: 5, size: 1, value: 11)
+        XCTAssertFalse(sink.level(10))
+        XCTAssertTrue(sink.level(11))
+        XCTAssertEqual(cfg.busRead(offset: 5, size: 1), 11)
+        cfg.busWrite(offset: 5, size: 1, value: 0x8B)                 // _DIS
+        XCTAssertFalse(sink.level(11))
+        cfg.busWrite(offset: 5, size: 1, value: 5)
+        XCTAssertTrue(sink.level(5), "re-enabled on IRQ 5 with the device still asserting")
+        d.line?.lower()
+        XCTAssertFalse(sink.level(5))
+    }
 }

@@ -8,7 +8,7 @@ public struct ACPIConfig: Sendable {
     public var cpuCount: Int
     public var memoryMap: PCMemoryMap
     public var hasHPET: Bool
-    /// PCI devices whose INTx the DSDT routes (device numbers on bus 0).
+    /// The plugged PCI device numbers on bus 0 (the DSDT's _PRT covers all 32 slots regardless).
     public var pciSlots: [Int]
     public init(cpuCount: Int, memoryMap: PCMemoryMap, hasHPET: Bool, pciSlots: [Int]) {
         self.cpuCount = cpuCount
