@@ -286,5 +286,7 @@ final class SmallDeviceTests: XCTestCase {
         XCTAssertEqual(sleeps.withLock { $0 }, [.softOff])
         regs.busWrite(offset: 4, size: 2, value: 0x2000 | (1 << 10))
         XCTAssertEqual(sleeps.withLock { $0 }.last, .suspend(1))
+        regs.busWrite(offset: 4, size: 2, value: 0x2000 | (2 << 10))
+        XCTAssertEqual(sleeps.withLock { $0 }.last, .suspendToDisk, "SLP_TYP 2 is \\_S4")
     }
 }

@@ -62,40 +62,45 @@ final class ACPITableTests: XCTestCase {
 
     func testEveryTableChecksumsAndIsReachable() {
         let t = tables()
-        let rsdp = Array(t.blob[0..<36])
+        let rsdp = Array(t.blob[0..<20])
         XCTAssertEqual(Array(rsdp[0..<8]), Array("RSD PTR ".utf8))
-        XCTAssertEqual(rsdp[0..<20].reduce(0, &+), 0)
+        XCTAssertEqual(rsdp[15], 0, "ACPI 1.0 RSDP, as QEMU's pc machine")
         XCTAssertEqual(rsdp.reduce(0, &+), 0)
-        let xsdt = table(t, at: u64(rsdp, 24))
         let rsdt = table(t, at: u32(rsdp, 16))
-        XCTAssertEqual(String(decoding: xsdt[0..<4], as: UTF8.self), "XSDT")
+        XCTAssertEqual(String(decoding: rsdt[0..<4], as: UTF8.self), "RSDT")
+        XCTAssertEqual(rsdt.reduce(0, &+), 0)
         var sigs: [String] = []
-        for i in 0..<(xsdt.count - 36) / 8 {
-            let tb = table(t, at: u64(xsdt, 36 + 8 * i))
+        for i in 0..<(rsdt.count - 36) / 4 {
+            let tb = table(t, at: u32(rsdt, 36 + 4 * i))
             XCTAssertEqual(tb.reduce(0, &+), 0)
             sigs.append(String(decoding: tb[0..<4], as: UTF8.self))
-            XCTAssertEqual(u32(rsdt, 36 + 4 * i), u64(xsdt, 36 + 8 * i), "RSDT and XSDT agree")
             if sigs.last == "FACP" {
-                XCTAssertEqual(tb.count, 244)
-                let dsdt = table(t, at: u64(tb, 140))
+                XCTAssertEqual(tb.count, 116)
+                XCTAssertEqual(tb[8], 1, "FADT revision 1")
+                let dsdt = table(t, at: u32(tb, 40))
                 XCTAssertEqual(String(decoding: dsdt[0..<4], as: UTF8.self), "DSDT")
+                XCTAssertEqual(dsdt[8], 1, "DSDT revision 1 (32-bit AML integers)")
                 XCTAssertEqual(dsdt.reduce(0, &+), 0)
-                XCTAssertEqual(u32(tb, 40), u64(tb, 140))
                 XCTAssertEqual(tb[46], 9, "SCI on IRQ 9")
-                let facs = table(t, at: u64(tb, 132))
+                XCTAssertEqual(u32(tb, 112), 0x80A5, "QEMU's FADT flags")
+                let facs = table(t, at: u32(tb, 36))
                 XCTAssertEqual(String(decoding: facs[0..<4], as: UTF8.self), "FACS")
-                XCTAssertEqual((u64(tb, 132) - t.base) % 64, 0)
+                XCTAssertEqual((u32(tb, 36) - t.base) % 64, 0)
             }
             if sigs.last == "APIC" {
-                // Two local APICs and one I/O APIC.
+                // Two local APICs and one I/O APIC, whose ID is 0 as in QEMU's MADT.
                 var types: [UInt8] = []
                 var o = 44
-                while o < tb.count { types.append(tb[o]); o += Int(tb[o + 1]) }
+                while o < tb.count {
+                    types.append(tb[o])
+                    if tb[o] == 1 { XCTAssertEqual(tb[o + 2], 0, "I/O APIC ID") }
+                    o += Int(tb[o + 1])
+                }
                 XCTAssertEqual(types.filter { $0 == 0 }.count, 2)
                 XCTAssertEqual(types.filter { $0 == 1 }.count, 1)
             }
         }
-        XCTAssertEqual(sigs, ["FACP", "APIC", "HPET"])
+        XCTAssertEqual(sigs, ["FACP", "APIC", "HPET", "WAET"])
         XCTAssertLessThan(t.blob.count, 0x1_0000)
     }
 
@@ -132,7 +137,7 @@ final class ACPITableTests: XCTestCase {
         let (_, dir) = try runACPICA("iasl", ["-d", "dsdt.dat"])
         let dsl = try String(contentsOf: dir.appendingPathComponent("dsdt.dsl"), encoding: .utf8)
         if let keep = ProcessInfo.processInfo.environment["VMRUN_KEEP_DSDT"] { try? dsl.write(toFile: keep, atomically: true, encoding: .utf8) }
-        for needle in ["Device (PCI0)", "EisaId (\"PNP0A03\")", "_S5, Package (0x04)", "Name (_PRT, Package (0x80)",
+        for needle in ["Device (PCI0)", "EisaId (\"PNP0A03\")", "_S5, Package (0x04)", "_S4, Package (0x04)", "Name (_PRT, Package (0x80)",
                        "WordBusNumber", "DWordMemory", "QWordMemory", "Device (COM1)", "EisaId (\"PNP0501\")",
                        "IRQNoFlags ()", "Device (HPET)", "Device (KBD)", "Device (MOU)", "EisaId (\"PNP0F13\")",
                        "OperationRegion (P40C, PCI_Config, 0x60, 0x04)", "Field (PCI0.S08.P40C, ByteAcc, NoLock, Preserve)",
@@ -148,7 +153,9 @@ final class ACPITableTests: XCTestCase {
                       "Package(0x04){0xFFFF,Zero,LNKD,Zero}"] {
             XCTAssertTrue(prt.contains(entry), "_PRT lacks \(entry)")
         }
-        XCTAssertFalse(dsl.contains("**** "), "iasl flagged something: \(dsl.components(separatedBy: "\n").filter { $0.contains("****") })")
+        XCTAssertTrue(dsl.contains("32-bit table (V1)"), "revision 1, as QEMU's")
+        let body = dsl.components(separatedBy: "DefinitionBlock").last ?? ""
+        XCTAssertFalse(body.contains("****"), "iasl flagged something: \(body.components(separatedBy: "\n").filter { $0.contains("****") })")
     }
 
     /// The link methods under ACPICA's own interpreter (acpiexec simulates the PCI_Config region as
@@ -331,29 +338,26 @@ final class BIOSBootTests: XCTestCase {
             }
         }
         let rsdp = files["etc/acpi/rsdp"]!, tables = files["etc/acpi/tables"]!
+        XCTAssertEqual(rsdp.count, 20)
         XCTAssertEqual(Array(rsdp[0..<8]), Array("RSD PTR ".utf8))
-        XCTAssertEqual(rsdp[0..<20].reduce(0, &+), 0)
         XCTAssertEqual(rsdp.reduce(0, &+), 0)
         func table(at a: UInt64) -> [UInt8] {
             let off = Int(a - base["etc/acpi/tables"]!)
             return Array(tables[off..<off + Int(u32(tables, off + 4))])
         }
-        let xsdt = table(at: u64(rsdp, 24)), rsdt = table(at: u32(rsdp, 16))
-        XCTAssertEqual(xsdt.reduce(0, &+), 0)
+        let rsdt = table(at: u32(rsdp, 16))
         XCTAssertEqual(rsdt.reduce(0, &+), 0)
         var sigs: [String] = []
-        for i in 0..<(xsdt.count - 36) / 8 {
-            let tb = table(at: u64(xsdt, 36 + 8 * i))
+        for i in 0..<(rsdt.count - 36) / 4 {
+            let tb = table(at: u32(rsdt, 36 + 4 * i))
             XCTAssertEqual(tb.reduce(0, &+), 0)
-            XCTAssertEqual(u32(rsdt, 36 + 4 * i), u64(xsdt, 36 + 8 * i))
             sigs.append(String(decoding: tb[0..<4], as: UTF8.self))
             if sigs.last == "FACP" {
-                XCTAssertEqual(String(decoding: table(at: u64(tb, 140))[0..<4], as: UTF8.self), "DSDT")
-                XCTAssertEqual(String(decoding: table(at: u64(tb, 132))[0..<4], as: UTF8.self), "FACS")
-                XCTAssertEqual(u32(tb, 36), u64(tb, 132))
+                XCTAssertEqual(String(decoding: table(at: u32(tb, 40))[0..<4], as: UTF8.self), "DSDT")
+                XCTAssertEqual(String(decoding: table(at: u32(tb, 36))[0..<4], as: UTF8.self), "FACS")
             }
         }
-        XCTAssertEqual(sigs, ["FACP", "APIC", "HPET"])
+        XCTAssertEqual(sigs, ["FACP", "APIC", "HPET", "WAET"])
     }
 
     func fakeBzImage() -> [UInt8] {

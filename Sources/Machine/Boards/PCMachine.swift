@@ -105,10 +105,17 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         pci = PCIBus(ports: ports, mmio: mmio, intxRouter: { piix3.line(forPIRQ: $0) })
         try ports.register(PCIConfigPorts(bus: pci, resetControl: ResetControlRegister(reset: resetGuest)),
                            base: 0xCF8, length: 8, name: "pci-conf")
-        // S5 is a guest shutdown (the control loop applies -no-shutdown); S1-S4 are not supported
-        // and leave the guest running, as QEMU does without disable_s3=0.
+        // S5 is a guest shutdown (the control loop applies -no-shutdown); S4 too, after QEMU's
+        // SUSPEND_DISK event. S3 (suspend to RAM) is not offered: resuming needs firmware that a
+        // directly booted guest does not have.
         pm = PIIX4PM(sci: IRQLine(sink: sink, gsi: UInt32(PIIX4PM.sciIRQ)), sleep: { req in
-            if req == .softOff { control.request(.shutdown(.guestShutdown)) }
+            switch req {
+            case .softOff: control.request(.shutdown(.guestShutdown))
+            case .suspendToDisk:
+                control.emit("SUSPEND_DISK")
+                control.request(.shutdown(.guestShutdown))
+            case .suspend: break
+            }
         })
         try ports.register(pm.pmRegisters, base: UInt64(PIIX4PM.pmBase), length: PIIX4PM.pmLength, name: "piix4-pm")
         try ports.register(pm.gpeRegisters, base: UInt64(PIIX4PM.gpeBase), length: PIIX4PM.gpeLength, name: "gpe0")
@@ -199,7 +206,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         guard UInt64(tables.blob.count) <= 0x1_0000 else { throw BuildError.message("ACPI tables too large") }
         ram.write(tables.base, bytes: tables.blob)
         // Also keep a copy of the RSDP where legacy scans look (0xF0000-0xFFFFF).
-        ram.write(0xF_0000, bytes: Array(tables.blob[0..<36]))
+        ram.write(0xF_0000, bytes: Array(tables.blob[0..<ACPITables.rsdpLength]))
         ram.write(0xF_0100, bytes: MPTable.build(cpuCount: config.cpus, pciSlots: pci.plugged.map(\.0.device), address: 0xF_0100))
         let (kernel, initrd) = try readKernel(kernelPath)
         if LinuxBootPlan.isBzImage(kernel) {

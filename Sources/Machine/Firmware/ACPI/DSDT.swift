@@ -10,7 +10,11 @@
 //   which we do not have.
 // - \_SB.PCI0.FWCF: fw_cfg at 0x510 (QEMU0002), and GPE0: the GPE block's ports, reserved.
 // - \_SB.HPET (PNP0103) when present.
-// - \_S5 = {0, 0}: SLP_TYP 0 is soft-off in our PIIX4 PM (as in QEMU), so `poweroff` works.
+// - \_S4 = {2, 2} and \_S5 = {0, 0}: SLP_TYP 2 ends a hibernation and 0 is soft-off in our PIIX4
+//   PM (as in QEMU), so `poweroff` and hibernation work. QEMU also has \_S3, which needs resume
+//   firmware we do not have.
+// - \_GPE with the GPE block's _HID (ACPI0006), as QEMU's. QEMU's _E01 (PCI hotplug) and _E02 (CPU
+//   hotplug) handlers and their hardware are not here: we have no hotplug.
 // The power button is the FADT's fixed hardware button, which needs no AML.
 public enum DSDT {
     public static func build(_ cfg: ACPIConfig) -> [UInt8] {
@@ -89,8 +93,9 @@ public enum DSDT {
         let terms: [AML] = [
             AML.scope("\\_SB", sb),
             AML.scope("\\_GPE", [AML.name("_HID", AML.string("ACPI0006"))]),
+            AML.name("\\_S4", AML.package([AML.integer(2), AML.integer(2), AML.zero, AML.zero])),
             AML.name("\\_S5", AML.package([AML.zero, AML.zero, AML.zero, AML.zero])),
         ]
-        return ACPITables.table("DSDT", revision: 2, body: terms.flatMap(\.bytes))
+        return ACPITables.table("DSDT", revision: 1, body: terms.flatMap(\.bytes))
     }
 }
