@@ -3,7 +3,8 @@
 //
 // Layout (QEMU's): ports 0x60/0x64 i8042, 0x70 RTC/CMOS, 0x92 port A, 0x3F8 COM1, 0x501 (default)
 // isa-debug-exit, 0x510 fw_cfg, 0x600 PIIX4 PM, 0xAFE0 GPE0, 0xCF8 PCI config (0xCF9 reset);
-// PCI 00:00.0 i440FX, 00:01.0 PIIX3, 00:01.3 PIIX4 PM, virtio-blk from 00:02.0 on; the PIC, PIT, I/O
+// PCI 00:00.0 i440FX, 00:01.0 PIIX3, 00:01.1 PIIX3 IDE (no drives; legacy ports 0x1F0, 0x170,
+// 0x3F6, 0x376), 00:01.3 PIIX4 PM, virtio-blk from 00:02.0 on; the PIC, PIT, I/O
 // APIC and local APICs belong to the accelerator (in-kernel on KVM). Firmware: direct Linux boot
 // with our ACPI tables in the BIOS area, or a BIOS image (SeaBIOS) at the top of 4 GiB.
 import Glibc
@@ -158,6 +159,17 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             disks.append((d, dev, transport, addr))
         }
 
+        // The PIIX3's IDE function, with no drives (QEMU's pc has it even with -nodefaults). Its
+        // bus-master block goes after the disks' I/O BARs, where SeaBIOS (largest first) puts it.
+        let ide = PIIX3IDE(bar4: nextIO)
+        pci.plug(ide, at: PCIAddress(device: 1, function: 1))
+        for base in PIIX3IDE.legacyCommandBlocks {
+            try ports.register(PIIX3IDE.emptyChannelPorts(), base: base, length: 8, name: "ide")
+        }
+        for base in PIIX3IDE.legacyControlPorts {
+            try ports.register(PIIX3IDE.emptyChannelPorts(), base: base, length: 1, name: "ide ctl")
+        }
+
         try accelerator.setUp(ram: ram, cpuCount: config.cpus, host: self)
         try loadFirmware()
         try resetCPUs()
@@ -173,12 +185,15 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         }
     }
 
+    /// The device numbers with something plugged on bus 0, once each (slot 1 has three functions).
+    private var pciSlots: [Int] { Array(Set(pci.plugged.map(\.0.device))).sorted() }
+
     /// Builds ACPI tables and the e820 map, loads the kernel (or leaves the BIOS to boot), and
     /// decides the boot CPU's entry state. Run again on every reset (the guest may have overwritten
     /// everything).
     private func loadFirmware() throws {
         let acpiConfig = ACPIConfig(cpuCount: config.cpus, memoryMap: map, hasHPET: hpet != nil,
-                                    pciSlots: pci.plugged.map(\.0.device))
+                                    pciSlots: pciSlots)
         if let bios = biosImage {
             // A BIOS boot. The BIOS area below 1 MiB is RAM here and the i440FX's PAM registers say
             // it is already shadowed, so the image is copied there now (up to 256 KiB, what
@@ -207,7 +222,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         ram.write(tables.base, bytes: tables.blob)
         // Also keep a copy of the RSDP where legacy scans look (0xF0000-0xFFFFF).
         ram.write(0xF_0000, bytes: Array(tables.blob[0..<ACPITables.rsdpLength]))
-        ram.write(0xF_0100, bytes: MPTable.build(cpuCount: config.cpus, pciSlots: pci.plugged.map(\.0.device), address: 0xF_0100))
+        ram.write(0xF_0100, bytes: MPTable.build(cpuCount: config.cpus, pciSlots: pciSlots, address: 0xF_0100))
         let (kernel, initrd) = try readKernel(kernelPath)
         if LinuxBootPlan.isBzImage(kernel) {
             let plan = try LinuxBootPlan.plan(kernel: kernel, cmdline: config.append, initrd: initrd,
