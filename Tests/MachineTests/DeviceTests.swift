@@ -244,6 +244,59 @@ final class SmallDeviceTests: XCTestCase {
         XCTAssertEqual(k.drain().map { [$0.byte, $0.aux ? 1 : 0] }, [[0xFA, 1], [0x00, 1]])
     }
 
+    /// The floppy controller with no drives, driven as Linux's floppy driver probes it (reset, the
+    /// four SENSE INTERRUPTs, DUMPREG, CONFIGURE, PERPENDICULAR, UNLOCK, PARTID), then seeks.
+    func testFloppyControllerProbesAsQEMUs() {
+        let sink = RecordingInterruptSink()
+        let fdc = FloppyController(irq: IRQLine(sink: sink, gsi: 6))
+        var msr: UInt8 { UInt8(fdc.busRead(offset: 4, size: 1)) }
+        /// Command bytes in, result bytes out, checking the main status register's handshake.
+        func run(_ bytes: UInt8...) -> [UInt8] {
+            for b in bytes {
+                XCTAssertEqual(msr & 0xC0, 0x80, "ready for a command byte")
+                fdc.busWrite(offset: 5, size: 1, value: UInt64(b))
+            }
+            var out: [UInt8] = []
+            while msr & 0xC0 == 0xC0 && out.count < 20 { out.append(UInt8(fdc.busRead(offset: 5, size: 1))) }
+            XCTAssertEqual(msr & 0xD0, 0x80, "back in the command phase")
+            return out
+        }
+        XCTAssertEqual(fdc.busRead(offset: 2, size: 1), 0x0C, "DOR: out of reset, DMA enabled")
+        fdc.busWrite(offset: 2, size: 1, value: 0x00)                     // into reset...
+        fdc.busWrite(offset: 2, size: 1, value: 0x0C)                     // ...and out: IRQ 6
+        XCTAssertEqual(sink.events, [.irq(6, true)])
+        XCTAssertEqual(fdc.busRead(offset: 0, size: 1) & 0x80, 0x80, "SRA: interrupt pending")
+        XCTAssertEqual(run(0x08), [0xC0, 0])
+        XCTAssertFalse(sink.level(6))
+        XCTAssertEqual(run(0x08), [0xC1, 0])
+        XCTAssertEqual(run(0x08), [0xC2, 0])
+        XCTAssertEqual(run(0x08), [0xC3, 0])
+        XCTAssertEqual(run(0x08), [0x80], "no interrupt pending: invalid")
+        XCTAssertEqual(run(0x0E).count, 10, "DUMPREG")
+        XCTAssertEqual(run(0x13, 0x00, 0x1A, 0x00), [], "CONFIGURE")
+        XCTAssertEqual(run(0x0E)[8], 0x1A)
+        XCTAssertEqual(run(0x12, 0x00), [], "PERPENDICULAR")
+        XCTAssertEqual(run(0x14), [0x00], "UNLOCK")
+        XCTAssertEqual(run(0x94), [0x10], "LOCK")
+        XCTAssertEqual(run(0x18), [0x41], "PART ID: an 82078 (Linux: S82078B)")
+        XCTAssertEqual(run(0x10), [0x90], "VERSION")
+        XCTAssertEqual(run(0x03, 0xCF, 0x06), [], "SPECIFY")
+        sink.clear()
+        XCTAssertEqual(run(0x0F, 0x00, 5), [], "SEEK")
+        XCTAssertEqual(sink.events, [.irq(6, true)])
+        XCTAssertEqual(run(0x08), [0x20, 5], "seek end, track 5")
+        XCTAssertEqual(run(0x04, 0x00), [0x28], "SENSE DRIVE STATUS: not on track 0")
+        XCTAssertEqual(run(0x07, 0x00), [])
+        XCTAssertEqual(run(0x08), [0x20, 0], "recalibrated")
+        let read = run(0xE6, 0, 0, 0, 1, 2, 18, 0x1B, 0xFF)
+        XCTAssertEqual(Array(read.prefix(2)), [0x40, 0x01], "no medium: abnormal termination, missing address mark")
+        XCTAssertEqual(read.count, 7)
+        XCTAssertEqual(run(0xFF), [0x80], "invalid command")
+        fdc.busWrite(offset: 4, size: 1, value: 0x80)                     // DSR software reset
+        XCTAssertTrue(sink.level(6))
+        XCTAssertEqual(run(0x08), [0xC0, 0])
+    }
+
     func testPort92AndCF9Reset() {
 
         let resets = Mutex(0)

@@ -143,7 +143,7 @@ final class ACPITableTests: XCTestCase {
                        "OperationRegion (P40C, PCI_Config, 0x60, 0x04)", "Field (PCI0.S08.P40C, ByteAcc, NoLock, Preserve)",
                        "Device (LNKA)", "Device (LNKD)", "Device (LNKS)", "EisaId (\"PNP0C0F\")",
                        "Interrupt (ResourceConsumer, Level, ActiveHigh, Shared, ,, )", "Return (IQCR (PRQ1))",
-                       "PRQ2 |= 0x80", "CreateDWordField (Arg0, 0x05, PRRI)", "PRQ3 = PRRI", "Name (_HID, \"QEMU0002\")"] {
+                       "PRQ2 |= 0x80", "Device (FDC0)", "DMA (Compatibility, NotBusMaster, Transfer8, )", "CreateDWordField (Arg0, 0x05, PRRI)", "PRQ3 = PRRI", "Name (_HID, \"QEMU0002\")"] {
             XCTAssertTrue(dsl.contains(needle), "DSDT lacks \(needle)")
         }
         // _PRT as QEMU's: slot 1 INTA is the SCI link, slot 2 INTA..INTD are LNKB, LNKC, LNKD, LNKA.

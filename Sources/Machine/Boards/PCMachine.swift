@@ -1,12 +1,13 @@
 // The `pc` machine (i440FX + PIIX3/PIIX4), assembled from the devices and firmware pieces, and the
 // control loop that carries out lifecycle requests.
 //
-// Layout (QEMU's): ports 0x60/0x64 i8042, 0x70 RTC/CMOS, 0x92 port A, 0x3F8 COM1, 0x501 (default)
-// isa-debug-exit, 0x510 fw_cfg, 0x600 PIIX4 PM, 0xAFE0 GPE0, 0xCF8 PCI config (0xCF9 reset);
-// PCI 00:00.0 i440FX, 00:01.0 PIIX3, 00:01.1 PIIX3 IDE (no drives; legacy ports 0x1F0, 0x170,
-// 0x3F6, 0x376), 00:01.3 PIIX4 PM, virtio-blk from 00:02.0 on; the PIC, PIT, I/O
-// APIC and local APICs belong to the accelerator (in-kernel on KVM). Firmware: direct Linux boot
-// with our ACPI tables in the BIOS area, or a BIOS image (SeaBIOS) at the top of 4 GiB.
+// Layout (QEMU's): ports 0x60/0x64 i8042, 0x70 RTC/CMOS, 0x92 port A, 0x3F0-0x3F7 floppy
+// controller (no drives; 0x3F6 is IDE's), 0x3F8 COM1, 0x501 (default) isa-debug-exit, 0x510 fw_cfg,
+// 0x600 PIIX4 PM, 0xAFE0 GPE0, 0xCF8 PCI config (0xCF9 reset); PCI 00:00.0 i440FX, 00:01.0 PIIX3,
+// 00:01.1 PIIX3 IDE (no drives; legacy ports 0x1F0, 0x170, 0x3F6, 0x376), 00:01.3 PIIX4 PM,
+// virtio-blk from 00:02.0 on; the PIC, PIT, I/O APIC and local APICs belong to the accelerator
+// (in-kernel on KVM). Firmware: direct Linux boot with our ACPI tables in the BIOS area, or a BIOS
+// image (SeaBIOS) at the top of 4 GiB.
 import Glibc
 import ImageFormats
 
@@ -28,6 +29,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     public private(set) var iothreads: [IOThread] = []
     public let cmos: CMOS
     public let i8042: I8042
+    public let floppy: FloppyController
     public let timers = TimerService()
     public private(set) var hpet: HPET?
     private var bootEntry: CPUEntry = .reset
@@ -75,6 +77,9 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         try ports.register(OffsetWindow(kbd, offset: 0), base: 0x60, length: 1, name: "i8042 data")
         try ports.register(OffsetWindow(kbd, offset: 4), base: 0x64, length: 1, name: "i8042 cmd")
         try ports.register(Port92(reset: resetGuest), base: 0x92, length: 1, name: "port92")
+        floppy = FloppyController(irq: IRQLine(sink: sink, gsi: 6))
+        try ports.register(floppy, base: 0x3F0, length: 6, name: "fdc")
+        try ports.register(OffsetWindow(floppy, offset: 7), base: 0x3F7, length: 1, name: "fdc dir")
         if let spec = config.serial, spec != .none {
             let cd = try Chardev(spec: spec)
             chardev = cd
@@ -357,6 +362,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         pci.reset()
         pm.reset()
         i8042.resetState()
+        floppy.resetState()
         hpet?.reset()
         try loadFirmware()
         try resetCPUs()

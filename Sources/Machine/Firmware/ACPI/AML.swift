@@ -203,6 +203,9 @@ public enum AMLResource {
     /// IRQNoFlags() { irq }.
     public static func irqNoFlags(_ irq: Int) -> [UInt8] { [0x22] + AML.le(UInt64(1) << UInt64(irq), 2) }
 
+    /// DMA(Compatibility, NotBusMaster, Transfer8) { channel }.
+    public static func dma(channel: Int) -> [UInt8] { [0x2A, UInt8(1 << channel), 0x00] }
+
     /// Memory32Fixed(ReadWrite or ReadOnly, base, length).
     public static func memory32Fixed(base: UInt32, length: UInt32, readOnly: Bool = false) -> [UInt8] {
         [0x86, 0x09, 0x00, readOnly ? 0x00 : 0x01] + AML.le(UInt64(base), 4) + AML.le(UInt64(length), 4)

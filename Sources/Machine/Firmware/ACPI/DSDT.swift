@@ -6,8 +6,7 @@
 // - \_SB.PCI0.S08: the PIIX3 ISA bridge (00:01.0; QEMU 7.2 names PCI functions by slot, S08 is
 //   slot 1 function 0) with the PIRQ route registers' operation region, and the ISA devices Linux
 //   matches by PNP ID, in QEMU's order: the keyboard controller (PNP0303) and its PS/2 mouse
-//   (PNP0F13, IRQ 12), COM1 (PNP0501), the RTC (PNP0B00). QEMU also has a floppy controller there,
-//   which we do not have.
+//   (PNP0F13, IRQ 12), the floppy controller (PNP0700, no drives), COM1 (PNP0501), the RTC (PNP0B00).
 // - \_SB.PCI0.FWCF: fw_cfg at 0x510 (QEMU0002), and GPE0: the GPE block's ports, reserved.
 // - \_SB.HPET (PNP0103) when present.
 // - \_S4 = {2, 2} and \_S5 = {0, 0}: SLP_TYP 2 ends a hibernation and 0 is soft-off in our PIIX4
@@ -52,6 +51,14 @@ public enum DSDT {
                 AML.name("_HID", AML.eisaID("PNP0F13")),
                 AML.name("_STA", AML.integer(0x0F)),
                 AML.name("_CRS", AMLResource.template([AMLResource.irqNoFlags(12)])),
+            ]),
+            AML.device("FDC0", [
+                AML.name("_HID", AML.eisaID("PNP0700")),
+                AML.name("_CRS", AMLResource.template([AMLResource.io(min: 0x3F2, max: 0x3F2, align: 0, length: 4),
+                                                       AMLResource.io(min: 0x3F7, max: 0x3F7, align: 0, length: 1),
+                                                       AMLResource.irqNoFlags(6), AMLResource.dma(channel: 2)])),
+                // _FDE: drives 0-3 absent, tape presence 2 ("unknown"), as QEMU with no drives.
+                AML.name("_FDE", AML.buffer([UInt8](repeating: 0, count: 16) + [2, 0, 0, 0])),
             ]),
             AML.device("COM1", [
                 AML.name("_HID", AML.eisaID("PNP0501")),
