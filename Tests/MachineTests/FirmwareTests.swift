@@ -27,6 +27,9 @@ final class MemoryMapTests: XCTestCase {
         XCTAssertEqual(ram.map(\.address), [0, 0x10_0000, 1 << 32])
         XCTAssertEqual(ram.reduce(0) { $0 + $1.size }, 0x9_FC00 + 0xC000_0000 - 0x10_0000 + (1 << 30))
         XCTAssertEqual(e.first!.bytes.count, 20)
+        XCTAssertTrue(e.contains { $0.address == PCMemoryMap.kvmIdentityMap })
+        XCTAssertFalse(E820.pcMap(PCMemoryMap(ramSize: 4 << 30), biosSize: 0, kvm: false).contains { $0.address == PCMemoryMap.kvmIdentityMap },
+                       "QEMU reserves KVM's identity map and TSS pages only under KVM")
     }
 }
 

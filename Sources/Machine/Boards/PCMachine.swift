@@ -216,7 +216,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             }
             return
         }
-        let e820 = E820.pcMap(map, biosSize: 0)
+        let e820 = E820.pcMap(map, biosSize: 0, kvm: accelerator.name == "kvm")
         fwcfg.addFile("etc/e820", e820.flatMap(\.bytes))
         guard let kernelPath = config.kernel else {
             bootEntry = .reset
