@@ -222,6 +222,7 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             bootEntry = .reset
             return
         }
+        enableDecodingAsSeaBIOSDoes()
         let tables = ACPITables.build(acpiConfig, base: 0xE_0000)
         guard UInt64(tables.blob.count) <= 0x1_0000 else { throw BuildError.message("ACPI tables too large") }
         ram.write(tables.base, bytes: tables.blob)
@@ -238,6 +239,17 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             let mb = try Multiboot.load(kernel: kernel, cmdline: config.append, initrd: initrd, ram: ram, e820: e820,
                                         kernelPath: kernelPath)
             bootEntry = mb
+        }
+    }
+
+    /// SeaBIOS turns on I/O, memory and SERR# decoding in every PCI function's command register
+    /// (the BARs we pre-assign are where it would put them); a directly booted kernel finds the same,
+    /// rather than enabling the devices itself.
+    private func enableDecodingAsSeaBIOSDoes() {
+        let bits = UInt32(PCIConfigSpace.commandIO | PCIConfigSpace.commandMemory) | 0x100
+        for (address, _) in pci.plugged {
+            let command = pci.configRead(address, offset: PCIConfigSpace.command, size: 2)
+            pci.configWrite(address, offset: PCIConfigSpace.command, size: 2, value: command | bits)
         }
     }
 
