@@ -78,10 +78,11 @@ else
     echo "VMRUN-NO-VDA"
 fi
 wait_mouse
-# Device lines of the boot log: ACPI tables, the I/O APIC, PCI functions and interrupt links, PNP
-# devices, the i8042, its ports, keyboard and mouse, the floppy controller, sleep states and GPEs.
+# Device lines of the boot log: ACPI tables, the I/O APIC, PCI functions (and whether firmware left
+# them enabled) and interrupt links, PNP devices, the i8042, its ports, keyboard and mouse, the floppy
+# controller, sleep states and GPEs.
 dmesg | sed -E 's/^\[[^]]*\] //; s/^(ACPI: [A-Z]{4}) 0x[0-9A-F]+ [0-9A-F]+/\1/' \
-    | grep -E '^(ACPI: (RSDP|RSDT|XSDT|FACP|DSDT|FACS|APIC|HPET|WAET|SSDT)|IOAPIC\[0\]: apic_id|pci 0000:00:..\..: \[|ACPI: PCI: Interrupt link|ACPI: .?_SB_\.LNK|pnp: PnP ACPI: found|[0-9a-f]{2}:[0-9a-f]{2}: ttyS0|rtc_cmos [0-9a-f:]+: registered|i8042: |serio: |input: |FDC [0-9]|ACPI: PM: \(supports|ACPI: Enabled [0-9]+ GPEs)' \
+    | grep -E '^(ACPI: (RSDP|RSDT|XSDT|FACP|DSDT|FACS|APIC|HPET|WAET|SSDT)|IOAPIC\[0\]: apic_id|pci 0000:00:..\..: \[|ACPI: PCI: Interrupt link|ACPI: .?_SB_\.LNK|pnp: PnP ACPI: found|[0-9a-f]{2}:[0-9a-f]{2}: ttyS0|rtc_cmos [0-9a-f:]+: registered|i8042: |serio: |input: |FDC [0-9]|.*: enabling device \(|ACPI: PM: \(supports|ACPI: Enabled [0-9]+ GPEs)' \
     | sed 's/^/VMRUN-DMESG /'
 if grep -q vmrun.idle /proc/cmdline; then
     echo "VMRUN-IDLE"
