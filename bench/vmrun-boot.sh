@@ -9,7 +9,7 @@
 # Usage: bench/vmrun-boot.sh [guest-cache-dir]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-cache=${1:-/tmp/vmrun-linux-guest-5}
+cache=${1:-/tmp/vmrun-linux-guest-6}
 swift build -c release --product vmrun >/dev/null || exit 1
 swift build -c release --product imgtool >/dev/null || exit 1
 vmrun=.build/release/vmrun

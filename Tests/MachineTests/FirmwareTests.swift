@@ -27,6 +27,9 @@ final class MemoryMapTests: XCTestCase {
         XCTAssertEqual(ram.map(\.address), [0, 0x10_0000, 1 << 32])
         XCTAssertEqual(ram.reduce(0) { $0 + $1.size }, 0x9_FC00 + 0xC000_0000 - 0x10_0000 + (1 << 30))
         XCTAssertEqual(e.first!.bytes.count, 20)
+        XCTAssertTrue(e.contains { $0.address == PCMemoryMap.kvmIdentityMap })
+        XCTAssertFalse(E820.pcMap(PCMemoryMap(ramSize: 4 << 30), biosSize: 0, kvm: false).contains { $0.address == PCMemoryMap.kvmIdentityMap },
+                       "QEMU reserves KVM's identity map and TSS pages only under KVM")
     }
 }
 
@@ -62,70 +65,118 @@ final class ACPITableTests: XCTestCase {
 
     func testEveryTableChecksumsAndIsReachable() {
         let t = tables()
-        let rsdp = Array(t.blob[0..<36])
+        let rsdp = Array(t.blob[0..<20])
         XCTAssertEqual(Array(rsdp[0..<8]), Array("RSD PTR ".utf8))
-        XCTAssertEqual(rsdp[0..<20].reduce(0, &+), 0)
+        XCTAssertEqual(rsdp[15], 0, "ACPI 1.0 RSDP, as QEMU's pc machine")
         XCTAssertEqual(rsdp.reduce(0, &+), 0)
-        let xsdt = table(t, at: u64(rsdp, 24))
         let rsdt = table(t, at: u32(rsdp, 16))
-        XCTAssertEqual(String(decoding: xsdt[0..<4], as: UTF8.self), "XSDT")
+        XCTAssertEqual(String(decoding: rsdt[0..<4], as: UTF8.self), "RSDT")
+        XCTAssertEqual(rsdt.reduce(0, &+), 0)
         var sigs: [String] = []
-        for i in 0..<(xsdt.count - 36) / 8 {
-            let tb = table(t, at: u64(xsdt, 36 + 8 * i))
+        for i in 0..<(rsdt.count - 36) / 4 {
+            let tb = table(t, at: u32(rsdt, 36 + 4 * i))
             XCTAssertEqual(tb.reduce(0, &+), 0)
             sigs.append(String(decoding: tb[0..<4], as: UTF8.self))
-            XCTAssertEqual(u32(rsdt, 36 + 4 * i), u64(xsdt, 36 + 8 * i), "RSDT and XSDT agree")
             if sigs.last == "FACP" {
-                XCTAssertEqual(tb.count, 244)
-                let dsdt = table(t, at: u64(tb, 140))
+                XCTAssertEqual(tb.count, 116)
+                XCTAssertEqual(tb[8], 1, "FADT revision 1")
+                let dsdt = table(t, at: u32(tb, 40))
                 XCTAssertEqual(String(decoding: dsdt[0..<4], as: UTF8.self), "DSDT")
+                XCTAssertEqual(dsdt[8], 1, "DSDT revision 1 (32-bit AML integers)")
                 XCTAssertEqual(dsdt.reduce(0, &+), 0)
-                XCTAssertEqual(u32(tb, 40), u64(tb, 140))
                 XCTAssertEqual(tb[46], 9, "SCI on IRQ 9")
-                let facs = table(t, at: u64(tb, 132))
+                XCTAssertEqual(u32(tb, 112), 0x80A5, "QEMU's FADT flags")
+                let facs = table(t, at: u32(tb, 36))
                 XCTAssertEqual(String(decoding: facs[0..<4], as: UTF8.self), "FACS")
-                XCTAssertEqual((u64(tb, 132) - t.base) % 64, 0)
+                XCTAssertEqual((u32(tb, 36) - t.base) % 64, 0)
             }
             if sigs.last == "APIC" {
-                // Two local APICs and one I/O APIC.
+                // Two local APICs and one I/O APIC, whose ID is 0 as in QEMU's MADT.
                 var types: [UInt8] = []
                 var o = 44
-                while o < tb.count { types.append(tb[o]); o += Int(tb[o + 1]) }
+                while o < tb.count {
+                    types.append(tb[o])
+                    if tb[o] == 1 { XCTAssertEqual(tb[o + 2], 0, "I/O APIC ID") }
+                    o += Int(tb[o + 1])
+                }
                 XCTAssertEqual(types.filter { $0 == 0 }.count, 2)
                 XCTAssertEqual(types.filter { $0 == 1 }.count, 1)
             }
         }
-        XCTAssertEqual(sigs, ["FACP", "APIC", "HPET"])
+        XCTAssertEqual(sigs, ["FACP", "APIC", "HPET", "WAET"])
         XCTAssertLessThan(t.blob.count, 0x1_0000)
     }
 
-    func testDSDTDisassemblesWithIASL() throws {
-        let iasl = "/usr/bin/iasl"
-        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: iasl), "acpica-tools (iasl) is not installed")
+    /// The DSDT, found as the OS finds it: RSDP -> RSDT -> FACP -> DSDT.
+    func dsdt(_ t: ACPITables) -> [UInt8] {
+        let rsdt = table(t, at: u32(Array(t.blob[0..<20]), 16))
+        let fadt = table(t, at: u32(rsdt, 36))
+        return table(t, at: u32(fadt, 40))
+    }
+
+    /// Runs an acpica tool in a fresh directory holding dsdt.dat; returns its stdout and the directory.
+    func runACPICA(_ tool: String, _ args: [String]) throws -> (out: String, dir: URL) {
+        let path = "/usr/bin/" + tool
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: path), "acpica-tools (\(tool)) is not installed")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dsdt-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let t = tables()
-        let fadt = table(t, at: u64(Array(t.blob[0..<36]), 24) == 0 ? 0 : {
-            let x = table(t, at: u64(Array(t.blob[0..<36]), 24)); return u64(x, 36) }())
-        let dsdt = table(t, at: u64(fadt, 140))
-        let file = dir.appendingPathComponent("dsdt.dat")
-        try Data(dsdt).write(to: file)
+        addTeardownBlock { try? FileManager.default.removeItem(at: dir) }
+        try Data(dsdt(tables())).write(to: dir.appendingPathComponent("dsdt.dat"))
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: iasl)
-        p.arguments = ["-d", file.path]
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
         p.currentDirectoryURL = dir
-        p.standardOutput = FileHandle.nullDevice
+        let pipe = Pipe()
+        p.standardOutput = pipe
         p.standardError = FileHandle.nullDevice
         try p.run()
+        let out = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         XCTAssertEqual(p.terminationStatus, 0)
+        return (String(decoding: out, as: UTF8.self), dir)
+    }
+
+    func testDSDTDisassemblesWithIASL() throws {
+        let (_, dir) = try runACPICA("iasl", ["-d", "dsdt.dat"])
         let dsl = try String(contentsOf: dir.appendingPathComponent("dsdt.dsl"), encoding: .utf8)
-        for needle in ["Device (PCI0)", "EisaId (\"PNP0A03\")", "_S5, Package (0x04)", "Name (_PRT, Package (0x7C)",
+        if let keep = ProcessInfo.processInfo.environment["VMRUN_KEEP_DSDT"] { try? dsl.write(toFile: keep, atomically: true, encoding: .utf8) }
+        for needle in ["Device (PCI0)", "EisaId (\"PNP0A03\")", "_S5, Package (0x04)", "_S4, Package (0x04)", "Name (_PRT, Package (0x80)",
                        "WordBusNumber", "DWordMemory", "QWordMemory", "Device (COM1)", "EisaId (\"PNP0501\")",
-                       "IRQNoFlags ()", "Device (HPET)"] {
+                       "IRQNoFlags ()", "Device (HPET)", "Device (KBD)", "Device (MOU)", "EisaId (\"PNP0F13\")",
+                       "OperationRegion (P40C, PCI_Config, 0x60, 0x04)", "Field (PCI0.S08.P40C, ByteAcc, NoLock, Preserve)",
+                       "Device (LNKA)", "Device (LNKD)", "Device (LNKS)", "EisaId (\"PNP0C0F\")",
+                       "Interrupt (ResourceConsumer, Level, ActiveHigh, Shared, ,, )", "Return (IQCR (PRQ1))",
+                       "PRQ2 |= 0x80", "Device (FDC0)", "DMA (Compatibility, NotBusMaster, Transfer8, )", "CreateDWordField (Arg0, 0x05, PRRI)", "PRQ3 = PRRI", "Name (_HID, \"QEMU0002\")"] {
             XCTAssertTrue(dsl.contains(needle), "DSDT lacks \(needle)")
         }
+        // _PRT as QEMU's: slot 1 INTA is the SCI link, slot 2 INTA..INTD are LNKB, LNKC, LNKD, LNKA.
+        let prt = dsl.components(separatedBy: .whitespacesAndNewlines).joined()
+        for entry in ["Package(0x04){0x0001FFFF,Zero,LNKS,Zero}", "Package(0x04){0x0001FFFF,One,LNKB,Zero}",
+                      "Package(0x04){0x0002FFFF,Zero,LNKB,Zero}", "Package(0x04){0x0002FFFF,0x03,LNKA,Zero}",
+                      "Package(0x04){0xFFFF,Zero,LNKD,Zero}"] {
+            XCTAssertTrue(prt.contains(entry), "_PRT lacks \(entry)")
+        }
+        XCTAssertTrue(dsl.contains("32-bit table (V1)"), "revision 1, as QEMU's")
+        let body = dsl.components(separatedBy: "DefinitionBlock").last ?? ""
+        XCTAssertFalse(body.contains("****"), "iasl flagged something: \(body.components(separatedBy: "\n").filter { $0.contains("****") })")
+    }
+
+    /// The link methods under ACPICA's own interpreter (acpiexec simulates the PCI_Config region as
+    /// zeroed memory): _SRS stores the IRQ the OS picked, _CRS and _STA read it back, _DIS sets
+    /// bit 7 (present but disabled, _CRS without an IRQ), and LNKS stays on the SCI.
+    func testLinkMethodsRunUnderACPICA() throws {
+        let steps = ["\\_SB.LNKB._SRS (89 06 00 09 01 0B 00 00 00 79 00)", "\\_SB.LNKB._CRS", "\\_SB.LNKB._STA",
+                     "\\_SB.LNKB._DIS", "\\_SB.LNKB._STA", "\\_SB.LNKB._CRS", "\\_SB.LNKA._CRS", "\\_SB.LNKS._CRS"]
+        let (out, _) = try runACPICA("acpiexec", ["-b", steps.map { "evaluate " + $0 }.joined(separator: "; "), "dsdt.dat"])
+        // One result per evaluation, in order: "[Integer] = ..." or the buffer's bytes.
+        let results = out.components(separatedBy: "\n").compactMap { line -> String? in
+            if let r = line.range(of: "[Integer] = ") { return String(UInt64(line[r.upperBound...].trimmingCharacters(in: .whitespaces), radix: 16) ?? 999) }
+            if let r = line.range(of: "0000: ") { return String(line[r.upperBound...].prefix(32)).trimmingCharacters(in: .whitespaces) }
+            return nil
+        }
+        XCTAssertEqual(results, ["89 06 00 09 01 0B 00 00 00 79 00", "11", "9", "89 06 00 09 01 00 00 00 00 79 00",
+                                 "89 06 00 09 01 00 00 00 00 79 00", "89 06 00 09 01 09 00 00 00 79 00"], out)
+        XCTAssertFalse(out.contains("ACPI Error"), out)
     }
 }
 
@@ -290,29 +341,26 @@ final class BIOSBootTests: XCTestCase {
             }
         }
         let rsdp = files["etc/acpi/rsdp"]!, tables = files["etc/acpi/tables"]!
+        XCTAssertEqual(rsdp.count, 20)
         XCTAssertEqual(Array(rsdp[0..<8]), Array("RSD PTR ".utf8))
-        XCTAssertEqual(rsdp[0..<20].reduce(0, &+), 0)
         XCTAssertEqual(rsdp.reduce(0, &+), 0)
         func table(at a: UInt64) -> [UInt8] {
             let off = Int(a - base["etc/acpi/tables"]!)
             return Array(tables[off..<off + Int(u32(tables, off + 4))])
         }
-        let xsdt = table(at: u64(rsdp, 24)), rsdt = table(at: u32(rsdp, 16))
-        XCTAssertEqual(xsdt.reduce(0, &+), 0)
+        let rsdt = table(at: u32(rsdp, 16))
         XCTAssertEqual(rsdt.reduce(0, &+), 0)
         var sigs: [String] = []
-        for i in 0..<(xsdt.count - 36) / 8 {
-            let tb = table(at: u64(xsdt, 36 + 8 * i))
+        for i in 0..<(rsdt.count - 36) / 4 {
+            let tb = table(at: u32(rsdt, 36 + 4 * i))
             XCTAssertEqual(tb.reduce(0, &+), 0)
-            XCTAssertEqual(u32(rsdt, 36 + 4 * i), u64(xsdt, 36 + 8 * i))
             sigs.append(String(decoding: tb[0..<4], as: UTF8.self))
             if sigs.last == "FACP" {
-                XCTAssertEqual(String(decoding: table(at: u64(tb, 140))[0..<4], as: UTF8.self), "DSDT")
-                XCTAssertEqual(String(decoding: table(at: u64(tb, 132))[0..<4], as: UTF8.self), "FACS")
-                XCTAssertEqual(u32(tb, 36), u64(tb, 132))
+                XCTAssertEqual(String(decoding: table(at: u32(tb, 40))[0..<4], as: UTF8.self), "DSDT")
+                XCTAssertEqual(String(decoding: table(at: u32(tb, 36))[0..<4], as: UTF8.self), "FACS")
             }
         }
-        XCTAssertEqual(sigs, ["FACP", "APIC", "HPET"])
+        XCTAssertEqual(sigs, ["FACP", "APIC", "HPET", "WAET"])
     }
 
     func fakeBzImage() -> [UInt8] {

@@ -83,4 +83,67 @@ final class PCITests: XCTestCase {
         piix.configDidWrite(offset: 0x60, size: 1)
         XCTAssertFalse(sink.level(10))
     }
+
+    /// The PIIX3 IDE function as QEMU's with no drives: legacy-mode class, BAR4 where firmware put
+    /// it, empty channels that read 0 (0xFF for a byte of data), plain bus-master registers.
+    func testPIIX3IDEWithoutDrives() {
+        let ports = IOBus(name: "io")
+        let bus = PCIBus(ports: ports, mmio: IOBus(name: "mem"), intxRouter: nil)
+        let ide = PIIX3IDE(bar4: 0xC080)
+        bus.plug(ide, at: PCIAddress(device: 1, function: 1))
+        let cfg = PCIConfigPorts(bus: bus)
+        func config(_ reg: Int, _ size: Int = 4) -> UInt64 {
+            cfg.busWrite(offset: 0, size: 4, value: UInt64(0x8000_0000 | 1 << 11 | 1 << 8 | reg & ~3))
+            return cfg.busRead(offset: 4 + UInt64(reg & 3), size: size)
+        }
+        XCTAssertEqual(config(0x00), 0x7010_8086)
+        XCTAssertEqual(config(0x08), 0x0101_8000, "class 0x010180, revision 0")
+        XCTAssertEqual(config(0x20), 0xC081, "BAR4: I/O at 0xC080")
+        XCTAssertEqual(config(0x3D, 1), 0, "legacy mode: no INTx pin")
+        XCTAssertNil(ports.lookup(0xC080), "not decoded until the OS enables I/O")
+        cfg.busWrite(offset: 0, size: 4, value: 0x8000_0000 | 1 << 11 | 1 << 8 | 0x04)
+        cfg.busWrite(offset: 4, size: 2, value: 0x05)
+        let bm = ports.lookup(0xC080)
+        XCTAssertNotNil(bm)
+        XCTAssertNil(ports.lookup(0xC090))
+        let ch = PIIX3IDE.emptyChannelPorts()
+        XCTAssertEqual(ch.busRead(offset: 7, size: 1), 0, "status 0: no drive")
+        XCTAssertEqual(ch.busRead(offset: 0, size: 1), 0xFF)
+        XCTAssertEqual(ch.busRead(offset: 0, size: 2), 0)
+        _ = ports.write(0xC088 + 4, size: 4, value: 0x1234_5677)
+        XCTAssertEqual(ports.read(0xC088 + 4, size: 4), 0x1234_5674, "PRD table address is dword aligned")
+        _ = ports.write(0xC080, size: 1, value: 0xFF)
+        XCTAssertEqual(ports.read(0xC080, size: 1), 0x09)
+        XCTAssertEqual(ports.read(0xC082, size: 1), 0x01, "started: active")
+        _ = ports.write(0xC082, size: 1, value: 0x66)
+        XCTAssertEqual(ports.read(0xC082, size: 1), 0x61, "DMA-capable bits stick")
+        _ = ports.write(0xC080, size: 1, value: 0)
+        XCTAssertEqual(ports.read(0xC082, size: 1), 0x60)
+    }
+
+    /// What the DSDT's LNKB._SRS/_DIS do: byte writes to the PIIX3's 0x61 through 0xCF8/0xCFD move a
+    /// device's asserted INTx (slot 2 INTA = PIRQB) to the new IRQ, and bit 7 takes it off.
+    func testLinkWritesThroughConfigSpaceSteerADevicesINTx() {
+        let sink = RecordingInterruptSink()
+        let piix = PIIX3(sink: sink)
+        let bus = PCIBus(ports: IOBus(name: "io"), mmio: IOBus(name: "mem"), intxRouter: { piix.line(forPIRQ: $0) })
+        bus.plug(piix, at: PCIAddress(device: 1))
+        let d = Dummy()
+        bus.plug(d, at: PCIAddress(device: 2))
+        let cfg = PCIConfigPorts(bus: bus)
+        cfg.busWrite(offset: 0, size: 4, value: configAddress(1, 0x60))
+        XCTAssertEqual(cfg.busRead(offset: 5, size: 1), 10, "LNKB._CRS reads SeaBIOS's routing")
+        d.line?.raise()
+        XCTAssertTrue(sink.level(10))
+        cfg.busWrite(offset: 5, size: 1, value: 11)
+        XCTAssertFalse(sink.level(10))
+        XCTAssertTrue(sink.level(11))
+        XCTAssertEqual(cfg.busRead(offset: 5, size: 1), 11)
+        cfg.busWrite(offset: 5, size: 1, value: 0x8B)                 // _DIS
+        XCTAssertFalse(sink.level(11))
+        cfg.busWrite(offset: 5, size: 1, value: 5)
+        XCTAssertTrue(sink.level(5), "re-enabled on IRQ 5 with the device still asserting")
+        d.line?.lower()
+        XCTAssertFalse(sink.level(5))
+    }
 }

@@ -1,11 +1,13 @@
 // The `pc` machine (i440FX + PIIX3/PIIX4), assembled from the devices and firmware pieces, and the
 // control loop that carries out lifecycle requests.
 //
-// Layout (QEMU's): ports 0x60/0x64 i8042, 0x70 RTC/CMOS, 0x92 port A, 0x3F8 COM1, 0x501 (default)
-// isa-debug-exit, 0x510 fw_cfg, 0x600 PIIX4 PM, 0xAFE0 GPE0, 0xCF8 PCI config (0xCF9 reset);
-// PCI 00:00.0 i440FX, 00:01.0 PIIX3, 00:01.3 PIIX4 PM, virtio-blk from 00:02.0 on; the PIC, PIT, I/O
-// APIC and local APICs belong to the accelerator (in-kernel on KVM). Firmware: direct Linux boot
-// with our ACPI tables in the BIOS area, or a BIOS image (SeaBIOS) at the top of 4 GiB.
+// Layout (QEMU's): ports 0x60/0x64 i8042, 0x70 RTC/CMOS, 0x92 port A, 0x3F0-0x3F7 floppy
+// controller (no drives; 0x3F6 is IDE's), 0x3F8 COM1, 0x501 (default) isa-debug-exit, 0x510 fw_cfg,
+// 0x600 PIIX4 PM, 0xAFE0 GPE0, 0xCF8 PCI config (0xCF9 reset); PCI 00:00.0 i440FX, 00:01.0 PIIX3,
+// 00:01.1 PIIX3 IDE (no drives; legacy ports 0x1F0, 0x170, 0x3F6, 0x376), 00:01.3 PIIX4 PM,
+// virtio-blk from 00:02.0 on; the PIC, PIT, I/O APIC and local APICs belong to the accelerator
+// (in-kernel on KVM). Firmware: direct Linux boot with our ACPI tables in the BIOS area, or a BIOS
+// image (SeaBIOS) at the top of 4 GiB.
 import Glibc
 import ImageFormats
 
@@ -26,6 +28,8 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     public private(set) var disks: [(config: VirtioBlkConfig, device: VirtioBlock, pci: VirtioPCI, address: PCIAddress)] = []
     public private(set) var iothreads: [IOThread] = []
     public let cmos: CMOS
+    public let i8042: I8042
+    public let floppy: FloppyController
     public let timers = TimerService()
     public private(set) var hpet: HPET?
     private var bootEntry: CPUEntry = .reset
@@ -68,10 +72,14 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         cmos = CMOS()
         cmos.setMemoryInfo(below4G: map.below4G, above4G: map.above4G, cpus: config.cpus)
         try ports.register(cmos, base: 0x70, length: 2, name: "rtc")
-        let kbd = I8042(irq: IRQLine(sink: sink, gsi: 1), reset: resetGuest)
+        let kbd = I8042(irq: IRQLine(sink: sink, gsi: 1), auxIRQ: IRQLine(sink: sink, gsi: 12), reset: resetGuest)
+        i8042 = kbd
         try ports.register(OffsetWindow(kbd, offset: 0), base: 0x60, length: 1, name: "i8042 data")
         try ports.register(OffsetWindow(kbd, offset: 4), base: 0x64, length: 1, name: "i8042 cmd")
         try ports.register(Port92(reset: resetGuest), base: 0x92, length: 1, name: "port92")
+        floppy = FloppyController(irq: IRQLine(sink: sink, gsi: 6))
+        try ports.register(floppy, base: 0x3F0, length: 6, name: "fdc")
+        try ports.register(OffsetWindow(floppy, offset: 7), base: 0x3F7, length: 1, name: "fdc dir")
         if let spec = config.serial, spec != .none {
             let cd = try Chardev(spec: spec)
             chardev = cd
@@ -103,10 +111,17 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         pci = PCIBus(ports: ports, mmio: mmio, intxRouter: { piix3.line(forPIRQ: $0) })
         try ports.register(PCIConfigPorts(bus: pci, resetControl: ResetControlRegister(reset: resetGuest)),
                            base: 0xCF8, length: 8, name: "pci-conf")
-        // S5 is a guest shutdown (the control loop applies -no-shutdown); S1-S4 are not supported
-        // and leave the guest running, as QEMU does without disable_s3=0.
+        // S5 is a guest shutdown (the control loop applies -no-shutdown); S4 too, after QEMU's
+        // SUSPEND_DISK event. S3 (suspend to RAM) is not offered: resuming needs firmware that a
+        // directly booted guest does not have.
         pm = PIIX4PM(sci: IRQLine(sink: sink, gsi: UInt32(PIIX4PM.sciIRQ)), sleep: { req in
-            if req == .softOff { control.request(.shutdown(.guestShutdown)) }
+            switch req {
+            case .softOff: control.request(.shutdown(.guestShutdown))
+            case .suspendToDisk:
+                control.emit("SUSPEND_DISK")
+                control.request(.shutdown(.guestShutdown))
+            case .suspend: break
+            }
         })
         try ports.register(pm.pmRegisters, base: UInt64(PIIX4PM.pmBase), length: PIIX4PM.pmLength, name: "piix4-pm")
         try ports.register(pm.gpeRegisters, base: UInt64(PIIX4PM.gpeBase), length: PIIX4PM.gpeLength, name: "gpe0")
@@ -149,6 +164,17 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             disks.append((d, dev, transport, addr))
         }
 
+        // The PIIX3's IDE function, with no drives (QEMU's pc has it even with -nodefaults). Its
+        // bus-master block goes after the disks' I/O BARs, where SeaBIOS (largest first) puts it.
+        let ide = PIIX3IDE(bar4: nextIO)
+        pci.plug(ide, at: PCIAddress(device: 1, function: 1))
+        for base in PIIX3IDE.legacyCommandBlocks {
+            try ports.register(PIIX3IDE.emptyChannelPorts(), base: base, length: 8, name: "ide")
+        }
+        for base in PIIX3IDE.legacyControlPorts {
+            try ports.register(PIIX3IDE.emptyChannelPorts(), base: base, length: 1, name: "ide ctl")
+        }
+
         try accelerator.setUp(ram: ram, cpuCount: config.cpus, host: self)
         try loadFirmware()
         try resetCPUs()
@@ -164,12 +190,15 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
         }
     }
 
+    /// The device numbers with something plugged on bus 0, once each (slot 1 has three functions).
+    private var pciSlots: [Int] { Array(Set(pci.plugged.map(\.0.device))).sorted() }
+
     /// Builds ACPI tables and the e820 map, loads the kernel (or leaves the BIOS to boot), and
     /// decides the boot CPU's entry state. Run again on every reset (the guest may have overwritten
     /// everything).
     private func loadFirmware() throws {
         let acpiConfig = ACPIConfig(cpuCount: config.cpus, memoryMap: map, hasHPET: hpet != nil,
-                                    pciSlots: pci.plugged.map(\.0.device))
+                                    pciSlots: pciSlots)
         if let bios = biosImage {
             // A BIOS boot. The BIOS area below 1 MiB is RAM here and the i440FX's PAM registers say
             // it is already shadowed, so the image is copied there now (up to 256 KiB, what
@@ -187,18 +216,19 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             }
             return
         }
-        let e820 = E820.pcMap(map, biosSize: 0)
+        let e820 = E820.pcMap(map, biosSize: 0, kvm: accelerator.name == "kvm")
         fwcfg.addFile("etc/e820", e820.flatMap(\.bytes))
         guard let kernelPath = config.kernel else {
             bootEntry = .reset
             return
         }
+        enableDecodingAsSeaBIOSDoes()
         let tables = ACPITables.build(acpiConfig, base: 0xE_0000)
         guard UInt64(tables.blob.count) <= 0x1_0000 else { throw BuildError.message("ACPI tables too large") }
         ram.write(tables.base, bytes: tables.blob)
         // Also keep a copy of the RSDP where legacy scans look (0xF0000-0xFFFFF).
-        ram.write(0xF_0000, bytes: Array(tables.blob[0..<36]))
-        ram.write(0xF_0100, bytes: MPTable.build(cpuCount: config.cpus, pciSlots: pci.plugged.map(\.0.device), address: 0xF_0100))
+        ram.write(0xF_0000, bytes: Array(tables.blob[0..<ACPITables.rsdpLength]))
+        ram.write(0xF_0100, bytes: MPTable.build(cpuCount: config.cpus, pciSlots: pciSlots, address: 0xF_0100))
         let (kernel, initrd) = try readKernel(kernelPath)
         if LinuxBootPlan.isBzImage(kernel) {
             let plan = try LinuxBootPlan.plan(kernel: kernel, cmdline: config.append, initrd: initrd,
@@ -209,6 +239,17 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
             let mb = try Multiboot.load(kernel: kernel, cmdline: config.append, initrd: initrd, ram: ram, e820: e820,
                                         kernelPath: kernelPath)
             bootEntry = mb
+        }
+    }
+
+    /// SeaBIOS turns on I/O, memory and SERR# decoding in every PCI function's command register
+    /// (the BARs we pre-assign are where it would put them); a directly booted kernel finds the same,
+    /// rather than enabling the devices itself.
+    private func enableDecodingAsSeaBIOSDoes() {
+        let bits = UInt32(PCIConfigSpace.commandIO | PCIConfigSpace.commandMemory) | 0x100
+        for (address, _) in pci.plugged {
+            let command = pci.configRead(address, offset: PCIConfigSpace.command, size: 2)
+            pci.configWrite(address, offset: PCIConfigSpace.command, size: 2, value: command | bits)
         }
     }
 
@@ -332,6 +373,8 @@ public final class PCMachine: VCPUHost, @unchecked Sendable {
     private func resetDevices() throws {
         pci.reset()
         pm.reset()
+        i8042.resetState()
+        floppy.resetState()
         hpet?.reset()
         try loadFirmware()
         try resetCPUs()

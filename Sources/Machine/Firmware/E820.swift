@@ -16,15 +16,16 @@ public struct E820Entry: Sendable, Equatable {
 public enum E820 {
     /// The pc map for direct kernel boot: conventional memory up to the EBDA, the BIOS area
     /// (0xE0000-0xFFFFF, where the ACPI tables and MP table live) reserved, RAM from 1 MiB to the end
-    /// of low memory, KVM's TSS/identity pages and the BIOS ROM reserved, and RAM above 4 GiB.
-    public static func pcMap(_ map: PCMemoryMap, biosSize: UInt64) -> [E820Entry] {
+    /// of low memory, KVM's TSS/identity pages (with `kvm`, as QEMU reserves them only then) and the
+    /// BIOS ROM reserved, and RAM above 4 GiB.
+    public static func pcMap(_ map: PCMemoryMap, biosSize: UInt64, kvm: Bool = true) -> [E820Entry] {
         var e: [E820Entry] = [
             E820Entry(0, PCMemoryMap.ebdaStart, .ram),
             E820Entry(PCMemoryMap.ebdaStart, 0xA_0000 - PCMemoryMap.ebdaStart, .reserved),
             E820Entry(0xE_0000, 0x2_0000, .reserved),
         ]
         if map.below4G > 0x10_0000 { e.append(E820Entry(0x10_0000, map.below4G - 0x10_0000, .ram)) }
-        e.append(E820Entry(PCMemoryMap.kvmIdentityMap, 0x4000, .reserved))
+        if kvm { e.append(E820Entry(PCMemoryMap.kvmIdentityMap, 0x4000, .reserved)) }
         if biosSize > 0 { e.append(E820Entry(PCMemoryMap.fourGiB - biosSize, biosSize, .reserved)) }
         if map.above4G > 0 { e.append(E820Entry(PCMemoryMap.fourGiB, map.above4G, .ram)) }
         return e

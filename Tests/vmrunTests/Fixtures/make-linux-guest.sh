@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Builds the Linux test guest in $1 (default /tmp/vmrun-linux-guest-5), once: Debian's kernel
+# Builds the Linux test guest in $1 (default /tmp/vmrun-linux-guest-6), once: Debian's kernel
 # (linux-image-amd64, downloaded with apt-get download and unpacked with dpkg -x, never installed)
 # and a busybox-static initramfs whose /init prints VMRUN-USERSPACE-OK, the first MTRR, the PAT
 # line and the count of 'unchecked MSR access' warnings from dmesg, loads the virtio modules,
 # prints the md5 of the first MiB of /dev/vda, writes GUEST-WROTE-THIS at byte 1 MiB, times
 # sequential reads of the disk when the command line has vmrun.bench (buffered: VMRUN-READ, and
-# O_DIRECT: VMRUN-DREAD), and powers off; with vmrun.idle it prints VMRUN-IDLE and waits instead
-# (for memory measurements). The cache directory carries the version, so that worktrees with an
+# O_DIRECT: VMRUN-DREAD), loads the floppy and psmouse drivers, prints the boot-log lines that show
+# the machine's devices as VMRUN-DMESG lines (timestamps, table addresses and lengths dropped, so
+# they compare with QEMU's), and powers off; with vmrun.idle it prints VMRUN-IDLE and waits instead (for memory measurements). The cache directory carries the version, so that worktrees with an
 # older script do not keep rebuilding each other's guest.
 set -euo pipefail
-version=5
+version=6
 out=${1:-/tmp/vmrun-linux-guest-$version}
 [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.gz" ] && [ "$(cat "$out/version" 2>/dev/null)" = "$version" ] && exit 0
 mkdir -p "$out"
@@ -27,7 +28,8 @@ busybox=/bin/busybox
 file "$busybox" 2>/dev/null | grep -q "statically linked" || { echo "make-linux-guest: needs busybox-static" >&2; exit 1; }
 mkdir -p ird/bin ird/lib/modules ird/proc ird/sys ird/dev
 cp "$busybox" ird/bin/busybox
-for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_modern_dev virtio/virtio_pci_legacy_dev virtio/virtio_pci block/virtio_blk; do
+for m in virtio/virtio_ring virtio/virtio virtio/virtio_pci_modern_dev virtio/virtio_pci_legacy_dev virtio/virtio_pci block/virtio_blk \
+         block/floppy input/mouse/psmouse; do
     f=$(ls "$mods/kernel/drivers/$m".ko* | head -1)
     case "$f" in
         *.xz) xz -dc "$f" > "ird/lib/modules/$(basename "$m").ko" ;;
@@ -46,6 +48,10 @@ echo "VMRUN-CPUS $(grep -c ^processor /proc/cpuinfo)"
 echo "VMRUN-MTRR $(head -1 /proc/mtrr)"
 echo "VMRUN-PAT $(dmesg | grep -o 'x86/PAT: Configuration.*' | head -1)"
 echo "VMRUN-MSR-WARNINGS $(dmesg | grep -c 'unchecked MSR access')"
+# The floppy and PS/2 mouse drivers probe the floppy controller and the i8042's AUX device; the
+# mouse's probe (about a second of guest time, as under QEMU) runs while the disk is used.
+for m in floppy psmouse; do insmod /lib/modules/$m.ko 2>/dev/null || echo "VMRUN-DEVICE-MODULE-FAILED $m"; done
+wait_mouse() { for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do [ -d /sys/devices/platform/i8042/serio1/input ] && break; sleep 0.2; done; }
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
     insmod /lib/modules/$m.ko || echo "VMRUN-INSMOD-FAILED $m"
 done
@@ -56,6 +62,7 @@ if [ -b /dev/vda ]; then
     sync
     echo "VMRUN-VDA-WRITTEN"
     if grep -q vmrun.bench /proc/cmdline; then
+        wait_mouse   # nothing else running while the reads are timed
         # Sequential read of the whole disk, timed with /proc/uptime (centiseconds).
         t0=$(cut -d' ' -f1 /proc/uptime)
         dd if=/dev/vda of=/dev/null bs=1M 2>/dev/null
@@ -70,6 +77,13 @@ if [ -b /dev/vda ]; then
 else
     echo "VMRUN-NO-VDA"
 fi
+wait_mouse
+# Device lines of the boot log: ACPI tables, the I/O APIC, PCI functions (and whether firmware left
+# them enabled) and interrupt links, PNP devices, the i8042, its ports, keyboard and mouse, the floppy
+# controller, sleep states and GPEs.
+dmesg | sed -E 's/^\[[^]]*\] //; s/^(ACPI: [A-Z]{4}) 0x[0-9A-F]+ [0-9A-F]+/\1/' \
+    | grep -E '^(ACPI: (RSDP|RSDT|XSDT|FACP|DSDT|FACS|APIC|HPET|WAET|SSDT)|IOAPIC\[0\]: apic_id|pci 0000:00:..\..: \[|ACPI: PCI: Interrupt link|ACPI: .?_SB_\.LNK|pnp: PnP ACPI: found|[0-9a-f]{2}:[0-9a-f]{2}: ttyS0|rtc_cmos [0-9a-f:]+: registered|i8042: |serio: |input: |FDC [0-9]|.*: enabling device \(|ACPI: PM: \(supports|ACPI: Enabled [0-9]+ GPEs)' \
+    | sed 's/^/VMRUN-DMESG /'
 if grep -q vmrun.idle /proc/cmdline; then
     echo "VMRUN-IDLE"
     while true; do sleep 3600; done

@@ -2,8 +2,9 @@
 // addresses: PM1 event block 0x600 (status, enable), PM1 control 0x604, PM timer 0x608, GPE0 block
 // 0xAFE0 (status, enable). The SCI is ISA IRQ 9, level-triggered.
 //
-// Sleep: writing SLP_EN with SLP_TYP 0 (our \_S5) is "power off"; the machine's injected `sleep`
-// action decides what that means (exit 0, or pause with -no-shutdown). The power button
+// Sleep: writing SLP_EN with SLP_TYP 0 (our \_S5) is "power off", and SLP_TYP 2 (\_S4) is the
+// end of a hibernation, which QEMU also turns into a power off; the machine's injected `sleep`
+// action decides what they mean (exit 0, or pause with -no-shutdown). The power button
 // (`pressPowerButton`, QMP system_powerdown) sets PWRBTN_STS and raises the SCI when enabled.
 // The PM timer is a 24-bit counter at 3.579545 MHz derived from the host's monotonic clock.
 import Glibc
@@ -24,7 +25,9 @@ public final class PIIX4PM: PCIDevice {
     public static let tmrSts: UInt16 = 1 << 0, gblSts: UInt16 = 1 << 5, pwrbtnSts: UInt16 = 1 << 8, wakSts: UInt16 = 1 << 15
     public static let sciEn: UInt16 = 1 << 0, slpEn: UInt16 = 1 << 13
 
-    public enum SleepRequest: Sendable, Equatable { case softOff, suspend(UInt8) }
+    /// SLP_TYP 0 is soft-off (\_S5), 2 is S4 (\_S4, QEMU's s4_val); other values (S3) are passed on.
+    public enum SleepRequest: Sendable, Equatable { case softOff, suspendToDisk, suspend(UInt8) }
+    public static let s4Type: UInt8 = 2
 
     struct State {
         var pm1Sts: UInt16 = 0
@@ -132,7 +135,7 @@ public final class PIIX4PM: PCIDevice {
                     let v = (s.pm1Cnt & 0x00FF) | (b << 8)
                     if v & PIIX4PM.slpEn != 0 {
                         let typ = UInt8((v >> 10) & 7)
-                        request = typ == 0 ? .softOff : .suspend(typ)
+                        request = typ == 0 ? .softOff : typ == PIIX4PM.s4Type ? .suspendToDisk : .suspend(typ)
                     }
                     s.pm1Cnt = v & ~PIIX4PM.slpEn
                 default: break

@@ -16,7 +16,7 @@ public final class InterruptHub: InterruptSink, @unchecked Sendable {
 
     public init(cpuCount: Int, clock: @escaping @Sendable () -> UInt64 = PIIX4PM.monotonicNanos) {
         lapics = (0..<cpuCount).map { LocalAPIC(index: $0, clock: clock) }
-        ioapic = IOAPIC(id: UInt8(cpuCount))
+        ioapic = IOAPIC(id: 0)   // QEMU's (and KVM's in-kernel) I/O APIC ID, as the MADT says
         pic = PIC8259Pair()
         events = [X86PendingEvents](repeating: X86PendingEvents(), count: cpuCount)
         wakeups = [Int](repeating: 0, count: cpuCount)

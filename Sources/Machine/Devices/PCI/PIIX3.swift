@@ -1,9 +1,10 @@
 // The PIIX3 PCI-to-ISA bridge (00:01.0, 8086:7000) and its PIRQ router.
 //
 // PIRQRC[A-D] (config 0x60-0x63) steer the four PCI interrupt links to ISA IRQs; bit 7 disables a
-// link. They start as SeaBIOS leaves them (10, 10, 11, 11), which is also what our DSDT's _PRT
-// hard-wires for direct kernel boot. INTx from PCI functions arrive here as PIRQ levels and leave as
-// shared (wired-OR) ISA IRQ levels; a guest that re-steers a link moves the asserted level with it.
+// link. They start as SeaBIOS leaves them (10, 10, 11, 11); the DSDT's link devices LNKA-LNKD read
+// and write them (_CRS/_SRS/_DIS), and so does a guest that routes without ACPI. INTx from PCI
+// functions arrive here as PIRQ levels and leave as shared (wired-OR) ISA IRQ levels; a guest that
+// re-steers a link moves the asserted level with it.
 import Synchronization
 
 public final class PIIX3: PCIDevice, @unchecked Sendable {

@@ -1,5 +1,7 @@
 // A small AML (ACPI Machine Language) builder: enough of ACPI 6.x section 20 to describe the pc
-// machine's namespace (names, scopes, devices, methods, packages, buffers and resource templates).
+// machine's namespace (names, scopes, devices, methods, packages, buffers and resource templates),
+// plus the operation regions, fields and few operators (Store, And, Or, If, CreateDWordField) that
+// the PCI interrupt link methods are written in.
 //
 // Terms are values (`AML`) holding their encoded bytes; containers compute their PkgLength when
 // built, so nesting is just composition:
@@ -73,8 +75,72 @@ public struct AML: Sendable, Equatable {
 
     public static func `return`(_ v: AML) -> AML { AML([0xA4] + v.bytes) }
 
-    /// A reference to a named object (as an argument or return value).
+    /// A reference to a named object (as an argument, operand, target or package element).
     public static func reference(_ n: String) -> AML { AML(nameString(n)) }
+
+    /// A call of method `n` with its arguments (the method must be declared before, as ASL requires).
+    public static func call(_ n: String, _ args: [AML] = []) -> AML { AML(nameString(n) + args.flatMap(\.bytes)) }
+
+    // MARK: arguments, locals and operators
+
+    public static func arg(_ n: Int) -> AML {
+        precondition(n >= 0 && n <= 6)
+        return AML([0x68 + UInt8(n)])
+    }
+
+    public static func local(_ n: Int) -> AML {
+        precondition(n >= 0 && n <= 7)
+        return AML([0x60 + UInt8(n)])
+    }
+
+    /// Store(source, target).
+    public static func store(_ source: AML, _ target: AML) -> AML { AML([0x70] + source.bytes + target.bytes) }
+
+    /// And(a, b, target) / Or(a, b, target); without a target the result is only the value.
+    public static func and(_ a: AML, _ b: AML, _ target: AML? = nil) -> AML { AML([0x7B] + a.bytes + b.bytes + (target?.bytes ?? [0x00])) }
+    public static func or(_ a: AML, _ b: AML, _ target: AML? = nil) -> AML { AML([0x7D] + a.bytes + b.bytes + (target?.bytes ?? [0x00])) }
+
+    public static func lEqual(_ a: AML, _ b: AML) -> AML { AML([0x93] + a.bytes + b.bytes) }
+    public static func lLess(_ a: AML, _ b: AML) -> AML { AML([0x95] + a.bytes + b.bytes) }
+
+    /// If(predicate) { terms }.
+    public static func `if`(_ predicate: AML, _ terms: [AML]) -> AML {
+        let body = predicate.bytes + terms.flatMap(\.bytes)
+        return AML([0xA0] + pkgLength(body.count) + body)
+    }
+
+    /// Else { terms } (directly after an If).
+    public static func `else`(_ terms: [AML]) -> AML {
+        let body = terms.flatMap(\.bytes)
+        return AML([0xA1] + pkgLength(body.count) + body)
+    }
+
+    /// CreateDWordField(source, byteIndex, name).
+    public static func createDWordField(_ source: AML, byteIndex: AML, _ n: String) -> AML {
+        AML([0x8A] + source.bytes + byteIndex.bytes + nameString(n))
+    }
+
+    // MARK: operation regions and fields
+
+    public enum RegionSpace: UInt8, Sendable { case systemMemory = 0, systemIO = 1, pciConfig = 2 }
+    public enum FieldAccess: UInt8, Sendable { case any = 0, byte = 1, word = 2, dword = 3 }
+    public enum FieldUpdate: UInt8, Sendable { case preserve = 0, writeAsOnes = 1, writeAsZeros = 2 }
+
+    /// OperationRegion(n, space, offset, length).
+    public static func operationRegion(_ n: String, _ space: RegionSpace, offset: UInt64, length: UInt64) -> AML {
+        AML([0x5B, 0x80] + nameString(n) + [space.rawValue] + integer(offset).bytes + integer(length).bytes)
+    }
+
+    /// Field(region, access, Lock/NoLock, update) { name, bits; ... } with the fields packed from offset 0.
+    public static func field(_ region: String, _ access: FieldAccess, lock: Bool = false, update: FieldUpdate = .preserve,
+                             _ fields: [(name: String, bits: Int)]) -> AML {
+        var body = nameString(region) + [access.rawValue | (lock ? 0x10 : 0) | update.rawValue << 5]
+        for f in fields {
+            precondition(f.name.utf8.count == 4, "a field name is one NameSeg")
+            body += Array(f.name.utf8) + encodedLength(f.bits)
+        }
+        return AML([0x5B, 0x81] + pkgLength(body.count) + body)
+    }
 
     // MARK: encodings
 
@@ -90,6 +156,17 @@ public struct AML: Sendable, Equatable {
             }
         }
         preconditionFailure("AML package too large")
+    }
+
+    /// A value in PkgLength's encoding that does not count itself (field widths in bits).
+    static func encodedLength(_ v: Int) -> [UInt8] {
+        if v < 0x40 { return [UInt8(v)] }
+        for extra in 1...3 where v < 1 << (4 + 8 * extra) {
+            var out = [UInt8(extra << 6) | UInt8(v & 0x0F)]
+            for i in 0..<extra { out.append(UInt8((v >> (4 + 8 * i)) & 0xFF)) }
+            return out
+        }
+        preconditionFailure("AML length too large")
     }
 
     /// A NameString: optional root prefix "\\" or parent prefixes "^", then dot-separated segments
@@ -126,9 +203,20 @@ public enum AMLResource {
     /// IRQNoFlags() { irq }.
     public static func irqNoFlags(_ irq: Int) -> [UInt8] { [0x22] + AML.le(UInt64(1) << UInt64(irq), 2) }
 
-    /// Memory32Fixed(ReadWrite, base, length).
-    public static func memory32Fixed(base: UInt32, length: UInt32) -> [UInt8] {
-        [0x86, 0x09, 0x00, 0x01] + AML.le(UInt64(base), 4) + AML.le(UInt64(length), 4)
+    /// DMA(Compatibility, NotBusMaster, Transfer8) { channel }.
+    public static func dma(channel: Int) -> [UInt8] { [0x2A, UInt8(1 << channel), 0x00] }
+
+    /// Memory32Fixed(ReadWrite or ReadOnly, base, length).
+    public static func memory32Fixed(base: UInt32, length: UInt32, readOnly: Bool = false) -> [UInt8] {
+        [0x86, 0x09, 0x00, readOnly ? 0x00 : 0x01] + AML.le(UInt64(base), 4) + AML.le(UInt64(length), 4)
+    }
+
+    /// Interrupt(ResourceConsumer, Level/Edge, ActiveHigh/Low, Shared/Exclusive) { irqs } (extended
+    /// interrupt descriptor); the first IRQ's DWord is at byte 5, where _SRS methods read it.
+    public static func interrupt(_ irqs: [UInt32], level: Bool = true, activeHigh: Bool = true, shared: Bool = true) -> [UInt8] {
+        precondition(!irqs.isEmpty && irqs.count < 64)
+        let flags: UInt8 = 0x01 | (level ? 0 : 0x02) | (activeHigh ? 0 : 0x04) | (shared ? 0x08 : 0)
+        return [0x89] + AML.le(UInt64(2 + 4 * irqs.count), 2) + [flags, UInt8(irqs.count)] + irqs.flatMap { AML.le(UInt64($0), 4) }
     }
 
     /// WordBusNumber / WordIO: a producer range with fixed min and max.
@@ -141,10 +229,10 @@ public enum AMLResource {
     public static func wordBusNumber(min: UInt16, max: UInt16) -> [UInt8] { wordAddress(type: 2, typeFlags: 0, min: min, max: max) }
     public static func wordIO(min: UInt16, max: UInt16) -> [UInt8] { wordAddress(type: 1, typeFlags: 0x03, min: min, max: max) }
 
-    /// DWordMemory(ResourceProducer, PosDecode, MinFixed, MaxFixed, Cacheable, ReadWrite).
-    public static func dwordMemory(min: UInt32, max: UInt32) -> [UInt8] {
+    /// DWordMemory(ResourceProducer, PosDecode, MinFixed, MaxFixed, Cacheable or NonCacheable, ReadWrite).
+    public static func dwordMemory(min: UInt32, max: UInt32, cacheable: Bool = true) -> [UInt8] {
         let len = UInt64(max) - UInt64(min) + 1
-        return [0x87, 0x17, 0x00, 0x00, 0x0C, 0x03] + AML.le(0, 4) + AML.le(UInt64(min), 4)
+        return [0x87, 0x17, 0x00, 0x00, 0x0C, cacheable ? 0x03 : 0x01] + AML.le(0, 4) + AML.le(UInt64(min), 4)
             + AML.le(UInt64(max), 4) + AML.le(0, 4) + AML.le(len, 4)
     }
 
