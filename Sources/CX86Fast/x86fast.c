@@ -18,6 +18,28 @@ void x86fast_map(uint16_t op, uint8_t handler) {
 
 const uint8_t *x86fast_handlers(void) { return opMap; }
 
+uint8_t x86fast_handler(uint16_t op, uint8_t flags) {
+    uint8_t h = op < 1024 ? opMap[op] : X86F_EXIT;
+    if (flags & 1) return h;   // a memory operand
+    if (h >= X86F_ADD_RMR4 && h <= X86F_CMP_RMI8) {
+        // Each ALU kind has six forms (rmr4 rrm4 rmi4 rmr8 rrm8 rmi8), as do their register forms.
+        return (uint8_t)(X86F_ADD_RMR4_R + (h - X86F_ADD_RMR4));
+    }
+    switch (h) {
+    case X86F_MOV_RMR4: return X86F_MOV_RMR4_R;
+    case X86F_MOV_RRM4: return X86F_MOV_RRM4_R;
+    case X86F_MOV_RMR8: return X86F_MOV_RMR8_R;
+    case X86F_MOV_RRM8: return X86F_MOV_RRM8_R;
+    case X86F_TEST_RMR4: return X86F_TEST_RMR4_R;
+    case X86F_TEST_RMR8: return X86F_TEST_RMR8_R;
+    case X86F_MOVZX8_4: return X86F_MOVZX8_4_R;
+    case X86F_MOVZX16_4: return X86F_MOVZX16_4_R;
+    case X86F_MOVZX8_8: return X86F_MOVZX8_8_R;
+    case X86F_MOVZX16_8: return X86F_MOVZX16_8_R;
+    default: return h;
+    }
+}
+
 // Lazy flag kinds and DInst flag bits, as in Flags.swift and Ops.swift.
 enum { K_NONE = 0, K_ADD = 1, K_ADC = 2, K_SUB = 3, K_SBB = 4, K_LOGIC = 5, K_INC = 6, K_DEC = 7, K_SHIFT = 8, K_MUL = 9 };
 enum { F_MEM = 1, F_LOCK = 8, F_COUNT_CL = 64 };
@@ -285,8 +307,13 @@ static inline void mul_flags(struct X86FastLazy *L, uint64_t low, int overflow, 
 
 struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86FastInst *p,
                                  const struct X86FastInst *end, const struct X86FastBlock *block, uint64_t pc) {
-    static void *const labels[X86F_COUNT] = {
-        [X86F_EXIT] = &&bail, [X86F_NOP] = &&h_nop,
+    // 256 entries, so that any byte in the slot after a block (read but not used, see DISPATCH)
+    // stays inside the table; the unused ones go back to Swift.
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Winitializer-overrides"
+    static void *const labels[256] = {
+        [0 ... 255] = &&bail,
+        [X86F_NOP] = &&h_nop,
         [X86F_ADD_RMR4] = &&h_add_rmr4, [X86F_ADD_RRM4] = &&h_add_rrm4, [X86F_ADD_RMI4] = &&h_add_rmi4,
         [X86F_ADD_RMR8] = &&h_add_rmr8, [X86F_ADD_RRM8] = &&h_add_rrm8, [X86F_ADD_RMI8] = &&h_add_rmi8,
         [X86F_OR_RMR4] = &&h_or_rmr4, [X86F_OR_RRM4] = &&h_or_rrm4, [X86F_OR_RMI4] = &&h_or_rmi4,
@@ -331,7 +358,28 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         [X86F_TEST_RMR] = &&h_test_rmr, [X86F_TEST_RMI] = &&h_test_rmi, [X86F_NOT] = &&h_not, [X86F_NEG] = &&h_neg,
         [X86F_INC] = &&h_inc, [X86F_DEC] = &&h_dec, [X86F_MOV_RMI] = &&h_mov_rmi, [X86F_MOV_RI] = &&h_mov_ri,
         [X86F_SHIFT] = &&h_shift,
+        [X86F_ADD_RMR4_R] = &&h_add_rmr4_r, [X86F_ADD_RRM4_R] = &&h_add_rrm4_r, [X86F_ADD_RMI4_R] = &&h_add_rmi4_r,
+        [X86F_ADD_RMR8_R] = &&h_add_rmr8_r, [X86F_ADD_RRM8_R] = &&h_add_rrm8_r, [X86F_ADD_RMI8_R] = &&h_add_rmi8_r,
+        [X86F_OR_RMR4_R] = &&h_or_rmr4_r, [X86F_OR_RRM4_R] = &&h_or_rrm4_r, [X86F_OR_RMI4_R] = &&h_or_rmi4_r,
+        [X86F_OR_RMR8_R] = &&h_or_rmr8_r, [X86F_OR_RRM8_R] = &&h_or_rrm8_r, [X86F_OR_RMI8_R] = &&h_or_rmi8_r,
+        [X86F_ADC_RMR4_R] = &&h_adc_rmr4_r, [X86F_ADC_RRM4_R] = &&h_adc_rrm4_r, [X86F_ADC_RMI4_R] = &&h_adc_rmi4_r,
+        [X86F_ADC_RMR8_R] = &&h_adc_rmr8_r, [X86F_ADC_RRM8_R] = &&h_adc_rrm8_r, [X86F_ADC_RMI8_R] = &&h_adc_rmi8_r,
+        [X86F_SBB_RMR4_R] = &&h_sbb_rmr4_r, [X86F_SBB_RRM4_R] = &&h_sbb_rrm4_r, [X86F_SBB_RMI4_R] = &&h_sbb_rmi4_r,
+        [X86F_SBB_RMR8_R] = &&h_sbb_rmr8_r, [X86F_SBB_RRM8_R] = &&h_sbb_rrm8_r, [X86F_SBB_RMI8_R] = &&h_sbb_rmi8_r,
+        [X86F_AND_RMR4_R] = &&h_and_rmr4_r, [X86F_AND_RRM4_R] = &&h_and_rrm4_r, [X86F_AND_RMI4_R] = &&h_and_rmi4_r,
+        [X86F_AND_RMR8_R] = &&h_and_rmr8_r, [X86F_AND_RRM8_R] = &&h_and_rrm8_r, [X86F_AND_RMI8_R] = &&h_and_rmi8_r,
+        [X86F_SUB_RMR4_R] = &&h_sub_rmr4_r, [X86F_SUB_RRM4_R] = &&h_sub_rrm4_r, [X86F_SUB_RMI4_R] = &&h_sub_rmi4_r,
+        [X86F_SUB_RMR8_R] = &&h_sub_rmr8_r, [X86F_SUB_RRM8_R] = &&h_sub_rrm8_r, [X86F_SUB_RMI8_R] = &&h_sub_rmi8_r,
+        [X86F_XOR_RMR4_R] = &&h_xor_rmr4_r, [X86F_XOR_RRM4_R] = &&h_xor_rrm4_r, [X86F_XOR_RMI4_R] = &&h_xor_rmi4_r,
+        [X86F_XOR_RMR8_R] = &&h_xor_rmr8_r, [X86F_XOR_RRM8_R] = &&h_xor_rrm8_r, [X86F_XOR_RMI8_R] = &&h_xor_rmi8_r,
+        [X86F_CMP_RMR4_R] = &&h_cmp_rmr4_r, [X86F_CMP_RRM4_R] = &&h_cmp_rrm4_r, [X86F_CMP_RMI4_R] = &&h_cmp_rmi4_r,
+        [X86F_CMP_RMR8_R] = &&h_cmp_rmr8_r, [X86F_CMP_RRM8_R] = &&h_cmp_rrm8_r, [X86F_CMP_RMI8_R] = &&h_cmp_rmi8_r,
+        [X86F_MOV_RMR4_R] = &&h_mov_rmr4_r, [X86F_MOV_RRM4_R] = &&h_mov_rrm4_r, [X86F_MOV_RMR8_R] = &&h_mov_rmr8_r,
+        [X86F_MOV_RRM8_R] = &&h_mov_rrm8_r, [X86F_TEST_RMR4_R] = &&h_test_rmr4_r, [X86F_TEST_RMR8_R] = &&h_test_rmr8_r,
+        [X86F_MOVZX8_4_R] = &&h_movzx8_4_r, [X86F_MOVZX16_4_R] = &&h_movzx16_4_r, [X86F_MOVZX8_8_R] = &&h_movzx8_8_r,
+        [X86F_MOVZX16_8_R] = &&h_movzx16_8_r,
     };
+#pragma clang diagnostic pop
     uint64_t *const r = c->regs;
     struct X86FastLazy *const L = c->lazy;
     const struct X86FastTLB *const tlb = *c->tlb;
@@ -347,10 +395,10 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
 // and each handler has its own copy of this jump (a conditional branch first makes the compiler
 // merge them all into one shared indirect jump, which the host predicts far worse). At the end,
 // `p` may point one past the block: the block cache keeps a spare slot after its arena, and the
-// operation number is masked, so the unused lookup stays in bounds.
+// handler table has an entry for every byte, so the unused lookup stays in bounds.
 #define DISPATCH() do { \
         i = p; next = pc + i->len; \
-        void *target_ = p < end ? labels[opMap[i->op & 1023]] : &&done; \
+        void *target_ = p < end ? labels[i->fast] : &&done; \
         goto *target_; \
     } while (0)
 #define NEXT() do { pc = next; p++; DISPATCH(); } while (0)
@@ -416,6 +464,37 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
 
 h_nop:
     NEXT();
+
+    // Register-only forms: the same bodies with the memory branch compiled out.
+#undef IS_MEM
+#define IS_MEM 0
+#define ALU_GROUP_R(name, kind) \
+    h_##name##_rmr4_r: ALU_RM(kind, 4, get_reg(r, i->reg, 4)); \
+    h_##name##_rrm4_r: ALU_R_RM(kind, 4); \
+    h_##name##_rmi4_r: ALU_RM(kind, 4, i->imm); \
+    h_##name##_rmr8_r: ALU_RM(kind, 8, r[i->reg]); \
+    h_##name##_rrm8_r: ALU_R_RM(kind, 8); \
+    h_##name##_rmi8_r: ALU_RM(kind, 8, i->imm);
+    ALU_GROUP_R(add, 0)
+    ALU_GROUP_R(or, 1)
+    ALU_GROUP_R(adc, 2)
+    ALU_GROUP_R(sbb, 3)
+    ALU_GROUP_R(and, 4)
+    ALU_GROUP_R(sub, 5)
+    ALU_GROUP_R(xor, 6)
+    ALU_GROUP_R(cmp, 7)
+h_mov_rmr4_r: r[i->rm] = r[i->reg] & M32; NEXT();
+h_mov_rrm4_r: r[i->reg] = r[i->rm] & M32; NEXT();
+h_mov_rmr8_r: r[i->rm] = r[i->reg]; NEXT();
+h_mov_rrm8_r: r[i->reg] = r[i->rm]; NEXT();
+h_test_rmr4_r: set_logic(L, 4, r[i->rm] & r[i->reg] & M32); NEXT();
+h_test_rmr8_r: set_logic(L, 8, r[i->rm] & r[i->reg]); NEXT();
+h_movzx8_4_r: r[i->reg] = ((const uint8_t *)r)[i->rm]; NEXT();
+h_movzx16_4_r: r[i->reg] = r[i->rm] & 0xFFFF; NEXT();
+h_movzx8_8_r: r[i->reg] = ((const uint8_t *)r)[i->rm]; NEXT();
+h_movzx16_8_r: r[i->reg] = r[i->rm] & 0xFFFF; NEXT();
+#undef IS_MEM
+#define IS_MEM (i->flags & F_MEM)
 
 h_mov_rmr4: WRITE_RM(4, r[i->reg] & M32); NEXT();
 h_mov_rrm4: { READ_RM(v, 4); r[i->reg] = v; NEXT(); }

@@ -12,6 +12,7 @@
 // made), one on another page through `peekBlock` (TLB, table, generations). A chain ends every few
 // hundred blocks for interrupt polling, and at once after a write to a code page or anything that
 // changes translation or mode; other vCPUs' and DMA writes to code are seen at the next chain start.
+import CX86Fast
 
 let maxBlockInsts = 48
 
@@ -244,6 +245,11 @@ extension CPUCore {
             l &+= UInt64(d.len)
             if isTerminator(d.op) || info.phys2 != .max { break }
             if (l >> 12) != (lin >> 12) { break }  // blocks stay on their first page
+        }
+        if fastOps != nil {
+            for k in blocks.used..<(blocks.used + n) {
+                blocks.insts[k].fast = x86fast_handler(blocks.insts[k].op.rawValue, blocks.insts[k].flags)
+            }
         }
         info.count = Int32(n)
         info.guestCount = Int32(guestInsts)

@@ -24,7 +24,7 @@ extension CPUCore {
         do throws(Fault) {
         while true {
         while p < blockEnd {
-        if let fast, let ops = fastOps, ops[Int(UnsafeRawPointer(p).load(fromByteOffset: 16, as: UInt16.self))] != 0 {
+        if let fast, p.pointee.fast != 0 {
             (p, blockEnd, cur, pc) = runFast(fast, p, blockEnd, cur, chain: chain, pc)
             if p >= blockEnd { break }
         }

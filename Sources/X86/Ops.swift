@@ -23,6 +23,8 @@ struct DInst {
     var flags: UInt8 = 0
     /// Secondary immediate or sub-operation (shift kind, condition code, SSE opcode, far selector).
     var aux: UInt16 = 0
+    /// The fast tier's handler for this instruction, set when its block is built (FastTier.swift).
+    var fast: UInt8 = 0
 
     static let fMem: UInt8 = 1, fRep: UInt8 = 2, fRepne: UInt8 = 4, fLock: UInt8 = 8, fOpsize: UInt8 = 16
     static let fRexW: UInt8 = 32, fCountCL: UInt8 = 64, fRex: UInt8 = 128

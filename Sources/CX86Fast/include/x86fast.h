@@ -12,6 +12,7 @@ struct X86FastInst {
     uint16_t op;
     uint8_t len, osz, asz, reg, rm, base, index, scale, seg, flags;
     uint16_t aux;
+    uint8_t fast;   // the fast tier's handler for this instruction (x86fast_handler), 0 = none
 };
 
 /// Mirrors X86's TLBEntry (the fields the fast path reads).
@@ -95,6 +96,17 @@ enum {
     X86F_XOR_RMR, X86F_XOR_RRM, X86F_XOR_RMI, X86F_CMP_RMR, X86F_CMP_RRM, X86F_CMP_RMI,
     X86F_TEST_RMR, X86F_TEST_RMI, X86F_NOT, X86F_NEG, X86F_INC, X86F_DEC, X86F_MOV_RMI, X86F_MOV_RI,
     X86F_SHIFT,
+    // Register-only forms (no memory operand), chosen per instruction by x86fast_handler.
+    X86F_ADD_RMR4_R, X86F_ADD_RRM4_R, X86F_ADD_RMI4_R, X86F_ADD_RMR8_R, X86F_ADD_RRM8_R, X86F_ADD_RMI8_R,
+    X86F_OR_RMR4_R, X86F_OR_RRM4_R, X86F_OR_RMI4_R, X86F_OR_RMR8_R, X86F_OR_RRM8_R, X86F_OR_RMI8_R,
+    X86F_ADC_RMR4_R, X86F_ADC_RRM4_R, X86F_ADC_RMI4_R, X86F_ADC_RMR8_R, X86F_ADC_RRM8_R, X86F_ADC_RMI8_R,
+    X86F_SBB_RMR4_R, X86F_SBB_RRM4_R, X86F_SBB_RMI4_R, X86F_SBB_RMR8_R, X86F_SBB_RRM8_R, X86F_SBB_RMI8_R,
+    X86F_AND_RMR4_R, X86F_AND_RRM4_R, X86F_AND_RMI4_R, X86F_AND_RMR8_R, X86F_AND_RRM8_R, X86F_AND_RMI8_R,
+    X86F_SUB_RMR4_R, X86F_SUB_RRM4_R, X86F_SUB_RMI4_R, X86F_SUB_RMR8_R, X86F_SUB_RRM8_R, X86F_SUB_RMI8_R,
+    X86F_XOR_RMR4_R, X86F_XOR_RRM4_R, X86F_XOR_RMI4_R, X86F_XOR_RMR8_R, X86F_XOR_RRM8_R, X86F_XOR_RMI8_R,
+    X86F_CMP_RMR4_R, X86F_CMP_RRM4_R, X86F_CMP_RMI4_R, X86F_CMP_RMR8_R, X86F_CMP_RRM8_R, X86F_CMP_RMI8_R,
+    X86F_MOV_RMR4_R, X86F_MOV_RRM4_R, X86F_MOV_RMR8_R, X86F_MOV_RRM8_R,
+    X86F_TEST_RMR4_R, X86F_TEST_RMR8_R, X86F_MOVZX8_4_R, X86F_MOVZX16_4_R, X86F_MOVZX8_8_R, X86F_MOVZX16_8_R,
     X86F_COUNT
 };
 
@@ -103,6 +115,11 @@ void x86fast_map(uint16_t op, uint8_t handler);
 
 /// The operation-to-handler table x86fast_map fills (1024 entries).
 const uint8_t *x86fast_handlers(void);
+
+/// The handler for one decoded instruction (its operation and DInst flags): the operation's, or
+/// its register-only form when the instruction has no memory operand. Stored in the instruction
+/// when its block is built.
+uint8_t x86fast_handler(uint16_t op, uint8_t flags);
 
 /// Runs instructions from `p` up to `end` (in decoded block `block`, 64-bit mode) until one needs
 /// the Swift executor (an operation or a case the fast tier does not handle, a TLB miss, a fault):

@@ -1,0 +1,172 @@
+import XCTest
+
+/// The operations the fast tier (Sources/CX86Fast) runs, in every form it has a handler for:
+/// register and memory operands, 8/16/32/64-bit sizes (high-byte registers too), immediates,
+/// counts of 0, 1 and more than the operand size, 32-bit addressing, FS-relative operands. Each
+/// result and the flags are printed and compared with QEMU TCG.
+final class FastTierGuestTests: GuestTestCase {
+    /// Loads fresh operands: RAX/RBX/RCX/RDX patterns and memory at 0x8400 (a qword) and 0x8408.
+    private func setup(_ k: Int) -> String {
+        let a = ["0x8000000000000001", "0x00000000FFFFFFFF", "0x123456789ABCDEF0", "0x7F7F7F7F80808080"][k % 4]
+        let b = ["0x0000000000000003", "0xFFFFFFFFFFFFFFFF", "0x0F0F0F0F0F0F0F0F", "0x8000000080008080"][k % 4]
+        return """
+        mov rax, \(a)
+        mov rbx, \(b)
+        mov rcx, 0x5A5A5A5A5A5A5A5A
+        mov rdx, 0x1122334455667788
+        mov [0x8400], rbx
+        mov [0x8408], rax
+
+        """
+    }
+
+    /// Prints RAX, RDX (here: the memory qword) and the arithmetic flags.
+    private let dump = "mov rdx, [0x8400]\ncall pf64\nmov rax, rbx\nmov rdx, rcx\ncall pf64\n"
+
+    func testMovesAndExtensions() throws {
+        var body = "mov qword [FLAGMASK], 0x8D5\n"
+        let forms = [
+            "mov eax, ebx", "mov rax, rbx", "mov ebx, [0x8408]", "mov rbx, [0x8408]", "mov [0x8400], eax",
+            "mov [0x8400], rax", "mov ax, bx", "mov al, bh", "mov ah, bl", "mov bh, ah", "mov [0x8401], ah",
+            "mov cx, [0x8406]", "mov [0x8402], bx", "mov sil, al", "mov ebx, 0xFFFFFFFF", "mov rbx, -2",
+            "mov dword [0x8400], 0x80000000", "mov qword [0x8400], -3", "mov word [0x8400], 0x1234",
+            "mov byte [0x8403], 0x99", "mov bx, 0x7777", "mov bl, 0x88", "mov bh, 0x66",
+            "movzx eax, bl", "movzx eax, bh", "movzx eax, bx", "movzx rax, bl", "movzx rax, bx",
+            "movzx ecx, byte [0x8407]", "movzx ecx, word [0x8406]", "movzx rcx, byte [0x8407]", "movzx rcx, word [0x8406]",
+            "movzx ax, bl", "movsxd rax, ebx", "movsxd rax, dword [0x8404]", "movsx eax, bl", "movsx rax, word [0x8406]",
+            "lea eax, [rbx + rcx*4 + 0x10]", "lea rax, [rbx + rcx*8 - 1]", "lea eax, [ebx + ecx]", "lea rax, [ebx - 1]",
+            "mov eax, [rel .data]", "mov rax, [fs:0x10]",
+        ]
+        for (k, f) in forms.enumerated() { body += setup(k) + f + "\n" + dump }
+        body += "jmp .done\n.data: dq 0xCAFEBABEDEADBEEF\n.done:\n"
+        try compare(body)
+    }
+
+    func testALUForms() throws {
+        var body = "mov qword [FLAGMASK], 0x8D5\n"
+        var k = 0
+        for op in ["add", "or", "adc", "sbb", "and", "sub", "xor", "cmp"] {
+            for form in ["\(op) eax, ebx", "\(op) rax, rbx", "\(op) ax, bx", "\(op) al, bh", "\(op) ah, bl",
+                         "\(op) [0x8400], eax", "\(op) [0x8400], rax", "\(op) [0x8400], ax", "\(op) [0x8401], al",
+                         "\(op) eax, [0x8404]", "\(op) rax, [0x8400]", "\(op) ax, [0x8406]", "\(op) bh, [0x8407]",
+                         "\(op) eax, 0x7FFFFFFF", "\(op) rax, -1", "\(op) ax, 0x8000", "\(op) bl, 0x81", "\(op) rbx, 5",
+                         "\(op) dword [0x8400], -1", "\(op) qword [0x8400], 0x7F", "\(op) word [0x8402], 1", "\(op) byte [0x8400], 0x80"] {
+                body += setup(k) + (k % 2 == 0 ? "stc\n" : "clc\n") + form + "\n" + dump
+                k += 1
+            }
+        }
+        try compare(body)
+    }
+
+    func testUnaryTestIncDecImul() throws {
+        var body = "mov qword [FLAGMASK], 0x8D5\n"
+        let forms = [
+            "test eax, ebx", "test rax, rbx", "test ax, bx", "test al, bh", "test [0x8400], eax", "test [0x8400], rax",
+            "test eax, 0x80000000", "test rax, -1", "test bl, 0x81", "test word [0x8400], 0x8000", "test byte [0x8401], 1",
+            "inc eax", "inc rax", "inc ax", "inc bh", "inc dword [0x8400]", "inc qword [0x8400]", "inc byte [0x8407]",
+            "dec eax", "dec rbx", "dec bx", "dec al", "dec dword [0x8404]", "dec qword [0x8400]", "dec word [0x8406]",
+            "not eax", "not rbx", "not bx", "not ah", "not qword [0x8400]", "not byte [0x8402]",
+            "neg eax", "neg rbx", "neg cx", "neg bl", "neg dword [0x8400]", "neg qword [0x8400]", "neg word [0x8406]",
+        ]
+        for (k, f) in forms.enumerated() { body += setup(k) + (k % 2 == 0 ? "stc\n" : "clc\n") + f + "\n" + dump }
+        body += "mov qword [FLAGMASK], 0x801\n"   // IMUL: only CF and OF are defined
+        for (k, f) in ["imul eax, ebx", "imul rax, rbx", "imul ecx, [0x8404]", "imul rcx, [0x8400]", "imul ebx, eax", "imul rdx, rcx"].enumerated() {
+            body += setup(k) + f + "\n" + dump
+        }
+        try compare(body)
+    }
+
+    func testShiftsAndRotatesEveryForm() throws {
+        var body = "mov qword [FLAGMASK], 0\n"
+        var k = 0
+        for op in ["rol", "ror", "shl", "sal", "shr", "sar"] {
+            for target in ["eax", "rax", "ax", "bl", "bh", "dword [0x8400]", "qword [0x8400]", "word [0x8402]", "byte [0x8403]"] {
+                for count in ["1", "7", "31", "cl0", "cl33", "cl200"] {
+                    let setCount: String
+                    let operand: String
+                    if count.hasPrefix("cl") {
+                        setCount = "mov ecx, \(count.dropFirst(2))\n"
+                        operand = "cl"
+                    } else {
+                        setCount = ""
+                        operand = count
+                    }
+                    // OF is defined for counts of 1 only; the rest of the flags for non-zero counts.
+                    let mask = count == "1" ? "0x8D5" : (count == "cl0" ? "0x8D5" : "0x0C5")
+                    let rot = op == "rol" || op == "ror"
+                    body += setup(k) + "mov qword [FLAGMASK], \(rot ? (count == "1" || count == "cl0" ? "0x801" : "0x1") : mask)\n"
+                        + setCount + "\(op) \(target), \(operand)\n" + dump
+                    k += 1
+                }
+            }
+        }
+        try compare(body)
+    }
+
+    /// Register-to-register forms assemblers do not emit (the reg <- r/m opcodes with a register
+    /// r/m, SAL as /6): raw bytes, each commented with what it is.
+    func testAlternateEncodings() throws {
+        var body = "mov qword [FLAGMASK], 0x8D5\n"
+        var forms = [
+            ("db 0x8B, 0xC3", "mov eax, ebx via 8B"), ("db 0x48, 0x8B, 0xC3", "mov rax, rbx via 8B"),
+            ("db 0x66, 0x8B, 0xC3", "mov ax, bx via 8B"), ("db 0x8A, 0xC7", "mov al, bh via 8A"),
+            ("db 0xD1, 0xF0", "sal eax, 1 (/6)"), ("db 0x48, 0xC1, 0xF0, 0x05", "sal rax, 5 (/6)"),
+            ("db 0xC0, 0xF3, 0x03", "sal bl, 3 (/6)"), ("db 0x66, 0xD3, 0xF0", "sal ax, cl (/6)"),
+        ]
+        for (n, op) in ["add", "or", "adc", "sbb", "and", "sub", "xor", "cmp"].enumerated() {
+            let opcode = n * 8 + 3, byteOpcode = n * 8 + 2
+            forms.append(("db 0x\(String(opcode, radix: 16)), 0xC3", "\(op) eax, ebx via r <- r/m"))
+            forms.append(("db 0x48, 0x\(String(opcode, radix: 16)), 0xC3", "\(op) rax, rbx via r <- r/m"))
+            forms.append(("db 0x66, 0x\(String(opcode, radix: 16)), 0xC3", "\(op) ax, bx via r <- r/m"))
+            forms.append(("db 0x\(String(byteOpcode, radix: 16)), 0xE3", "\(op) ah, bl via r <- r/m"))
+        }
+        for (k, (bytes, what)) in forms.enumerated() {
+            body += setup(k) + (k % 2 == 0 ? "stc\n" : "clc\n") + "\(bytes)   ; \(what)\n" + dump
+        }
+        try compare(body)
+    }
+
+    func testConditionalMovesSetsAndStack() throws {
+        var body = "mov qword [FLAGMASK], 0x8D5\n"
+        var k = 0
+        for cc in ["b", "e", "l", "le", "s", "o", "p", "a"] {
+            for form in ["cmov\(cc) eax, ebx", "cmov\(cc) rax, [0x8400]", "cmov\(cc) ecx, [0x8404]", "set\(cc) bh",
+                         "set\(cc) byte [0x8401]", "set\(cc) sil"] {
+                body += setup(k) + "cmp rbx, rax\n" + form + "\n" + dump
+                k += 1
+            }
+        }
+        body += """
+            mov rax, rsp
+            push rax
+            push qword [0x8400]
+            pop rbx
+            pop rcx
+            sub rax, rsp
+            mov rdx, rcx
+            call pf64
+            push rsp
+            pop rax
+            sub rax, rsp
+            call pf64
+            call .f
+            jmp .after
+        .f:
+            mov rax, [rsp]
+            lea rdx, [rel .after]
+            sub rax, rdx
+            call pf64
+            ret
+        .after:
+            call .g
+            mov rax, rsp
+            call pf64
+            jmp .done
+        .g:
+            ret 0
+        .done:
+
+        """
+        try compare(body)
+    }
+}
