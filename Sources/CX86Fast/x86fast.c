@@ -305,6 +305,23 @@ static inline void mul_flags(struct X86FastLazy *L, uint64_t low, int overflow, 
     L->res = low;
 }
 
+/// The decoded, still valid 64-bit block at `pc` whose page is in the instruction TLB, or NULL
+/// (peekBlock in BlockCache.swift).
+static inline const struct X86FastBlock *peek_block(const struct X86FastCore *c, const struct X86FastTLB *tlb, uint64_t pc) {
+    uint64_t page = pc >> 12;
+    const struct X86FastTLB *e = &tlb[page & 1023];
+    if (e->xtag != page) return NULL;
+    uint64_t phys = e->physPage << 12 | (pc & 0xFFF);
+    int32_t idx = c->table[(pc * 0x9E3779B97F4A7C15ull) >> (64 - c->tableBits)];
+    if (idx < 0 || idx >= *c->infoCount) return NULL;
+    const struct X86FastBlock *b = c->infos + idx;
+    uint64_t codePage = phys >> 12;
+    if (b->vaddr != pc || b->phys != phys || b->mode != 2) return NULL;
+    if ((codePage < c->codePages ? c->codeGen[codePage] : 0) != b->gen) return NULL;
+    if (b->phys2 != ~0ull && (b->phys2 < c->codePages ? c->codeGen[b->phys2] : 0) != b->gen2) return NULL;
+    return b;
+}
+
 struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86FastInst *p,
                                  const struct X86FastInst *end, const struct X86FastBlock *block, uint64_t pc) {
     // 256 entries, so that any byte in the slot after a block (read but not used, see DISPATCH)
@@ -741,7 +758,7 @@ done:
         const struct X86FastBlock *nb;
         if (block->linkRIP0 == pc) nb = c->infos + block->linkIdx0;
         else if (block->linkRIP1 == pc) nb = c->infos + block->linkIdx1;
-        else goto bail;
+        else if (!(nb = peek_block(c, tlb, pc))) goto bail;
         countdown -= 1;
         retired += (uint64_t)(int64_t)nb->guestCount;
         block = nb;

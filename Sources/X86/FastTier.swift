@@ -114,6 +114,14 @@ enum FastTier {
             && MemoryLayout<BlockInfo>.offset(of: \.linkRIP1) == MemoryLayout<X86FastBlock>.offset(of: \.linkRIP1)
             && MemoryLayout<BlockInfo>.offset(of: \.linkIdx0) == MemoryLayout<X86FastBlock>.offset(of: \.linkIdx0)
             && MemoryLayout<BlockInfo>.offset(of: \.linkIdx1) == MemoryLayout<X86FastBlock>.offset(of: \.linkIdx1)
+            && MemoryLayout<BlockInfo>.offset(of: \.vaddr) == MemoryLayout<X86FastBlock>.offset(of: \.vaddr)
+            && MemoryLayout<BlockInfo>.offset(of: \.phys) == MemoryLayout<X86FastBlock>.offset(of: \.phys)
+            && MemoryLayout<BlockInfo>.offset(of: \.phys2) == MemoryLayout<X86FastBlock>.offset(of: \.phys2)
+            && MemoryLayout<BlockInfo>.offset(of: \.gen) == MemoryLayout<X86FastBlock>.offset(of: \.gen)
+            && MemoryLayout<BlockInfo>.offset(of: \.gen2) == MemoryLayout<X86FastBlock>.offset(of: \.gen2)
+            && MemoryLayout<BlockInfo>.offset(of: \.mode) == MemoryLayout<X86FastBlock>.offset(of: \.mode)
+            && CodeMode.m64.rawValue == 2
+            && BlockCache.slot(0x1234_5678_9ABC) == Int(truncatingIfNeeded: (UInt64(0x1234_5678_9ABC) &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - BlockCache.tableSize.trailingZeroBitCount))
             && MemoryLayout<Int>.size == 8 && MemoryLayout<Bool>.size == 1,
             "BlockInfo no longer matches X86FastBlock")
         let fast = UnsafeMutablePointer<X86FastCore>.allocate(capacity: 1)
@@ -128,7 +136,13 @@ enum FastTier {
             insts: UnsafeRawPointer(core.pointee.blocks.insts).assumingMemoryBound(to: X86FastInst.self),
             pollCountdown: field(\CPUCore.pollCountdown, Int64.self),
             pollNow: UnsafePointer(field(\CPUCore.pollNow, UInt8.self)),
-            instructions: field(\CPUCore.instructions, UInt64.self)))
+            instructions: field(\CPUCore.instructions, UInt64.self),
+            table: UnsafePointer(core.pointee.blocks.table),
+            tableBits: UInt32(BlockCache.tableSize.trailingZeroBitCount),
+            infoCount: UnsafePointer((base + MemoryLayout<CPUCore>.offset(of: \CPUCore.blocks)! + MemoryLayout<BlockCache>.offset(of: \.infoCount)!)
+                .assumingMemoryBound(to: Int64.self)),
+            codeGen: UnsafePointer(core.pointee.code.gen),
+            codePages: UInt64(core.pointee.code.pageCount)))
         return fast
     }
 }

@@ -54,6 +54,14 @@ struct X86FastCore {
     int64_t *pollCountdown;
     const uint8_t *pollNow;
     uint64_t *instructions;
+    // Finding a block by RIP when no link leads there (the executor's peekBlock): the lookup
+    // table (slot = top `tableBits` bits of RIP * 0x9E3779B97F4A7C15, -1 = empty), the
+    // current block count, and the code pages' generations.
+    const int32_t *table;
+    unsigned tableBits;
+    const int64_t *infoCount;
+    const uint32_t *codeGen;
+    uint64_t codePages;
 };
 
 /// Where a run stopped: `next` is the first instruction not executed (== end when a block ran to
