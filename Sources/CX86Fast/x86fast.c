@@ -322,6 +322,36 @@ static inline const struct X86FastBlock *peek_block(const struct X86FastCore *c,
     return b;
 }
 
+/// Whether `b`, a block built since the last flush and seen at `pc` before, is still the valid
+/// block there: `pc`'s page is in the instruction TLB at b's physical address, and b's pages keep
+/// their generations. (Its RIP and mode cannot have changed: blocks never change once built.)
+static inline int still_valid(const struct X86FastCore *c, const struct X86FastTLB *tlb, const struct X86FastBlock *b, uint64_t pc) {
+    uint64_t page = pc >> 12;
+    const struct X86FastTLB *e = &tlb[page & 1023];
+    if (e->xtag != page || (e->physPage << 12 | (pc & 0xFFF)) != b->phys) return 0;
+    uint64_t codePage = b->phys >> 12;
+    if ((codePage < c->codePages ? c->codeGen[codePage] : 0) != b->gen) return 0;
+    if (b->phys2 != ~0ull && (b->phys2 < c->codePages ? c->codeGen[b->phys2] : 0) != b->gen2) return 0;
+    return 1;
+}
+
+/// The successor of `cur` at `pc` from the lookup table (peek_block), remembered in `cur`: as
+/// its first link when it lies on cur's page, with cur's generation, inside one page (the links'
+/// rule, linkBlock in BlockCache.swift), else in its exit cache.
+static inline const struct X86FastBlock *find_successor(const struct X86FastCore *c, const struct X86FastTLB *tlb,
+                                                         struct X86FastBlock *cur, uint64_t pc) {
+    const struct X86FastBlock *b = peek_block(c, tlb, pc);
+    if (!b) return NULL;
+    int32_t idx = (int32_t)(b - c->infos);
+    if (((pc ^ cur->vaddr) >> 12) == 0 && (b->phys >> 12) == (cur->phys >> 12) && b->gen == cur->gen && b->phys2 == ~0ull) {
+        cur->linkRIP1 = cur->linkRIP0; cur->linkIdx1 = cur->linkIdx0;
+        cur->linkRIP0 = pc; cur->linkIdx0 = idx;
+    } else {
+        cur->exitRIP = pc; cur->exitIdx = idx;
+    }
+    return b;
+}
+
 struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86FastInst *p,
                                  const struct X86FastInst *end, const struct X86FastBlock *block, uint64_t pc) {
     // 256 entries, so that any byte in the slot after a block (read but not used, see DISPATCH)
@@ -755,10 +785,13 @@ done:
     // links are only made between valid blocks of one page; execBlock checks the rest), unless a
     // poll is due, which execBlock's own chaining step then finds.
     if (chain && countdown > 1) {
+        // Swift hands over its block cache's entry: the links and exit cache are ours to update.
+        struct X86FastBlock *cur = (struct X86FastBlock *)block;
         const struct X86FastBlock *nb;
-        if (block->linkRIP0 == pc) nb = c->infos + block->linkIdx0;
-        else if (block->linkRIP1 == pc) nb = c->infos + block->linkIdx1;
-        else if (!(nb = peek_block(c, tlb, pc))) goto bail;
+        if (cur->linkRIP0 == pc) nb = c->infos + cur->linkIdx0;
+        else if (cur->linkRIP1 == pc) nb = c->infos + cur->linkIdx1;
+        else if (cur->exitRIP == pc && still_valid(c, tlb, c->infos + cur->exitIdx, pc)) nb = c->infos + cur->exitIdx;
+        else if (!(nb = find_successor(c, tlb, cur, pc))) goto bail;
         countdown -= 1;
         retired += (uint64_t)(int64_t)nb->guestCount;
         block = nb;

@@ -33,6 +33,10 @@ struct BlockInfo {
     var linkRIP1: UInt64 = .max
     var linkIdx0: Int32 = 0
     var linkIdx1: Int32 = 0
+    /// The fast tier's one-entry cache of the last successor on another page (x86fast.h): the RIP
+    /// and index, checked against the TLB and the page generations whenever it is used.
+    var exitRIP: UInt64 = .max
+    var exitIdx: Int32 = 0
 }
 
 struct BlockCache {

@@ -114,6 +114,8 @@ enum FastTier {
             && MemoryLayout<BlockInfo>.offset(of: \.linkRIP1) == MemoryLayout<X86FastBlock>.offset(of: \.linkRIP1)
             && MemoryLayout<BlockInfo>.offset(of: \.linkIdx0) == MemoryLayout<X86FastBlock>.offset(of: \.linkIdx0)
             && MemoryLayout<BlockInfo>.offset(of: \.linkIdx1) == MemoryLayout<X86FastBlock>.offset(of: \.linkIdx1)
+            && MemoryLayout<BlockInfo>.offset(of: \.exitRIP) == MemoryLayout<X86FastBlock>.offset(of: \.exitRIP)
+            && MemoryLayout<BlockInfo>.offset(of: \.exitIdx) == MemoryLayout<X86FastBlock>.offset(of: \.exitIdx)
             && MemoryLayout<BlockInfo>.offset(of: \.vaddr) == MemoryLayout<X86FastBlock>.offset(of: \.vaddr)
             && MemoryLayout<BlockInfo>.offset(of: \.phys) == MemoryLayout<X86FastBlock>.offset(of: \.phys)
             && MemoryLayout<BlockInfo>.offset(of: \.phys2) == MemoryLayout<X86FastBlock>.offset(of: \.phys2)
@@ -132,7 +134,7 @@ enum FastTier {
             tlb: field(\CPUCore.tlb, UnsafeMutablePointer<X86FastTLB>?.self),
             segBase: UnsafePointer(core.pointee.segBase),
             segEnd: UnsafePointer(core.pointee.segEnd),
-            infos: UnsafeRawPointer(core.pointee.blocks.infos).assumingMemoryBound(to: X86FastBlock.self),
+            infos: UnsafeMutableRawPointer(core.pointee.blocks.infos).assumingMemoryBound(to: X86FastBlock.self),
             insts: UnsafeRawPointer(core.pointee.blocks.insts).assumingMemoryBound(to: X86FastInst.self),
             pollCountdown: field(\CPUCore.pollCountdown, Int64.self),
             pollNow: UnsafePointer(field(\CPUCore.pollNow, UInt8.self)),

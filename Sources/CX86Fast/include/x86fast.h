@@ -37,6 +37,11 @@ struct X86FastBlock {
     int32_t guestCount;
     uint64_t linkRIP0, linkRIP1;
     int32_t linkIdx0, linkIdx1;
+    // The last successor on another page (a call, a return, a jump out of the page), checked
+    // against the TLB and the page generations on every use: the fast tier's one-entry cache, so
+    // that returning to the same caller or calling the same function skips the lookup table.
+    uint64_t exitRIP;
+    int32_t exitIdx;
 };
 
 /// Where one vCPU's state lives; filled once when the vCPU is created.
@@ -49,7 +54,7 @@ struct X86FastCore {
     const uint64_t *segEnd;         // fast-path exclusive ends
     // Block chaining, as the executor's: the block cache's arrays, the poll countdown and flag,
     // the retired-instruction count.
-    const struct X86FastBlock *infos;
+    struct X86FastBlock *infos;     // written only to record links and the exit cache
     const struct X86FastInst *insts;
     int64_t *pollCountdown;
     const uint8_t *pollNow;
