@@ -1,4 +1,5 @@
 import XCTest
+import Foundation
 import ImageFormats
 
 final class FileAndRawTests: XCTestCase {
@@ -61,5 +62,47 @@ final class FileAndRawTests: XCTestCase {
         }
         try writer.close()
         XCTAssertEqual(try runProcess("qemu-img", ["convert", "-f", "raw", path, "-O", "raw", dir.file("out.raw")]).status, 0)
+    }
+
+    /// Scatter reads (virtio-blk fills a guest's pages with them): preadv through raw and file,
+    /// the bounce-buffer default, more pieces than one preadv takes, empty pieces, the end of the
+    /// file reading as zeroes, and a request past the node's end refused.
+    func testScatteredReads() throws {
+        let dir = TempDir()
+        let path = dir.file("s.raw")
+        let data = pseudoRandomBytes(2 << 20, seed: 11)
+        FileManager.default.createFile(atPath: path, contents: Data(data))
+        let node = try BlockGraph.open(filename: path, format: "raw", context: OpenContext())
+        defer { try? node.close() }
+        var sizes: [Int] = []
+        var total = 0, k = 0
+        while true {   // 1500 pieces of 0 to 1499 bytes (a 4 KiB page every so often)
+            let n = k % 97 == 0 ? 4096 : (k * 7919) % 1500
+            if total + n > (2 << 20) - 12345 || sizes.count == 1500 { break }
+            sizes.append(n); total += n; k += 1
+        }
+        XCTAssertEqual(sizes.count, 1500)
+        let storage = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 4096)
+        defer { storage.deallocate() }
+        var pieces: [UnsafeMutableRawBufferPointer] = []
+        var pos = 0
+        for n in sizes { pieces.append(UnsafeMutableRawBufferPointer(rebasing: storage[pos..<pos + n])); pos += n }
+        let expected = Array(data[12345..<12345 + total])
+        storage.initializeMemory(as: UInt8.self, repeating: 0xAA)
+        try node.readScattered(at: 12345, into: pieces)
+        XCTAssertEqual(Array(storage), expected)
+        storage.initializeMemory(as: UInt8.self, repeating: 0xAA)
+        try node.readThroughBounce(at: 12345, into: pieces)
+        XCTAssertEqual(Array(storage), expected)
+        XCTAssertThrowsError(try node.readScattered(at: (2 << 20) - 100, into: [pieces[1], pieces[2], pieces[3]]))
+
+        // Past the end of the file itself (the file layer): the rest reads as zero.
+        let file = try PosixFile.open(path, flags: O_RDONLY)
+        defer { file.close() }
+        storage.initializeMemory(as: UInt8.self, repeating: 0xAA)
+        let tail = [UnsafeMutableRawBufferPointer(rebasing: storage[0..<3000]), UnsafeMutableRawBufferPointer(rebasing: storage[3000..<9000])]
+        try file.readScattered(at: UInt64((2 << 20) - 5000), into: tail)
+        XCTAssertEqual(Array(storage[0..<5000]), Array(data[((2 << 20) - 5000)...]))
+        XCTAssertEqual(Array(storage[5000..<9000]), [UInt8](repeating: 0, count: 4000))
     }
 }

@@ -100,6 +100,11 @@ public protocol BlockNode: AnyObject, Sendable {
     var requestAlignment: UInt64 { get }
 
     func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws
+    /// Reads the consecutive bytes from `offset` into `buffers`, in order (a scatter read, as
+    /// QEMU's preadv with an I/O vector): one host call where the driver can, so that a guest's
+    /// scattered pages are filled without a bounce buffer. The default is one `read` into a
+    /// temporary buffer, copied out (callers keep the total to a bounce buffer's size).
+    func readScattered(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws
     func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer, flags: WriteFlags) throws
     func writeZeroes(at offset: UInt64, length: UInt64, flags: WriteFlags) throws
     func discard(at offset: UInt64, length: UInt64) throws
@@ -131,6 +136,24 @@ public protocol BlockNode: AnyObject, Sendable {
 }
 
 extension BlockNode {
+    public func readScattered(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws {
+        try readThroughBounce(at: offset, into: buffers)
+    }
+
+    /// `readScattered` as one `read` into a temporary page-aligned buffer, copied out.
+    public func readThroughBounce(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws {
+        if buffers.count == 1 { return try read(at: offset, into: buffers[0]) }
+        let total = buffers.reduce(0) { $0 + $1.count }
+        let bounce = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 4096)
+        defer { bounce.deallocate() }
+        try read(at: offset, into: bounce)
+        var pos = 0
+        for b in buffers where b.count > 0 {
+            b.baseAddress!.copyMemory(from: bounce.baseAddress! + pos, byteCount: b.count)
+            pos += b.count
+        }
+    }
+
     public var requestAlignment: UInt64 { 1 }
     public var hasZeroInit: Bool { false }
     public var supportsBacking: Bool { false }

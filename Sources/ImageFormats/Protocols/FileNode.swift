@@ -91,6 +91,15 @@ public final class FileNode: BlockNode, @unchecked Sendable {
         try file.read(at: offset, into: buffer)
     }
 
+    /// One preadv; with O_DIRECT only when every piece keeps its alignment rules.
+    public func readScattered(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws {
+        let a = requestAlignment
+        if a > 1 && (offset % a != 0 || buffers.contains { UInt64(UInt(bitPattern: $0.baseAddress)) % a != 0 || UInt64($0.count) % a != 0 }) {
+            return try readThroughBounce(at: offset, into: buffers)
+        }
+        try file.readScattered(at: offset, into: buffers)
+    }
+
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer, flags: WriteFlags) throws {
         guard !isReadOnly else { throw BlockError(.readOnly, "Block node is read-only", errno: EROFS) }
         try file.write(at: offset, from: buffer)

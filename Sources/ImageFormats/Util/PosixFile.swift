@@ -51,6 +51,40 @@ public final class PosixFile: @unchecked Sendable {
         }
     }
 
+    /// Fills `buffers` in order from the consecutive bytes at `offset` with preadv (at most IOV_MAX
+    /// pieces per call); bytes past end of file read as zero, as in `read`.
+    public func readScattered(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws {
+        let maxPieces = 1024   // IOV_MAX on Linux
+        var first = 0, skip = 0   // the next piece to fill, and the bytes of it already filled
+        var at = offset
+        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: min(buffers.count, maxPieces)) { iov in
+            while first < buffers.count {
+                let n = min(buffers.count - first, maxPieces)
+                for k in 0..<n {
+                    let b = buffers[first + k], s = k == 0 ? skip : 0
+                    iov[k] = iovec(iov_base: b.baseAddress.map { $0 + s }, iov_len: b.count - s)
+                }
+                var got = preadv(fd, iov.baseAddress, Int32(n), off_t(at))
+                if got < 0 {
+                    if errno == EINTR { continue }
+                    throw BlockError.system("Could not read at offset \(at) of '\(path)'", errno: errno)
+                }
+                if got == 0 {   // end of file: the rest reads as zero
+                    for k in first..<buffers.count {
+                        let s = k == first ? skip : 0
+                        if buffers[k].count > s { (buffers[k].baseAddress! + s).initializeMemory(as: UInt8.self, repeating: 0, count: buffers[k].count - s) }
+                    }
+                    return
+                }
+                at += UInt64(got)
+                while got > 0 && first < buffers.count {
+                    let left = buffers[first].count - skip
+                    if got >= left { got -= left; first += 1; skip = 0 } else { skip += got; got = 0 }
+                }
+            }
+        }
+    }
+
     /// Reads exactly `buffer.count` bytes; a short read is an error naming the offset.
     public func readExactly(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         var done = 0

@@ -64,6 +64,18 @@ public final class CountedNode: BlockNode, @unchecked Sendable {
         stats.update { s in s.readOps += 1; s.readBytes += n; s.readTimeNs += t }
     }
 
+    public func readScattered(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws {
+        let start = monotonicNanos()
+        do {
+            try inner.readScattered(at: offset, into: buffers)
+        } catch {
+            stats.update { $0.failedReadOps += 1 }
+            throw error
+        }
+        let t = monotonicNanos() - start, n = buffers.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+        stats.update { s in s.readOps += 1; s.readBytes += n; s.readTimeNs += t }
+    }
+
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer, flags: WriteFlags) throws {
         let start = monotonicNanos()
         do {

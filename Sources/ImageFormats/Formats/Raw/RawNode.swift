@@ -44,6 +44,11 @@ public final class RawNode: BlockNode, @unchecked Sendable {
         try file.read(at: offset + windowOffset, into: buffer)
     }
 
+    public func readScattered(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws {
+        try checkRequest(offset, buffers.reduce(0) { $0 + UInt64($1.count) })
+        try file.readScattered(at: offset + windowOffset, into: buffers)
+    }
+
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer, flags: WriteFlags) throws {
         if fixedSize != nil { try checkRequest(offset, UInt64(buffer.count)) }
         if probed && offset < UInt64(FormatRegistry.probeSize) && buffer.count > 0 {

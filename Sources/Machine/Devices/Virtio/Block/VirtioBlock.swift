@@ -37,8 +37,9 @@ public final class VirtioBlock: VirtioDeviceType, @unchecked Sendable {
     private struct Active { var queues: [Virtqueue]; var contexts: [QueueContext]; var interrupts: any VirtioInterrupts; var features: UInt64 }
     private let active = Mutex<Active?>(nil)
 
-    /// Small guest buffers are gathered into one node request of up to this many bytes (a bounce
-    /// buffer per queue); pieces of at least `directThreshold` bytes go to the node as they are.
+    /// Small guest buffers are gathered into one node request of up to this many bytes (a scatter
+    /// read, or a write through a bounce buffer per queue); pieces of at least `directThreshold`
+    /// bytes go to the node as they are.
     static let bounceSize = 512 << 10
     static let directThreshold = 64 << 10
 
@@ -234,9 +235,9 @@ public final class VirtioBlock: VirtioDeviceType, @unchecked Sendable {
     }
 
     /// Moves `length` bytes between the node at `offset` and bytes [from, from+length) of `buffers`.
-    /// Guest pieces adjacent in host memory are merged; runs of small pieces go through the queue's
-    /// bounce buffer as one node request (a 1 MiB read of 4 KiB pages is two node reads, not 256);
-    /// large pieces go to the node directly.
+    /// Guest pieces adjacent in host memory are merged; runs of small pieces become one node request
+    /// (a 1 MiB read of 4 KiB pages is two node requests, not 256): a scatter read into the pieces,
+    /// or a write from the queue's bounce buffer; large pieces go to the node directly.
     private func transfer(_ ctx: QueueContext, read: Bool, buffers: ArraySlice<VirtqBuffer>, from: Int, length: Int,
                           at offset: UInt64) throws {
         var diskOffset = offset
@@ -250,15 +251,14 @@ public final class VirtioBlock: VirtioDeviceType, @unchecked Sendable {
                 try io(read: read, at: batchOffset, ctx.pieces[0])
                 return
             }
-            let bounce = UnsafeMutableRawBufferPointer(start: ctx.bounce, count: batched)
-            var pos = 0
-            if !read {
-                for p in ctx.pieces { (bounce.baseAddress! + pos).copyMemory(from: p.baseAddress!, byteCount: p.count); pos += p.count }
-                try io(read: false, at: batchOffset, bounce)
+            if read {   // straight into the guest's pages: one scatter read, no bounce copy
+                try node.readScattered(at: batchOffset, into: ctx.pieces)
                 return
             }
-            try io(read: true, at: batchOffset, bounce)
-            for p in ctx.pieces { p.baseAddress!.copyMemory(from: bounce.baseAddress! + pos, byteCount: p.count); pos += p.count }
+            let bounce = UnsafeMutableRawBufferPointer(start: ctx.bounce, count: batched)
+            var pos = 0
+            for p in ctx.pieces { (bounce.baseAddress! + pos).copyMemory(from: p.baseAddress!, byteCount: p.count); pos += p.count }
+            try io(read: false, at: batchOffset, bounce)
         }
         let complete = try ChainBytes.forEach(buffers, from: from, length: length) { piece in
             if piece.count >= VirtioBlock.directThreshold {
