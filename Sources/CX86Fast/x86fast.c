@@ -312,11 +312,19 @@ static inline const struct X86FastBlock *peek_block(const struct X86FastCore *c,
     const struct X86FastTLB *e = &tlb[page & 1023];
     if (e->xtag != page) return NULL;
     uint64_t phys = e->physPage << 12 | (pc & 0xFFF);
-    int32_t idx = c->table[(pc * 0x9E3779B97F4A7C15ull) >> (64 - c->tableBits)];
+    // The block's two-way set (BlockCache.lookup).
+    const int32_t *set = c->table + (((pc * 0x9E3779B97F4A7C15ull) >> (64 - c->tableBits)) & ~(uint64_t)1);
+    int32_t idx = set[0];
     if (idx < 0 || idx >= *c->infoCount) return NULL;
     const struct X86FastBlock *b = c->infos + idx;
+    if (b->vaddr != pc) {
+        idx = set[1];
+        if (idx < 0 || idx >= *c->infoCount) return NULL;
+        b = c->infos + idx;
+        if (b->vaddr != pc) return NULL;
+    }
     uint64_t codePage = phys >> 12;
-    if (b->vaddr != pc || b->phys != phys || b->mode != 2) return NULL;
+    if (b->phys != phys || b->mode != 2) return NULL;
     if ((codePage < c->codePages ? c->codeGen[codePage] : 0) != b->gen) return NULL;
     if (b->phys2 != ~0ull && (b->phys2 < c->codePages ? c->codeGen[b->phys2] : 0) != b->gen2) return NULL;
     return b;

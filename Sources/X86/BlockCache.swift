@@ -68,11 +68,34 @@ struct BlockCache {
         table.update(repeating: -1, count: Self.tableSize)
     }
 
+    /// The first of the two table slots (a two-way set) where the block at `rip` may be.
     @inline(__always) static func slot(_ rip: UInt64) -> Int {
         // Multiplicative hashing: kernel text is megabytes of code whose hot blocks collided often
         // under the old xor-fold (every collision is a decode).
-        // The top log2(tableSize) bits of the product.
-        Int(truncatingIfNeeded: (rip &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - tableSize.trailingZeroBitCount))
+        // The top log2(tableSize) bits of the product, made even.
+        Int(truncatingIfNeeded: (rip &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - tableSize.trailingZeroBitCount)) & ~1
+    }
+
+    /// The block entered at `rip` in its two-way set, or -1 (the caller checks it is still valid).
+    /// Two ways, because in a direct-mapped table two hot blocks of one slot evict each other on
+    /// every pass of a loop that runs both, and each eviction is a decode that also fills the
+    /// arena towards the next flush (x86fast.c's peek_block probes the same two slots).
+    @inline(__always) func lookup(_ rip: UInt64) -> Int32 {
+        let s = BlockCache.slot(rip)
+        let a = table[s]
+        if a >= 0 && infos[Int(a)].vaddr == rip { return a }
+        let b = table[s + 1]
+        if b >= 0 && infos[Int(b)].vaddr == rip { return b }
+        return -1
+    }
+
+    /// Enters block `idx` (entered at `rip`) in its set's first way; the block there moves to the
+    /// second unless it is an older block at the same RIP, which is simply replaced.
+    @inline(__always) mutating func insert(_ rip: UInt64, _ idx: Int32) {
+        let s = BlockCache.slot(rip)
+        let a = table[s]
+        if a >= 0 && infos[Int(a)].vaddr != rip { table[s + 1] = a }
+        table[s] = idx
     }
 }
 
@@ -106,7 +129,7 @@ extension CPUCore {
         let e = tlb + Int(page & tlbMask)
         guard e.pointee.xtag == page else { return nil }
         let phys = e.pointee.physPage << 12 | (rip & 0xFFF)
-        let idx = blocks.table[BlockCache.slot(rip)]
+        let idx = blocks.lookup(rip)
         guard idx >= 0 else { return nil }
         let b = blocks.infos + Int(idx)
         guard b.pointee.vaddr == rip && b.pointee.phys == phys && b.pointee.mode == mode.rawValue
@@ -138,7 +161,7 @@ extension CPUCore {
     mutating func linkBlock(_ cur: UnsafeMutablePointer<BlockInfo>, _ pc: UInt64) -> UnsafeMutablePointer<BlockInfo>? {
         guard (pc ^ cur.pointee.vaddr) >> 12 == 0 && mode == .m64 && cur.pointee.mode == mode.rawValue else { return nil }
         let phys = (cur.pointee.phys & ~0xFFF) | (pc & 0xFFF)
-        let idx = blocks.table[BlockCache.slot(pc)]
+        let idx = blocks.lookup(pc)
         guard idx >= 0 && Int(idx) < blocks.infoCount else { return nil }
         let b = blocks.infos + Int(idx)
         guard b.pointee.vaddr == pc && b.pointee.phys == phys && b.pointee.mode == cur.pointee.mode
@@ -152,8 +175,7 @@ extension CPUCore {
     @inline(__always) mutating func currentBlock() throws(Fault) -> UnsafeMutablePointer<BlockInfo> {
         let lin = try codeLinear()
         let (phys, _) = try fetchPage(lin)
-        let slot = BlockCache.slot(rip)
-        let idx = blocks.table[slot]
+        let idx = blocks.lookup(rip)
         if idx >= 0 {
             let b = blocks.infos + Int(idx)
             if b.pointee.vaddr == rip && b.pointee.phys == phys && b.pointee.mode == mode.rawValue
@@ -162,11 +184,11 @@ extension CPUCore {
                 return b
             }
         }
-        return try buildBlock(lin: lin, phys: phys, slot: slot)
+        return try buildBlock(lin: lin, phys: phys)
     }
 
     @inline(never)
-    mutating func buildBlock(lin: UInt64, phys: UInt64, slot: Int) throws(Fault) -> UnsafeMutablePointer<BlockInfo> {
+    mutating func buildBlock(lin: UInt64, phys: UInt64) throws(Fault) -> UnsafeMutablePointer<BlockInfo> {
         if blocks.used + maxBlockInsts > BlockCache.arenaSize || blocks.infoCount >= BlockCache.infoSize {
             blocks.flush()
             #if X86_PROFILE
@@ -178,7 +200,8 @@ extension CPUCore {
         #if X86_PROFILE
         profBuilt &+= 1
         profBuiltAt[rip, default: 0] += 1
-        if blocks.table[slot] < 0 { profWhy[0] += 1 } else if blocks.infos[Int(blocks.table[slot])].vaddr != rip { profWhy[1] += 1 } else { profWhy[2] += 1 }
+        let slot = BlockCache.slot(rip)
+        if blocks.lookup(rip) >= 0 { profWhy[2] += 1 } else if blocks.table[slot] < 0 || blocks.table[slot + 1] < 0 { profWhy[0] += 1 } else { profWhy[1] += 1 }
         #endif
         var info = BlockInfo(vaddr: rip, phys: phys, phys2: .max, gen: code.generation(page), gen2: 0,
                              first: Int32(blocks.used), count: 0, mode: mode.rawValue)
@@ -261,7 +284,7 @@ extension CPUCore {
         let idx = blocks.infoCount
         blocks.infos[idx] = info
         blocks.infoCount += 1
-        blocks.table[slot] = Int32(idx)
+        blocks.insert(rip, Int32(idx))
         syncCodeEpoch()
         return blocks.infos + idx
     }

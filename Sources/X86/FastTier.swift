@@ -123,7 +123,7 @@ enum FastTier {
             && MemoryLayout<BlockInfo>.offset(of: \.gen2) == MemoryLayout<X86FastBlock>.offset(of: \.gen2)
             && MemoryLayout<BlockInfo>.offset(of: \.mode) == MemoryLayout<X86FastBlock>.offset(of: \.mode)
             && CodeMode.m64.rawValue == 2
-            && BlockCache.slot(0x1234_5678_9ABC) == Int(truncatingIfNeeded: (UInt64(0x1234_5678_9ABC) &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - BlockCache.tableSize.trailingZeroBitCount))
+            && BlockCache.slot(0x1234_5678_9ABC) == Int(truncatingIfNeeded: (UInt64(0x1234_5678_9ABC) &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - BlockCache.tableSize.trailingZeroBitCount)) & ~1
             && MemoryLayout<Int>.size == 8 && MemoryLayout<Bool>.size == 1,
             "BlockInfo no longer matches X86FastBlock")
         let fast = UnsafeMutablePointer<X86FastCore>.allocate(capacity: 1)

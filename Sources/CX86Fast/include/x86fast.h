@@ -60,7 +60,8 @@ struct X86FastCore {
     const uint8_t *pollNow;
     uint64_t *instructions;
     // Finding a block by RIP when no link leads there (the executor's peekBlock): the lookup
-    // table (slot = top `tableBits` bits of RIP * 0x9E3779B97F4A7C15, -1 = empty), the
+    // table (two-way sets: slots s and s + 1, s = the top `tableBits` bits of
+    // RIP * 0x9E3779B97F4A7C15 made even; -1 = empty), the
     // current block count, and the code pages' generations.
     const int32_t *table;
     unsigned tableBits;
