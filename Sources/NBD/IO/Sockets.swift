@@ -26,6 +26,16 @@ public enum Sockets {
         _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
+    /// A larger send buffer for a Unix socket (1 MiB asked, which Linux doubles, within
+    /// net.core.wmem_max): with the default ~208 KiB, a 256 KiB read reply does not fit, so the
+    /// server blocks in the middle of every reply and the client is woken per part; nbdcopy with
+    /// one connection was ~25% faster with it. Only a limit: idle connections use no more memory.
+    /// (TCP sockets keep the kernel's send buffer autotuning, which a fixed size would turn off.)
+    static func setSendBuffer(_ fd: Int32) {
+        var size: Int32 = 1 << 20
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     /// Resolves host:port (passive for listening); the error is QEMU's.
     static func resolve(host: String, port: String, passive: Bool) throws -> [(family: Int32, type: Int32, proto: Int32, addr: [UInt8])] {
         var hints = addrinfo()
@@ -134,6 +144,7 @@ public enum Sockets {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
                 }
                 if r == 0 && (Int32(ss.ss_family) == AF_INET || Int32(ss.ss_family) == AF_INET6) { setNoDelay(fd) }
+                if r == 0 && Int32(ss.ss_family) == AF_UNIX { setSendBuffer(fd) }
                 return fd
             }
             let e = errno
