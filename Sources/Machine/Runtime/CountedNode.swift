@@ -53,26 +53,25 @@ public final class CountedNode: BlockNode, @unchecked Sendable {
     public func close() throws { try inner.close() }
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        let start = monotonicNanos()
-        do {
-            try inner.read(at: offset, into: buffer)
-        } catch {
-            stats.update { $0.failedReadOps += 1 }
-            throw error
-        }
-        let t = monotonicNanos() - start, n = UInt64(buffer.count)
-        stats.update { s in s.readOps += 1; s.readBytes += n; s.readTimeNs += t }
+        try countedRead(bytes: UInt64(buffer.count)) { try inner.read(at: offset, into: buffer) }
     }
 
     public func readScattered(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws {
+        try countedRead(bytes: buffers.reduce(UInt64(0)) { $0 + UInt64($1.count) }) {
+            try inner.readScattered(at: offset, into: buffers)
+        }
+    }
+
+    /// Runs one read of `n` bytes and counts it (time, bytes, or a failure).
+    private func countedRead(bytes n: UInt64, _ body: () throws -> Void) throws {
         let start = monotonicNanos()
         do {
-            try inner.readScattered(at: offset, into: buffers)
+            try body()
         } catch {
             stats.update { $0.failedReadOps += 1 }
             throw error
         }
-        let t = monotonicNanos() - start, n = buffers.reduce(UInt64(0)) { $0 + UInt64($1.count) }
+        let t = monotonicNanos() - start
         stats.update { s in s.readOps += 1; s.readBytes += n; s.readTimeNs += t }
     }
 
