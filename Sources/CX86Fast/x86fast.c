@@ -458,6 +458,18 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
     } while (0)
 #define NEXT() do { pc = next; p++; DISPATCH(); } while (0)
 #define BRANCH(target) do { pc = (target); p++; DISPATCH(); } while (0)
+// A conditional branch, which need not end its block (64-bit blocks run on past them): taken, the
+// block is left there (the instructions after it, counted on entry, come off the count); not
+// taken, the block goes on.
+#define CBRANCH(taken) do { \
+        if (taken) { \
+            pc = i->imm; \
+            if (p + 1 < end) retired -= i->tail; \
+            p = end; \
+            goto done; \
+        } \
+        pc = next; p++; DISPATCH(); \
+    } while (0)
 #define IS_MEM (i->flags & F_MEM)
 #define RFLAGS (*c->rflags)
 // A memory operand's host address, or back to Swift.
@@ -714,7 +726,7 @@ h_imul_rrm: {
         case 15: t_ = sign_extend(d_, (size)) > sign_extend(s_, (size)); break; \
         default: t_ = condition(L, RFLAGS, i->aux); break; \
         } \
-        BRANCH(t_ ? i->imm : next); \
+        CBRANCH(t_); \
     } while (0)
 h_cmpj_rr4: CMPJ(4, r[i->reg]);
 h_cmpj_rr8: CMPJ(8, r[i->reg]);
@@ -731,12 +743,12 @@ h_cmpj_ri8: CMPJ(8, i->disp);
         case 9: t_ = (v_ & sign_) == 0; break; \
         default: t_ = condition(L, RFLAGS, i->aux); break; \
         } \
-        BRANCH(t_ ? i->imm : next); \
+        CBRANCH(t_); \
     } while (0)
 h_testj_rr4: TESTJ(4);
 h_testj_rr8: TESTJ(8);
 
-h_jcc: BRANCH(condition(L, RFLAGS, i->aux) ? i->imm : next);
+h_jcc: CBRANCH(condition(L, RFLAGS, i->aux));
 h_jmp: BRANCH(i->imm);
 h_call: {
     if (i->osz != 8) goto bail;

@@ -259,19 +259,27 @@ extension CPUCore {
                 if d.len == 0 { break }
             }
             guestInsts += 1
-            if d.op == .jcc && n > 0 && fuse(&blocks.insts[blocks.used + n - 1], d) {
-                pc &+= UInt64(d.len)
-                if mode != .m64 { pc &= 0xFFFF_FFFF }
-                l &+= UInt64(d.len)
-                break
+            let fused = d.op == .jcc && n > 0 && fuse(&blocks.insts[blocks.used + n - 1], d)
+            if !fused {
+                blocks.insts[blocks.used + n] = d
+                n += 1
             }
-            blocks.insts[blocks.used + n] = d
-            n += 1
             pc &+= UInt64(d.len)
             if mode != .m64 { pc &= 0xFFFF_FFFF }
             l &+= UInt64(d.len)
-            if isTerminator(d.op) || info.phys2 != .max { break }
+            // 64-bit blocks run on past a conditional branch (a taken one leaves the block there,
+            // see execBlock and the fast tier): fewer, longer blocks, fewer block transitions.
+            if (isTerminator(d.op) && !(d.op == .jcc && mode == .m64)) || info.phys2 != .max { break }
             if (l >> 12) != (lin >> 12) { break }  // blocks stay on their first page
+        }
+        var after = 0
+        for k in stride(from: blocks.used + n - 1, through: blocks.used, by: -1) {
+            blocks.insts[k].tail = UInt8(after)
+            switch blocks.insts[k].op {
+            case .cmpjRR4, .cmpjRR8, .cmpjRI4, .cmpjRI8, .testjRR4, .testjRR8: after += 2
+            case .debugBreak: break
+            default: after += 1
+            }
         }
         if fastOps != nil {
             for k in blocks.used..<(blocks.used + n) {

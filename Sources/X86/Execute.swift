@@ -8,6 +8,14 @@ extension CPUCore {
     /// With `chain`, a block that runs to its end continues straight into the next block when that
     /// one is already decoded and valid (see `peekBlock`), until a poll is due: the lookup and this
     /// function's entry are paid once per chain instead of once per block.
+    /// A taken conditional branch before the end of its block (64-bit blocks run on past them):
+    /// the block is left here, and the instructions after the branch, counted when the block was
+    /// entered, are taken off the count.
+    @inline(__always) mutating func leaveBlock(_ i: UnsafePointer<DInst>, _ p: inout UnsafePointer<DInst>, _ blockEnd: UnsafePointer<DInst>) {
+        instructions &-= UInt64(i.pointee.tail)
+        p = blockEnd
+    }
+
     mutating func execBlock(_ start: UnsafePointer<DInst>, _ end: UnsafePointer<DInst>, block: UnsafeMutablePointer<BlockInfo>, chain: Bool) throws(Fault) {
         // RIP lives in a local while the block runs (a store and reload per instruction otherwise
         // chains every instruction through memory); it is written back before anything that reads
@@ -58,6 +66,7 @@ extension CPUCore {
             default: taken = cond(UInt8(i.aux))
             }
             pc = taken ? i.imm : next
+            if taken && p < blockEnd { leaveBlock(i, &p, blockEnd) }
             continue
         case .testjRR4, .testjRR8:
             let m: UInt64 = i.op == .testjRR4 ? 0xFFFF_FFFF : .max
@@ -73,6 +82,7 @@ extension CPUCore {
             default: taken = cond(UInt8(i.aux))
             }
             pc = taken ? i.imm : next
+            if taken && p < blockEnd { leaveBlock(i, &p, blockEnd) }
             continue
 
         // MARK: size-specialized hot forms
@@ -414,6 +424,7 @@ extension CPUCore {
                 taken = cond(cc)
             }
             pc = taken ? i.imm : next
+            if taken && p < blockEnd { leaveBlock(i, &p, blockEnd) }
             continue
         case .jmp:
             pc = i.imm

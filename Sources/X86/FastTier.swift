@@ -25,6 +25,7 @@ enum FastTier {
             && MemoryLayout<DInst>.offset(of: \.aux) == MemoryLayout<X86FastInst>.offset(of: \.aux)
             && MemoryLayout<DInst>.offset(of: \.flags) == MemoryLayout<X86FastInst>.offset(of: \.flags)
             && MemoryLayout<DInst>.offset(of: \.fast) == MemoryLayout<X86FastInst>.offset(of: \.fast)
+            && MemoryLayout<DInst>.offset(of: \.tail) == MemoryLayout<X86FastInst>.offset(of: \.tail)
             && MemoryLayout<Op>.size == 2
             && MemoryLayout<TLBEntry>.stride == MemoryLayout<X86FastTLB>.stride
             && MemoryLayout<TLBEntry>.offset(of: \.addend) == MemoryLayout<X86FastTLB>.offset(of: \.addend),

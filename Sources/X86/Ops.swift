@@ -25,6 +25,9 @@ struct DInst {
     var aux: UInt16 = 0
     /// The fast tier's handler for this instruction, set when its block is built (FastTier.swift).
     var fast: UInt8 = 0
+    /// Guest instructions after this one in its block, set when the block is built: what a taken
+    /// conditional branch in the middle of a block takes back off the count added on entry.
+    var tail: UInt8 = 0
 
     static let fMem: UInt8 = 1, fRep: UInt8 = 2, fRepne: UInt8 = 4, fLock: UInt8 = 8, fOpsize: UInt8 = 16
     static let fRexW: UInt8 = 32, fCountCL: UInt8 = 64, fRex: UInt8 = 128

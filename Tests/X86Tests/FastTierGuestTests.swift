@@ -184,6 +184,38 @@ final class FastTierGuestTests: GuestTestCase {
         try compare(body)
     }
 
+    /// 64-bit blocks run on past conditional branches, and a taken one leaves its block in the
+    /// middle: the retired-instruction count must still be exact. A loop whose inner branch is taken
+    /// on every other pass (5 and 6 instructions) retires 5.5 instructions per pass more for each
+    /// extra pass, with the fast tier and without it.
+    func testRetiredCountWithBranchesTakenMidBlock() throws {
+        func retired(_ passes: Int) throws -> UInt64 {
+            let image = try GuestHarness.assemble("""
+                mov ecx, \(passes)
+            .l:
+                inc eax
+                test ecx, 1
+                jnz .skip
+                inc ebx
+            .skip:
+                dec ecx
+                jnz .l
+                mov rax, rbx
+                xor edx, edx
+                call pf64
+
+            """, mode: .lm64)
+            let (out, cpu, plat) = GuestHarness.runOurs(image)
+            XCTAssertNotNil(plat.exitCode, out)
+            XCTAssertTrue(out.contains(String(format: "%016X", passes / 2)), out)
+            return cpu.instructionsRetired
+        }
+        // (Pass counts whose halves print with the same number of hex letters: pf64 takes an
+        // extra instruction for each digit above 9.)
+        XCTAssertEqual(try retired(2000) - retired(1000), 5500)
+        XCTAssertEqual(try retired(4000) - retired(1000), 16500)
+    }
+
     func testConditionalMovesSetsAndStack() throws {
         var body = "mov qword [FLAGMASK], 0x8D5\n"
         var k = 0

@@ -13,6 +13,7 @@ struct X86FastInst {
     uint8_t len, osz, asz, reg, rm, base, index, scale, seg, flags;
     uint16_t aux;
     uint8_t fast;   // the fast tier's handler for this instruction (x86fast_handler), 0 = none
+    uint8_t tail;   // guest instructions after this one in its block
 };
 
 /// Mirrors X86's TLBEntry (the fields the fast path reads).
