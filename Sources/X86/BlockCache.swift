@@ -1,5 +1,7 @@
-// Decoded blocks: straight-line runs of up to `maxBlockInsts` instructions, decoded once and kept
-// in a flat arena, found again through a direct-mapped table keyed by virtual RIP.
+// Decoded blocks: runs of up to `maxBlockInsts` instructions on one page, decoded once and kept in
+// a flat arena, found again through a two-way set-associative table keyed by virtual RIP. A block
+// ends at an unconditional transfer of control; 64-bit blocks run on past conditional branches
+// (a taken one leaves the block in the middle).
 //
 // A block is valid while (a) its virtual RIP and decode mode match, (b) RIP still translates to the
 // same physical address, and (c) the generations of its physical page(s) are unchanged (CodeTracker
@@ -9,7 +11,8 @@
 //
 // Running blocks chain into each other without returning to the run loop (see `execBlock`): a
 // successor on the same virtual page is reached through the predecessor's links (checked once, when
-// made), one on another page through `peekBlock` (TLB, table, generations). A chain ends every few
+// made), one on another page through `peekBlock` (TLB, table, generations; the fast tier first
+// tries the block's remembered last successor on another page, checked the same way). A chain ends every few
 // hundred blocks for interrupt polling, and at once after a write to a code page or anything that
 // changes translation or mode; other vCPUs' and DMA writes to code are seen at the next chain start.
 import CX86Fast
