@@ -368,6 +368,7 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
 #pragma clang diagnostic ignored "-Winitializer-overrides"
     static void *const labels[256] = {
         [0 ... 255] = &&bail,
+        [X86F_END] = &&done,
         [X86F_NOP] = &&h_nop,
         [X86F_ADD_RMR4] = &&h_add_rmr4, [X86F_ADD_RRM4] = &&h_add_rrm4, [X86F_ADD_RMI4] = &&h_add_rmi4,
         [X86F_ADD_RMR8] = &&h_add_rmr8, [X86F_ADD_RRM8] = &&h_add_rrm8, [X86F_ADD_RMI8] = &&h_add_rmi8,
@@ -396,7 +397,7 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         [X86F_MOVZX8_8] = &&h_movzx8_8, [X86F_MOVZX16_8] = &&h_movzx16_8, [X86F_MOVSXD] = &&h_movsxd,
         [X86F_SHIFT4] = &&h_shift4, [X86F_SHIFT8] = &&h_shift8,
         [X86F_INC4] = &&h_inc4, [X86F_DEC4] = &&h_dec4, [X86F_INC8] = &&h_inc8, [X86F_DEC8] = &&h_dec8,
-        [X86F_IMUL_RRM] = &&h_imul_rrm,
+        [X86F_IMUL_RRM] = &&h_imul_rrm, [X86F_IMUL_RRMI] = &&h_imul_rrmi,
         [X86F_CMPJ_RR4] = &&h_cmpj_rr4, [X86F_CMPJ_RR8] = &&h_cmpj_rr8,
         [X86F_CMPJ_RI4] = &&h_cmpj_ri4, [X86F_CMPJ_RI8] = &&h_cmpj_ri8,
         [X86F_TESTJ_RR4] = &&h_testj_rr4, [X86F_TESTJ_RR8] = &&h_testj_rr8,
@@ -446,15 +447,12 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
     int64_t countdown = *c->pollCountdown;
     uint64_t retired = 0;
 
-// Next instruction: its handler, or `done` at the block's end. The choice is a conditional move
-// and each handler has its own copy of this jump (a conditional branch first makes the compiler
-// merge them all into one shared indirect jump, which the host predicts far worse). At the end,
-// `p` may point one past the block: the block cache keeps a spare slot after its arena, and the
-// handler table has an entry for every byte, so the unused lookup stays in bounds.
+// Next instruction: its handler. After a block's last instruction comes its X86F_END marker,
+// whose handler is `done`, so nothing here compares positions; each handler has its own copy of
+// this jump (one shared indirect jump is predicted far worse by the host).
 #define DISPATCH() do { \
         i = p; next = pc + i->len; \
-        void *target_ = p < end ? labels[i->fast] : &&done; \
-        goto *target_; \
+        goto *labels[i->fast]; \
     } while (0)
 #define NEXT() do { pc = next; p++; DISPATCH(); } while (0)
 #define BRANCH(target) do { pc = (target); p++; DISPATCH(); } while (0)
@@ -700,6 +698,27 @@ h_imul_rrm: {
         READ_RM(b, 8);
         int64_t prod;
         int ovf = __builtin_mul_overflow((int64_t)r[i->reg], (int64_t)b, &prod);
+        r[i->reg] = (uint64_t)prod;
+        mul_flags(L, (uint64_t)prod, ovf, 8);
+    } else {
+        goto bail;
+    }
+    NEXT();
+}
+
+// IMUL r, r/m, imm (imul2 with the immediate, as the executor's imulRRmI).
+h_imul_rrmi: {
+    unsigned size = i->osz;
+    if (size == 4) {
+        READ_RM(a, 4);
+        int64_t prod = (int64_t)(int32_t)(uint32_t)a * (int64_t)(int32_t)(uint32_t)i->imm;
+        uint64_t lo = (uint64_t)prod & M32;
+        r[i->reg] = lo;
+        mul_flags(L, lo, prod != sign_extend(lo, 4), 4);
+    } else if (size == 8) {
+        READ_RM(a, 8);
+        int64_t prod;
+        int ovf = __builtin_mul_overflow((int64_t)a, (int64_t)i->imm, &prod);
         r[i->reg] = (uint64_t)prod;
         mul_flags(L, (uint64_t)prod, ovf, 8);
     } else {

@@ -54,8 +54,9 @@ struct BlockCache {
     var seenEpoch: UInt64 = 0
 
     init() {
-        // One spare slot: the fast tier may read the instruction after a block's last (FastTier.swift).
-        insts = .allocate(capacity: Self.arenaSize + 1)
+        // Every block is followed by an end marker (buildBlock), which the fast tier dispatches to
+        // instead of comparing each instruction's position with the block's end.
+        insts = .allocate(capacity: Self.arenaSize)
         infos = .allocate(capacity: Self.infoSize)
         table = .allocate(capacity: Self.tableSize)
         table.initialize(repeating: -1, count: Self.tableSize)
@@ -192,7 +193,7 @@ extension CPUCore {
 
     @inline(never)
     mutating func buildBlock(lin: UInt64, phys: UInt64) throws(Fault) -> UnsafeMutablePointer<BlockInfo> {
-        if blocks.used + maxBlockInsts > BlockCache.arenaSize || blocks.infoCount >= BlockCache.infoSize {
+        if blocks.used + maxBlockInsts + 1 > BlockCache.arenaSize || blocks.infoCount >= BlockCache.infoSize {
             blocks.flush()
             #if X86_PROFILE
             profWhy[3] += 1
@@ -289,9 +290,14 @@ extension CPUCore {
                 blocks.insts[k].fast = x86fast_handler(blocks.insts[k].op.rawValue, blocks.insts[k].flags)
             }
         }
+        // The end marker after the block: never executed (the executor stops at `count`), it sends
+        // the fast tier's dispatch to its block-end code.
+        var marker = DInst(op: .ud, len: 0)
+        marker.fast = UInt8(X86F_END)
+        blocks.insts[blocks.used + n] = marker
         info.count = Int32(n)
         info.guestCount = Int32(guestInsts)
-        blocks.used += n
+        blocks.used += n + 1
         let idx = blocks.infoCount
         blocks.infos[idx] = info
         blocks.infoCount += 1

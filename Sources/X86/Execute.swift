@@ -27,8 +27,10 @@ extension CPUCore {
         #if X86_PROFILE
         var blockStart = start
         #endif
-        // The fast tier (FastTier.swift) takes the instructions it handles; this loop the rest.
-        let fast = mode == .m64 ? self.fast : nil
+        // The fast tier (FastTier.swift) takes the instructions it handles; this loop the rest. It
+        // runs whole blocks only: it finds a block's end by the marker there (single steps and
+        // interrupt shadows run one instruction here).
+        let fast = mode == .m64 && end == UnsafePointer(blocks.insts + Int(block.pointee.first + block.pointee.count)) ? self.fast : nil
         do throws(Fault) {
         while true {
         while p < blockEnd {

@@ -1,8 +1,9 @@
 // The interpreter's fast tier: the common 64-bit-mode integer instructions (ALU, MOV, LEA, MOVZX,
-// shifts and rotates, INC/DEC, NOT/NEG, IMUL, TEST, Jcc and the fused compare-and-branch forms,
-// CALL/RET, PUSH/POP, SETcc/CMOVcc) run in C (Sources/CX86Fast), whose labels-as-values give every handler its own
-// indirect jump to the next one. A Swift switch compiles to one shared jump-table branch plus a
-// range check and a common tail per instruction, which costs more than most of these instructions.
+// shifts and rotates, INC/DEC, NOT/NEG, two- and three-operand IMUL, TEST, Jcc and the fused
+// compare-and-branch forms, CALL/RET, PUSH/POP, SETcc/CMOVcc) run in C (Sources/CX86Fast), whose
+// labels-as-values give every handler its own indirect jump to the next one. A Swift switch
+// compiles to one shared jump-table branch plus a range check and a common tail per instruction,
+// which costs more than most of these instructions.
 //
 // The tier works on the very state the Swift executor uses (registers, lazy flags, the software
 // TLB) and only ever takes an instruction's fast path: on anything else (another operation, a
@@ -57,7 +58,7 @@ enum FastTier {
             (.movsxd, X86F_MOVSXD),
             (.shift4, X86F_SHIFT4), (.shift8, X86F_SHIFT8),
             (.incRm4, X86F_INC4), (.decRm4, X86F_DEC4), (.incRm8, X86F_INC8), (.decRm8, X86F_DEC8),
-            (.imulRRm, X86F_IMUL_RRM),
+            (.imulRRm, X86F_IMUL_RRM), (.imulRRmI, X86F_IMUL_RRMI),
             (.cmpjRR4, X86F_CMPJ_RR4), (.cmpjRR8, X86F_CMPJ_RR8), (.cmpjRI4, X86F_CMPJ_RI4), (.cmpjRI8, X86F_CMPJ_RI8),
             (.testjRR4, X86F_TESTJ_RR4), (.testjRR8, X86F_TESTJ_RR8),
             (.jcc, X86F_JCC), (.jmp, X86F_JMP), (.call, X86F_CALL), (.ret, X86F_RET),

@@ -70,7 +70,9 @@ final class FastTierGuestTests: GuestTestCase {
         ]
         for (k, f) in forms.enumerated() { body += setup(k) + (k % 2 == 0 ? "stc\n" : "clc\n") + f + "\n" + dump }
         body += "mov qword [FLAGMASK], 0x801\n"   // IMUL: only CF and OF are defined
-        for (k, f) in ["imul eax, ebx", "imul rax, rbx", "imul ecx, [0x8404]", "imul rcx, [0x8400]", "imul ebx, eax", "imul rdx, rcx"].enumerated() {
+        for (k, f) in ["imul eax, ebx", "imul rax, rbx", "imul ecx, [0x8404]", "imul rcx, [0x8400]", "imul ebx, eax", "imul rdx, rcx",
+                                   "imul eax, ebx, 0x01000193", "imul rax, [0x8400], -3", "imul ecx, [0x8404], 0x7FFFFFFF",
+                                   "imul rdx, rcx, 100", "imul ebx, ebx, -1", "imul rbx, rax, 0x40000000", "imul ax, bx, 7"].enumerated() {
             body += setup(k) + f + "\n" + dump
         }
         try compare(body)

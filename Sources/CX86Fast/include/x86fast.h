@@ -100,7 +100,7 @@ enum {
     X86F_MOVZX8_4, X86F_MOVZX16_4, X86F_MOVZX8_8, X86F_MOVZX16_8, X86F_MOVSXD,
     X86F_SHIFT4, X86F_SHIFT8,
     X86F_INC4, X86F_DEC4, X86F_INC8, X86F_DEC8,
-    X86F_IMUL_RRM,
+    X86F_IMUL_RRM, X86F_IMUL_RRMI,
     X86F_CMPJ_RR4, X86F_CMPJ_RR8, X86F_CMPJ_RI4, X86F_CMPJ_RI8, X86F_TESTJ_RR4, X86F_TESTJ_RR8,
     X86F_JCC, X86F_JMP, X86F_CALL, X86F_RET, X86F_PUSH, X86F_POP,
     X86F_SETCC, X86F_CMOVCC,
@@ -122,6 +122,8 @@ enum {
     X86F_CMP_RMR4_R, X86F_CMP_RRM4_R, X86F_CMP_RMI4_R, X86F_CMP_RMR8_R, X86F_CMP_RRM8_R, X86F_CMP_RMI8_R,
     X86F_MOV_RMR4_R, X86F_MOV_RRM4_R, X86F_MOV_RMR8_R, X86F_MOV_RRM8_R,
     X86F_TEST_RMR4_R, X86F_TEST_RMR8_R, X86F_MOVZX8_4_R, X86F_MOVZX16_4_R, X86F_MOVZX8_8_R, X86F_MOVZX16_8_R,
+    // The marker after every decoded block (not an instruction): the block's end.
+    X86F_END,
     X86F_COUNT
 };
 
@@ -136,7 +138,8 @@ const uint8_t *x86fast_handlers(void);
 /// when its block is built.
 uint8_t x86fast_handler(uint16_t op, uint8_t flags);
 
-/// Runs instructions from `p` up to `end` (in decoded block `block`, 64-bit mode) until one needs
+/// Runs instructions from `p` up to `end`, the end of decoded block `block` (where its X86F_END marker
+/// is; 64-bit mode), until one needs
 /// the Swift executor (an operation or a case the fast tier does not handle, a TLB miss, a fault):
 /// that one is not executed, and nothing of it has happened. At a block's end it continues into
 /// the block's linked successor (unless `block` is NULL, or a poll is due), as the executor would.
