@@ -99,9 +99,9 @@ static inline uint64_t effective_address(const uint64_t *r, const struct X86Fast
 
 /// The host address of a memory operand in 64-bit mode when the TLB has the page with the needed
 /// tag and the access stays on it (fastHost in Operands.swift); NULL otherwise.
-static inline void *host_address(const struct X86FastCore *c, const struct X86FastTLB *tlb, const uint64_t *r,
-                                 const struct X86FastInst *i, unsigned size, int write) {
-    uint64_t e = effective_address(r, i), lin;
+static inline void *host_address_at(const struct X86FastCore *c, const struct X86FastTLB *tlb,
+                                    const struct X86FastInst *i, uint64_t e, unsigned size, int write) {
+    uint64_t lin;
     unsigned seg = i->seg;
     if (seg < 4) {
         lin = e;   // ES, CS, SS, DS: base 0 and no limit in 64-bit mode
@@ -114,6 +114,37 @@ static inline void *host_address(const struct X86FastCore *c, const struct X86Fa
     uint64_t tag = write ? t->wtag : t->rtag;
     if (tag != page || (lin & 0xFFF) + size > 0x1000) return NULL;
     return (void *)(uintptr_t)(lin + t->addend);
+}
+
+static inline void *host_address(const struct X86FastCore *c, const struct X86FastTLB *tlb, const uint64_t *r,
+                                 const struct X86FastInst *i, unsigned size, int write) {
+    return host_address_at(c, tlb, i, effective_address(r, i), size, write);
+}
+
+// MARK: host atomics (LOCK): on naturally aligned operands only; a split one goes to Swift.
+
+#define ALIGNED(h, size) ((((uintptr_t)(h)) & ((size) - 1)) == 0)
+
+/// Compare-and-swap of `size` bytes at `h`: true when *h was *expected and is now `desired`;
+/// otherwise *expected becomes the value found.
+static inline int cas_n(void *h, unsigned size, uint64_t *expected, uint64_t desired) {
+    int ok;
+    switch (size) {
+    case 1: { uint8_t e = (uint8_t)*expected; ok = __atomic_compare_exchange_n((uint8_t *)h, &e, (uint8_t)desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); *expected = e; break; }
+    case 2: { uint16_t e = (uint16_t)*expected; ok = __atomic_compare_exchange_n((uint16_t *)h, &e, (uint16_t)desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); *expected = e; break; }
+    case 4: { uint32_t e = (uint32_t)*expected; ok = __atomic_compare_exchange_n((uint32_t *)h, &e, (uint32_t)desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); *expected = e; break; }
+    default: ok = __atomic_compare_exchange_n((uint64_t *)h, expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST); break;
+    }
+    return ok;
+}
+
+static inline uint64_t fetch_add_n(void *h, unsigned size, uint64_t v) {
+    switch (size) {
+    case 1: return __atomic_fetch_add((uint8_t *)h, (uint8_t)v, __ATOMIC_SEQ_CST);
+    case 2: return __atomic_fetch_add((uint16_t *)h, (uint16_t)v, __ATOMIC_SEQ_CST);
+    case 4: return __atomic_fetch_add((uint32_t *)h, (uint32_t)v, __ATOMIC_SEQ_CST);
+    default: return __atomic_fetch_add((uint64_t *)h, v, __ATOMIC_SEQ_CST);
+    }
 }
 
 /// The stack slot at `sp` (stackHost): 8 bytes on one page with the needed tag.
@@ -305,6 +336,122 @@ static inline void mul_flags(struct X86FastLazy *L, uint64_t low, int overflow, 
     L->res = low;
 }
 
+// MARK: atomic read-modify-writes and bit tests (out of line, see their handlers)
+//
+// Each returns 0, having changed nothing, when Swift must run the instruction (a TLB miss, a split
+// operand: host atomics need natural alignment), else 1 with the instruction done.
+
+enum { RMW_INC = 8, RMW_DEC = 9, RMW_NOT = 10, RMW_NEG = 11 };
+
+/// LOCK op [mem]: ALU kinds 0-6 except ADC/SBB (their CF input would change with every retry,
+/// Swift runs those), INC, DEC, NOT, NEG; as one host compare-and-swap loop.
+__attribute__((noinline)) static int locked_rmw(const struct X86FastCore *c, const struct X86FastTLB *tlb, const uint64_t *r,
+                                                const struct X86FastInst *i, unsigned kind, uint64_t src, unsigned size) {
+    if (kind == 2 || kind == 3 || kind == 7) return 0;
+    void *h = host_address(c, tlb, r, i, size, 1);
+    if (!h || !ALIGNED(h, size)) return 0;
+    struct X86FastLazy *L = c->lazy;
+    uint64_t m = MASK(size), cy = carry_flag(L, *c->rflags), d = load_n(h, size), v;
+    for (;;) {
+        switch (kind) {
+        case RMW_INC: v = (d + 1) & m; break;
+        case RMW_DEC: v = (d - 1) & m; break;
+        case RMW_NOT: v = ~d & m; break;
+        case RMW_NEG: v = (0 - d) & m; break;
+        default: v = alu(L, *c->rflags, kind, d, src, size); break;
+        }
+        if (cas_n(h, size, &d, v)) break;
+    }
+    if (kind == RMW_INC || kind == RMW_DEC) {
+        L->cin = cy;
+        set_lazy(L, kind == RMW_INC ? K_INC : K_DEC, size, v, d, 1);
+    } else if (kind == RMW_NEG) {
+        set_lazy(L, K_SUB, size, v, 0, d);
+    }
+    return 1;
+}
+
+/// CMPXCHG (cmpxchg in StackOps.swift): in memory one host compare-and-swap, LOCK or not; the
+/// flags are those of CMP accumulator, old value.
+__attribute__((noinline)) static int op_cmpxchg(const struct X86FastCore *c, const struct X86FastTLB *tlb, uint64_t *r,
+                                                const struct X86FastInst *i) {
+    unsigned size = i->osz;
+    uint64_t acc = get_reg(r, 0, size), src = get_reg(r, i->reg, size), cur;
+    if (!(i->flags & F_MEM)) {
+        cur = get_reg(r, i->rm, size);
+        if (acc == cur) set_reg(r, i->rm, size, src); else set_reg(r, 0, size, cur);
+    } else {
+        void *h = host_address(c, tlb, r, i, size, 1);
+        if (!h || !ALIGNED(h, size)) return 0;
+        cur = acc;
+        if (!cas_n(h, size, &cur, src)) set_reg(r, 0, size, cur);
+    }
+    set_lazy(c->lazy, K_SUB, size, (acc - cur) & MASK(size), acc, cur);
+    return 1;
+}
+
+/// XADD (xadd in StackOps.swift): in memory one host fetch-and-add.
+__attribute__((noinline)) static int op_xadd(const struct X86FastCore *c, const struct X86FastTLB *tlb, uint64_t *r,
+                                             const struct X86FastInst *i) {
+    unsigned size = i->osz;
+    uint64_t s = get_reg(r, i->reg, size), d;
+    if (!(i->flags & F_MEM)) {
+        d = get_reg(r, i->rm, size);
+        uint64_t v = alu(c->lazy, *c->rflags, 0, d, s, size);
+        set_reg(r, i->reg, size, d);
+        set_reg(r, i->rm, size, v);
+        return 1;
+    }
+    void *h = host_address(c, tlb, r, i, size, 1);
+    if (!h || !ALIGNED(h, size)) return 0;
+    d = fetch_add_n(h, size, s) & MASK(size);
+    (void)alu(c->lazy, *c->rflags, 0, d, s, size);
+    set_reg(r, i->reg, size, d);
+    return 1;
+}
+
+/// BT (0), BTS (1), BTR (2), BTC (3) (bitTest in Integer.swift): CF = the bit, the other
+/// arithmetic flags as they were (materialized into RFLAGS). A register bit offset on a memory
+/// operand is signed and may reach outside it.
+__attribute__((noinline)) static int op_bit_test(const struct X86FastCore *c, const struct X86FastTLB *tlb, uint64_t *r,
+                                                 const struct X86FastInst *i, unsigned bop, int immediate) {
+    unsigned size = i->osz;
+    if (size < 2) return 0;
+    int64_t bits = (int64_t)size * 8;
+    uint64_t raw = immediate ? i->imm : get_reg(r, i->reg, size), v, bit;
+    if (!(i->flags & F_MEM)) {
+        bit = 1ull << (raw & (uint64_t)(bits - 1));
+        v = get_reg(r, i->rm, size);
+        if (bop) set_reg(r, i->rm, size, bop == 1 ? v | bit : bop == 2 ? v & ~bit : v ^ bit);
+    } else {
+        uint64_t e = effective_address(r, i);
+        if (immediate) {
+            bit = 1ull << (raw & (uint64_t)(bits - 1));
+        } else {
+            int64_t off = sign_extend(raw, size);
+            int64_t unitShift = size == 2 ? 4 : size == 4 ? 5 : 6;
+            e += (uint64_t)((off >> unitShift) * (int64_t)size);
+            e = i->asz == 8 ? e : (i->asz == 4 ? e & M32 : e & 0xFFFF);
+            bit = 1ull << (uint64_t)(off & (bits - 1));
+        }
+        void *h = host_address_at(c, tlb, i, e, size, bop != 0);
+        if (!h) return 0;
+        if (bop && (i->flags & F_LOCK)) {
+            if (!ALIGNED(h, size)) return 0;
+            v = load_n(h, size);
+            while (!cas_n(h, size, &v, bop == 1 ? v | bit : bop == 2 ? v & ~bit : v ^ bit)) {}
+        } else {
+            v = load_n(h, size);
+            if (bop) store_n(h, bop == 1 ? v | bit : bop == 2 ? v & ~bit : v ^ bit, size);
+        }
+    }
+    const uint64_t arith = FL_CF | FL_PF | FL_AF | FL_ZF | FL_SF | FL_OF;
+    uint64_t f = (arith_flags(c->lazy, *c->rflags) & ~(uint64_t)FL_CF) | ((v & bit) != 0 ? FL_CF : 0);
+    *c->rflags = (*c->rflags & ~arith) | (f & arith);
+    c->lazy->op = 0;
+    return 1;
+}
+
 /// The decoded, still valid 64-bit block at `pc` whose page is in the instruction TLB, or NULL
 /// (peekBlock in BlockCache.swift).
 static inline const struct X86FastBlock *peek_block(const struct X86FastCore *c, const struct X86FastTLB *tlb, uint64_t pc) {
@@ -434,7 +581,11 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         [X86F_MOV_RRM8_R] = &&h_mov_rrm8_r, [X86F_TEST_RMR4_R] = &&h_test_rmr4_r, [X86F_TEST_RMR8_R] = &&h_test_rmr8_r,
         [X86F_MOVZX8_4_R] = &&h_movzx8_4_r, [X86F_MOVZX16_4_R] = &&h_movzx16_4_r, [X86F_MOVZX8_8_R] = &&h_movzx8_8_r,
         [X86F_MOVZX16_8_R] = &&h_movzx16_8_r,
+        [X86F_CMPXCHG] = &&h_cmpxchg, [X86F_XADD] = &&h_xadd,
+        [X86F_BT_I] = &&h_bt_i, [X86F_BTS_I] = &&h_bts_i, [X86F_BTR_I] = &&h_btr_i, [X86F_BTC_I] = &&h_btc_i,
+        [X86F_BT_R] = &&h_bt_r, [X86F_BTS_R] = &&h_bts_r, [X86F_BTR_R] = &&h_btr_r, [X86F_BTC_R] = &&h_btc_r,
     };
+    _Static_assert(X86F_COUNT <= 256, "handler numbers must fit the dispatch table");
 #pragma clang diagnostic pop
     uint64_t *const r = c->regs;
     struct X86FastLazy *const L = c->lazy;
@@ -479,8 +630,9 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         if (!IS_MEM) { \
             uint64_t v_ = alu(L, RFLAGS, (kind), get_reg(r, i->rm, (size)), s_, (size)); \
             if ((kind) != 7) set_reg(r, i->rm, (size), v_); \
+        } else if (i->flags & F_LOCK) { \
+            if (!locked_rmw(c, tlb, r, i, (kind), s_, (size))) goto bail; \
         } else { \
-            if (i->flags & F_LOCK) goto bail; \
             HOST(h_, (size), (kind) != 7); \
             uint64_t v_ = alu(L, RFLAGS, (kind), load_n(h_, (size)), s_, (size)); \
             if ((kind) != 7) store_n(h_, v_, (size)); \
@@ -596,7 +748,10 @@ h_mov_ri: set_reg(r, i->reg, i->osz, i->imm); NEXT();
         unsigned size_ = i->osz; uint64_t m_ = MASK(size_), d_, v_; void *h_ = NULL; \
         if (!IS_MEM) d_ = get_reg(r, i->rm, size_); \
         else { \
-            if (i->flags & F_LOCK) goto bail; \
+            if (i->flags & F_LOCK) { \
+                if (!locked_rmw(c, tlb, r, i, (neg) ? RMW_NEG : RMW_NOT, 0, size_)) goto bail; \
+                NEXT(); \
+            } \
             h_ = host_address(c, tlb, r, i, size_, 1); if (!h_) goto bail; \
             d_ = load_n(h_, size_); \
         } \
@@ -669,7 +824,10 @@ h_shift: {
             v_ = ((kind) == K_INC ? d_ + 1 : d_ - 1) & m_; \
             set_reg(r, i->rm, (size), v_); \
         } else { \
-            if (i->flags & F_LOCK) goto bail; \
+            if (i->flags & F_LOCK) { \
+                if (!locked_rmw(c, tlb, r, i, (kind) == K_INC ? RMW_INC : RMW_DEC, 0, (size))) goto bail; \
+                NEXT(); \
+            } \
             HOST(h_, (size), 1); \
             d_ = load_n(h_, (size)); \
             v_ = ((kind) == K_INC ? d_ + 1 : d_ - 1) & m_; \
@@ -818,6 +976,19 @@ h_cmovcc: {
     else if (size == 4) r[i->reg] &= M32;
     NEXT();
 }
+
+// LOCKed or always-atomic read-modify-writes and bit tests: out of line (they are rare next to
+// the rest, and inline they would crowd the hot handlers' registers).
+h_cmpxchg: if (!op_cmpxchg(c, tlb, r, i)) goto bail; NEXT();
+h_xadd: if (!op_xadd(c, tlb, r, i)) goto bail; NEXT();
+h_bt_i: if (!op_bit_test(c, tlb, r, i, 0, 1)) goto bail; NEXT();
+h_bts_i: if (!op_bit_test(c, tlb, r, i, 1, 1)) goto bail; NEXT();
+h_btr_i: if (!op_bit_test(c, tlb, r, i, 2, 1)) goto bail; NEXT();
+h_btc_i: if (!op_bit_test(c, tlb, r, i, 3, 1)) goto bail; NEXT();
+h_bt_r: if (!op_bit_test(c, tlb, r, i, 0, 0)) goto bail; NEXT();
+h_bts_r: if (!op_bit_test(c, tlb, r, i, 1, 0)) goto bail; NEXT();
+h_btr_r: if (!op_bit_test(c, tlb, r, i, 2, 0)) goto bail; NEXT();
+h_btc_r: if (!op_bit_test(c, tlb, r, i, 3, 0)) goto bail; NEXT();
 
 done:
     // The block ran to its end: into its linked successor, as execBlock's chaining does (the

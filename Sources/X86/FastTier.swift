@@ -1,13 +1,15 @@
 // The interpreter's fast tier: the common 64-bit-mode integer instructions (ALU, MOV, LEA, MOVZX,
 // shifts and rotates, INC/DEC, NOT/NEG, two- and three-operand IMUL, TEST, Jcc and the fused
-// compare-and-branch forms, CALL/RET, PUSH/POP, SETcc/CMOVcc) run in C (Sources/CX86Fast), whose
+// compare-and-branch forms, CALL/RET, PUSH/POP, SETcc/CMOVcc, LOCKed read-modify-writes, CMPXCHG,
+// XADD, BT/BTS/BTR/BTC: the kernel's atomics and bit operations) run in C (Sources/CX86Fast), whose
 // labels-as-values give every handler its own indirect jump to the next one. A Swift switch
 // compiles to one shared jump-table branch plus a range check and a common tail per instruction,
 // which costs more than most of these instructions.
 //
 // The tier works on the very state the Swift executor uses (registers, lazy flags, the software
 // TLB) and only ever takes an instruction's fast path: on anything else (another operation, a
-// TLB miss, a page crossing, LOCK, an operand size it does not handle) it returns before the
+// TLB miss, a page crossing, LOCK on an operand that is not naturally aligned, LOCK ADC/SBB, an
+// operand size it does not handle) it returns before the
 // instruction has done anything, and the Swift executor runs that instruction, so faults, MMIO,
 // self-modifying code and breakpoints keep their one implementation. It runs in 64-bit mode only,
 // where segment bases are zero (FS/GS aside) and blocks may chain.
@@ -74,6 +76,9 @@ enum FastTier {
             (.testRmR, X86F_TEST_RMR), (.testRmI, X86F_TEST_RMI), (.notRm, X86F_NOT), (.negRm, X86F_NEG),
             (.incRm, X86F_INC), (.decRm, X86F_DEC), (.movRmI, X86F_MOV_RMI), (.movRI, X86F_MOV_RI),
             (.shift, X86F_SHIFT),
+            (.cmpxchg, X86F_CMPXCHG), (.xadd, X86F_XADD),
+            (.btI, X86F_BT_I), (.btsI, X86F_BTS_I), (.btrI, X86F_BTR_I), (.btcI, X86F_BTC_I),
+            (.btR, X86F_BT_R), (.btsR, X86F_BTS_R), (.btrR, X86F_BTR_R), (.btcR, X86F_BTC_R),
         ]
         for (op, handler) in map {
             // The C side reads the stored enum tag: it must be the raw value.

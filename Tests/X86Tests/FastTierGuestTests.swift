@@ -218,6 +218,54 @@ final class FastTierGuestTests: GuestTestCase {
         XCTAssertEqual(try retired(4000) - retired(1000), 16500)
     }
 
+    /// LOCKed read-modify-writes (host atomics in the fast tier), CMPXCHG and XADD in both
+    /// outcomes, and BT/BTS/BTR/BTC with immediate and register bit offsets, including register
+    /// offsets that reach the next or the previous qword of a memory operand.
+    func testLockedOperationsCompareExchangeAndBitTests() throws {
+        // RAX and [0x8400], RBX and RCX, [0x8408] and RDX.
+        let dump2 = "mov rdx, [0x8400]\ncall pf64\nmov rax, rbx\nmov rdx, rcx\ncall pf64\nmov rax, [0x8408]\ncall pf64\n"
+        var body = ""
+        var k = 0
+        func add(_ mask: String, _ forms: [String]) {
+            for f in forms {
+                body += setup(k) + "mov qword [FLAGMASK], \(mask)\n" + (k % 2 == 0 ? "stc\n" : "clc\n") + f + "\n" + dump2
+                k += 1
+            }
+        }
+        var locked: [String] = []
+        for op in ["add", "or", "adc", "sbb", "and", "sub", "xor"] {
+            locked += ["lock \(op) [0x8400], eax", "lock \(op) [0x8400], rbx", "lock \(op) word [0x8402], 0x8001",
+                       "lock \(op) byte [0x8401], bh", "lock \(op) qword [0x8408], -2"]
+        }
+        locked += ["lock inc dword [0x8400]", "lock inc qword [0x8408]", "lock dec word [0x8406]", "lock dec byte [0x8400]",
+                   "lock not qword [0x8400]", "lock not byte [0x8403]", "lock neg dword [0x8404]", "lock neg qword [0x8408]",
+                   "lock inc dword [0x8401]", "lock add qword [0x8404], rbx"]   // the last two: not naturally aligned
+        add("0x8D5", locked)
+        var exchanges: [String] = []
+        for lock in ["", "lock "] {
+            exchanges += ["\(lock)cmpxchg [0x8400], rcx", "\(lock)cmpxchg [0x8408], rdx", "\(lock)cmpxchg [0x8400], ecx",
+                          "\(lock)cmpxchg [0x8408], dx", "\(lock)cmpxchg [0x8400], bh", "\(lock)xadd [0x8400], rbx",
+                          "\(lock)xadd [0x8404], ecx", "\(lock)xadd [0x8406], bx", "\(lock)xadd [0x8407], dl"]
+        }
+        // Equal operands: RAX is also at [0x8408] and in RBX (mov rbx, rax first).
+        exchanges += ["mov rbx, rax\ncmpxchg rbx, rcx", "cmpxchg rbx, rcx", "mov ebx, eax\ncmpxchg ebx, ecx", "cmpxchg bl, ch",
+                      "mov [0x8400], rax\nlock cmpxchg [0x8400], rcx", "mov [0x8400], eax\ncmpxchg [0x8400], edx",
+                      "xadd rbx, rcx", "xadd ebx, eax", "xadd al, ah", "xadd rax, rax"]
+        add("0x8D5", exchanges)
+        var bits: [String] = []
+        for op in ["bt", "bts", "btr", "btc"] {
+            let lock = op == "bt" ? "" : "lock "
+            bits += ["\(op) rax, 63", "\(op) eax, 35", "\(op) bx, 17", "\(op) rbx, rcx", "\(op) ecx, edx",
+                     "\(op) qword [0x8400], 1", "\(op) dword [0x8404], 31", "\(op) word [0x8402], 15",
+                     "\(lock)\(op) qword [0x8408], 60",
+                     "mov rcx, 70\n\(op) [0x8400], rcx", "mov rcx, -1\n\(op) [0x8408], rcx",
+                     "mov rcx, -33\n\(lock)\(op) dword [0x8408], ecx", "mov ecx, 20\n\(op) [0x8406], cx",
+                     "mov rcx, 5\n\(lock)\(op) [0x8400], rcx"]
+        }
+        add("0x1", bits)
+        try compare(body)
+    }
+
     func testConditionalMovesSetsAndStack() throws {
         var body = "mov qword [FLAGMASK], 0x8D5\n"
         var k = 0

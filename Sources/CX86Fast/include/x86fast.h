@@ -122,6 +122,10 @@ enum {
     X86F_CMP_RMR4_R, X86F_CMP_RRM4_R, X86F_CMP_RMI4_R, X86F_CMP_RMR8_R, X86F_CMP_RRM8_R, X86F_CMP_RMI8_R,
     X86F_MOV_RMR4_R, X86F_MOV_RRM4_R, X86F_MOV_RMR8_R, X86F_MOV_RRM8_R,
     X86F_TEST_RMR4_R, X86F_TEST_RMR8_R, X86F_MOVZX8_4_R, X86F_MOVZX16_4_R, X86F_MOVZX8_8_R, X86F_MOVZX16_8_R,
+    // LOCKable read-modify-writes that are atomic on the host (CMPXCHG and XADD on memory always
+    // are), and the bit tests with immediate and register bit offsets.
+    X86F_CMPXCHG, X86F_XADD,
+    X86F_BT_I, X86F_BTS_I, X86F_BTR_I, X86F_BTC_I, X86F_BT_R, X86F_BTS_R, X86F_BTR_R, X86F_BTC_R,
     // The marker after every decoded block (not an instruction): the block's end.
     X86F_END,
     X86F_COUNT
