@@ -542,6 +542,7 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         [X86F_LEA4] = &&h_lea4, [X86F_LEA8] = &&h_lea8,
         [X86F_MOVZX8_4] = &&h_movzx8_4, [X86F_MOVZX16_4] = &&h_movzx16_4,
         [X86F_MOVZX8_8] = &&h_movzx8_8, [X86F_MOVZX16_8] = &&h_movzx16_8, [X86F_MOVSXD] = &&h_movsxd,
+        [X86F_MOVSX8] = &&h_movsx8, [X86F_MOVSX16] = &&h_movsx16,
         [X86F_SHIFT4] = &&h_shift4, [X86F_SHIFT8] = &&h_shift8,
         [X86F_INC4] = &&h_inc4, [X86F_DEC4] = &&h_dec4, [X86F_INC8] = &&h_inc8, [X86F_DEC8] = &&h_dec8,
         [X86F_IMUL_RRM] = &&h_imul_rrm, [X86F_IMUL_RRMI] = &&h_imul_rrmi,
@@ -774,6 +775,22 @@ h_movsxd: {
     if (size != 4 && size != 8) goto bail;
     READ_RM(v, 4);
     r[i->reg] = size == 8 ? (uint64_t)(int64_t)(int32_t)(uint32_t)v : v;
+    NEXT();
+}
+
+// MOVSX from a byte (the destination size is in imm: the source's register is a byte offset) or
+// from a word.
+h_movsx8: {
+    unsigned size = (unsigned)i->imm;
+    if (size != 2 && size != 4 && size != 8) goto bail;
+    READ_RM(v, 1);
+    set_reg(r, i->reg, size, (uint64_t)(int64_t)(int8_t)(uint8_t)v);
+    NEXT();
+}
+h_movsx16: {
+    unsigned size = i->osz;
+    READ_RM(v, 2);
+    set_reg(r, i->reg, size, (uint64_t)(int64_t)(int16_t)(uint16_t)v);
     NEXT();
 }
 

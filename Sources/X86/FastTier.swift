@@ -1,10 +1,10 @@
-// The interpreter's fast tier: the common 64-bit-mode integer instructions (ALU, MOV, LEA, MOVZX,
-// shifts and rotates, INC/DEC, NOT/NEG, two- and three-operand IMUL, TEST, Jcc and the fused
-// compare-and-branch forms, CALL/RET, PUSH/POP, SETcc/CMOVcc, LOCKed read-modify-writes, CMPXCHG,
-// XADD, BT/BTS/BTR/BTC: the kernel's atomics and bit operations) run in C (Sources/CX86Fast), whose
-// labels-as-values give every handler its own indirect jump to the next one. A Swift switch
-// compiles to one shared jump-table branch plus a range check and a common tail per instruction,
-// which costs more than most of these instructions.
+// The interpreter's fast tier: the common 64-bit-mode integer instructions (ALU, MOV, LEA,
+// MOVZX/MOVSX, shifts and rotates, INC/DEC, NOT/NEG, two- and three-operand IMUL, TEST, Jcc and the
+// fused compare-and-branch forms, CALL/RET, PUSH/POP, SETcc/CMOVcc, LOCKed read-modify-writes,
+// CMPXCHG, XADD, BT/BTS/BTR/BTC: the kernel's atomics and bit operations) run in C
+// (Sources/CX86Fast), whose labels-as-values give every handler its own indirect jump to the next
+// one. A Swift switch compiles to one shared jump-table branch plus a range check and a common
+// tail per instruction, which costs more than most of these instructions.
 //
 // The tier works on the very state the Swift executor uses (registers, lazy flags, the software
 // TLB) and only ever takes an instruction's fast path: on anything else (another operation, a
@@ -57,7 +57,7 @@ enum FastTier {
             (.testRmR4, X86F_TEST_RMR4), (.testRmI4, X86F_TEST_RMI4), (.testRmR8, X86F_TEST_RMR8), (.testRmI8, X86F_TEST_RMI8),
             (.lea4, X86F_LEA4), (.lea8, X86F_LEA8),
             (.movzx8_4, X86F_MOVZX8_4), (.movzx16_4, X86F_MOVZX16_4), (.movzx8_8, X86F_MOVZX8_8), (.movzx16_8, X86F_MOVZX16_8),
-            (.movsxd, X86F_MOVSXD),
+            (.movsxd, X86F_MOVSXD), (.movsx8, X86F_MOVSX8), (.movsx16, X86F_MOVSX16),
             (.shift4, X86F_SHIFT4), (.shift8, X86F_SHIFT8),
             (.incRm4, X86F_INC4), (.decRm4, X86F_DEC4), (.incRm8, X86F_INC8), (.decRm8, X86F_DEC8),
             (.imulRRm, X86F_IMUL_RRM), (.imulRRmI, X86F_IMUL_RRMI),

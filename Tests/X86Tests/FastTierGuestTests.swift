@@ -34,6 +34,8 @@ final class FastTierGuestTests: GuestTestCase {
             "movzx eax, bl", "movzx eax, bh", "movzx eax, bx", "movzx rax, bl", "movzx rax, bx",
             "movzx ecx, byte [0x8407]", "movzx ecx, word [0x8406]", "movzx rcx, byte [0x8407]", "movzx rcx, word [0x8406]",
             "movzx ax, bl", "movsxd rax, ebx", "movsxd rax, dword [0x8404]", "movsx eax, bl", "movsx rax, word [0x8406]",
+            "movsx ax, bh", "movsx eax, ah", "movsx rcx, byte [0x8407]", "movsx ecx, byte [0x8400]", "movsx ebx, sil",
+            "movsx ecx, word [0x8406]", "movsx rbx, bx", "movsx bx, byte [0x8407]", "movsx eax, word [0x8404]",
             "lea eax, [rbx + rcx*4 + 0x10]", "lea rax, [rbx + rcx*8 - 1]", "lea eax, [ebx + ecx]", "lea rax, [ebx - 1]",
             "mov eax, [rel .data]", "mov rax, [fs:0x10]",
         ]
