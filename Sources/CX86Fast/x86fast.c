@@ -861,46 +861,29 @@ h_dec4: INC_DEC(K_DEC, 4);
 h_inc8: INC_DEC(K_INC, 8);
 h_dec8: INC_DEC(K_DEC, 8);
 
-h_imul_rrm: {
-    unsigned size = i->osz;
-    if (size == 4) {
-        READ_RM(b, 4);
-        int64_t prod = (int64_t)(int32_t)(uint32_t)r[i->reg] * (int64_t)(int32_t)(uint32_t)b;
-        uint64_t lo = (uint64_t)prod & M32;
-        r[i->reg] = lo;
-        mul_flags(L, lo, prod != sign_extend(lo, 4), 4);
-    } else if (size == 8) {
-        READ_RM(b, 8);
-        int64_t prod;
-        int ovf = __builtin_mul_overflow((int64_t)r[i->reg], (int64_t)b, &prod);
-        r[i->reg] = (uint64_t)prod;
-        mul_flags(L, (uint64_t)prod, ovf, 8);
-    } else {
-        goto bail;
-    }
-    NEXT();
-}
-
-// IMUL r, r/m, imm (imul2 with the immediate, as the executor's imulRRmI).
-h_imul_rrmi: {
-    unsigned size = i->osz;
-    if (size == 4) {
-        READ_RM(a, 4);
-        int64_t prod = (int64_t)(int32_t)(uint32_t)a * (int64_t)(int32_t)(uint32_t)i->imm;
-        uint64_t lo = (uint64_t)prod & M32;
-        r[i->reg] = lo;
-        mul_flags(L, lo, prod != sign_extend(lo, 4), 4);
-    } else if (size == 8) {
-        READ_RM(a, 8);
-        int64_t prod;
-        int ovf = __builtin_mul_overflow((int64_t)a, (int64_t)i->imm, &prod);
-        r[i->reg] = (uint64_t)prod;
-        mul_flags(L, (uint64_t)prod, ovf, 8);
-    } else {
-        goto bail;
-    }
-    NEXT();
-}
+// IMUL reg, r/m and IMUL reg, r/m, imm (imul2 in Integer.swift): the r/m operand times `factor`
+// (the register or the immediate), 32 or 64 bits; CF = OF = the product did not fit.
+#define IMUL2(factor) do { \
+        unsigned size_ = i->osz; \
+        if (size_ == 4) { \
+            READ_RM(b_, 4); \
+            int64_t prod_ = (int64_t)(int32_t)(uint32_t)(factor) * (int64_t)(int32_t)(uint32_t)b_; \
+            uint64_t lo_ = (uint64_t)prod_ & M32; \
+            r[i->reg] = lo_; \
+            mul_flags(L, lo_, prod_ != sign_extend(lo_, 4), 4); \
+        } else if (size_ == 8) { \
+            READ_RM(b_, 8); \
+            int64_t prod_; \
+            int ovf_ = __builtin_mul_overflow((int64_t)(factor), (int64_t)b_, &prod_); \
+            r[i->reg] = (uint64_t)prod_; \
+            mul_flags(L, (uint64_t)prod_, ovf_, 8); \
+        } else { \
+            goto bail; \
+        } \
+        NEXT(); \
+    } while (0)
+h_imul_rrm: IMUL2(r[i->reg]);
+h_imul_rrmi: IMUL2(i->imm);
 
 // Fused CMP/TEST + Jcc (the executor's cmpj/testj cases).
 #define CMPJ(size, srcexpr) do { \
