@@ -256,6 +256,35 @@ final class ImgtoolVsQemuImgTests: XCTestCase {
         XCTAssertEqual(r.stderr, "imgtool: This image format does not support checks\n")
     }
 
+    /// A refcount table entry pointing past any possible file offset (2^64 - 2^49, as a fuzzer
+    /// found): check reports it as qemu-img does instead of trapping on the offset, and map and
+    /// convert, which need no refcounts, still work, as in qemu-img.
+    func testRefcountTableEntryBeyondAnyFileOffset() throws {
+        let v = try Variants.shared()
+        let d = TempDir()
+        let ours = d.file("a.qcow2"), theirs = d.file("b.qcow2")
+        for p in [ours, theirs] {
+            try FileManager.default.copyItem(atPath: v.dir.file("default.qcow2"), toPath: p)
+            let h = FileHandle(forUpdatingAtPath: p)!
+            let header = try h.read(upToCount: 56) ?? Data()
+            let rt = header[48..<56].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            try h.seek(toOffset: rt)
+            h.write(Data([0xFF, 0xFE, 0, 0, 0, 0, 0, 0]))
+            try h.close()
+        }
+        for args in [["check"], ["check", "--output=json"], ["map", "--output=json"]] {
+            let a = try imgtool(args + [ours]), b = try qemuImg(args + [theirs])
+            XCTAssertEqual(a.status, b.status, "\(args): \(a.stderr)")
+            let outA = a.stdout.replacingOccurrences(of: ours, with: "F").replacingOccurrences(of: #", "compressed": (true|false)"#, with: "", options: .regularExpression)
+            XCTAssertEqual(outA, b.stdout.replacingOccurrences(of: theirs, with: "F"), "\(args)")
+            XCTAssertEqual(a.stderr, asOurs(b.stderr), "\(args)")
+        }
+        let a = try imgtool(["convert", "-O", "raw", ours, d.file("a.raw")])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        XCTAssertEqual(try qemuImg(["convert", "-O", "raw", theirs, d.file("b.raw")]).status, 0)
+        XCTAssertTrue(FileManager.default.contentsEqual(atPath: d.file("a.raw"), andPath: d.file("b.raw")))
+    }
+
     func testProgramNameFollowsArgv0() throws {
         let d = TempDir()
         let link = d.file("qemu-img")

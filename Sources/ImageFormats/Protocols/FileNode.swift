@@ -235,6 +235,10 @@ public final class FileNode: BlockNode, @unchecked Sendable {
             return BlockExtent(flags: [.data, .offsetValid], length: min(length, cached.end - offset), hostOffset: offset, file: self)
         }
         let fd = file.fd
+        // Offsets past what lseek takes (a corrupt image's table entry): no information.
+        guard length <= UInt64(Int64.max), offset <= UInt64(Int64.max) - length else {
+            return BlockExtent(flags: [.data, .offsetValid], length: length, hostOffset: offset, file: self)
+        }
         let data = clinux_lseek(fd, Int64(offset), clinux_SEEK_DATA)
         if data < 0 {
             if errno == ENXIO {

@@ -34,11 +34,20 @@ public final class PosixFile: @unchecked Sendable {
         }
     }
 
+    /// `offset + count` as a file offset, or EIO (QEMU's answer to a request past its maximum
+    /// length) when it does not fit one: a corrupt image's tables can point anywhere in 64 bits.
+    private func fileOffset(_ offset: UInt64, _ count: Int, _ what: @autoclosure () -> String) throws -> off_t {
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
+        guard !overflow, end <= UInt64(Int64.max) else { throw BlockError.system(what(), errno: EIO) }
+        return off_t(offset)
+    }
+
     /// Reads exactly `buffer.count` bytes; bytes past end of file read as zero.
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        let start = try fileOffset(offset, buffer.count, "Could not read \(buffer.count) bytes at offset \(offset) of '\(path)'")
         var done = 0
         while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, start + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw BlockError.system("Could not read \(buffer.count) bytes at offset \(offset) of '\(path)'", errno: errno)
@@ -56,6 +65,7 @@ public final class PosixFile: @unchecked Sendable {
     public func readScattered(at offset: UInt64, into buffers: [UnsafeMutableRawBufferPointer]) throws {
         let maxPieces = 1024   // IOV_MAX on Linux
         var first = 0, skip = 0   // the next piece to fill, and the bytes of it already filled
+        _ = try fileOffset(offset, buffers.reduce(0) { $0 + $1.count }, "Could not read at offset \(offset) of '\(path)'")
         var at = offset
         try withUnsafeTemporaryAllocation(of: iovec.self, capacity: min(buffers.count, maxPieces)) { iov in
             while first < buffers.count {
@@ -87,9 +97,10 @@ public final class PosixFile: @unchecked Sendable {
 
     /// Reads exactly `buffer.count` bytes; a short read is an error naming the offset.
     public func readExactly(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        let start = try fileOffset(offset, buffer.count, "Could not read \(buffer.count) bytes at offset \(offset) of '\(path)'")
         var done = 0
         while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, start + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw BlockError.system("Could not read \(buffer.count) bytes at offset \(offset) of '\(path)'", errno: errno)
@@ -102,9 +113,10 @@ public final class PosixFile: @unchecked Sendable {
     }
 
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
+        let start = try fileOffset(offset, buffer.count, "Could not write \(buffer.count) bytes at offset \(offset) of '\(path)'")
         var done = 0
         while done < buffer.count {
-            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, start + off_t(done))
             if n < 0 {
                 if errno == EINTR { continue }
                 throw BlockError.system("Could not write \(buffer.count) bytes at offset \(offset) of '\(path)'", errno: errno)
@@ -121,7 +133,8 @@ public final class PosixFile: @unchecked Sendable {
 
     public func truncate(_ size: UInt64) throws {
         var r: Int32
-        repeat { r = ftruncate(fd, off_t(size)) } while r < 0 && errno == EINTR
+        let length = try fileOffset(size, 0, "Failed to resize the file")
+        repeat { r = ftruncate(fd, length) } while r < 0 && errno == EINTR
         if r < 0 { throw BlockError.system("Failed to resize the file", errno: errno) }
     }
 
@@ -141,6 +154,7 @@ public final class PosixFile: @unchecked Sendable {
 
     /// fallocate; returns the errno on failure (0 on success) so callers can degrade.
     public func fallocate(mode: Int32, offset: UInt64, length: UInt64) -> Int32 {
-        clinux_fallocate(fd, mode, Int64(offset), Int64(length)) == 0 ? 0 : errno
+        guard length <= UInt64(Int64.max), offset <= UInt64(Int64.max) - length else { return EINVAL }
+        return clinux_fallocate(fd, mode, Int64(offset), Int64(length)) == 0 ? 0 : errno
     }
 }

@@ -139,6 +139,7 @@ public final class SocketTransport: NBDTransport, @unchecked Sendable {
             }
             p += n
         }
+        guard offset <= UInt64(Int64.max) - UInt64(length) else { return 0 }   // the caller's path reports it
         var off = off_t(offset)
         var done = 0
         while done < length {

@@ -289,7 +289,7 @@ extension Qcow2Node: CheckableNode {
         while let _ = nextIndex() {
             let stored: UInt64
             do { stored = try meta.refcount(ofCluster: i) } catch {
-                log("Can't get refcount for cluster \(i): \(error)")
+                log("Can't get refcount for cluster \(i): \(BlockError.strerror((error as? BlockError)?.errno ?? EIO))")
                 res.checkErrors += 1
                 i += 1
                 continue

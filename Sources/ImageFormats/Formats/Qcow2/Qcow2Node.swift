@@ -216,7 +216,8 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
     public func driverBlockStatus(at offset: UInt64, length: UInt64, wantZero: Bool) throws -> BlockExtent {
         try rw.read {
             try metaLock.withLock {
-                if metadataPreallocation == nil { metadataPreallocation = try detectMetadataPreallocation() }
+                // As QEMU: a refcount that cannot be read (a corrupt table) just means "no".
+                if metadataPreallocation == nil { metadataPreallocation = (try? detectMetadataPreallocation()) ?? false }
                 let m = try meta.lookup(offset, maxLength: length)
                 var flags: BlockStatusFlags = []
                 var e = BlockExtent(flags: [], length: m.length)
