@@ -285,6 +285,33 @@ final class ImgtoolVsQemuImgTests: XCTestCase {
         XCTAssertTrue(FileManager.default.contentsEqual(atPath: d.file("a.raw"), andPath: d.file("b.raw")))
     }
 
+    /// A persistent bitmap whose table offset is past any file offset: like qemu-img, imgtool
+    /// refuses to open the image, for info, check and convert alike, with QEMU's message.
+    func testBitmapTableBeyondAnyFileOffset() throws {
+        try requireQemuImg()
+        let d = TempDir()
+        let ours = d.file("a.qcow2"), theirs = d.file("b.qcow2")
+        XCTAssertEqual(try qemuImg(["create", "-q", "-f", "qcow2", ours, "4M"]).status, 0)
+        XCTAssertEqual(try qemuImg(["bitmap", "--add", ours, "b1"]).status, 0)
+        // The bitmaps header extension (magic 0x23852875) names the directory; its first entry
+        // starts with the bitmap table's offset.
+        var data = try Data(contentsOf: URL(fileURLWithPath: ours))
+        func be(_ o: Int, _ n: Int) -> UInt64 { data[o..<o + n].reduce(0) { $0 << 8 | UInt64($1) } }
+        var ext = Int(be(100, 4))
+        while be(ext, 4) != 0x2385_2875 && be(ext, 4) != 0 { ext += 8 + (Int(be(ext + 4, 4)) + 7) / 8 * 8 }
+        XCTAssertEqual(be(ext, 4), 0x2385_2875, "no bitmaps extension")
+        let directory = Int(be(ext + 8 + 16, 8))
+        data[directory] = 0xFF; data[directory + 1] = 0xFF
+        try data.write(to: URL(fileURLWithPath: ours))
+        try data.write(to: URL(fileURLWithPath: theirs))
+        for args in [["info"], ["check"], ["convert", "-O", "raw"]] {
+            let out = args[0] == "convert" ? [d.file("out.raw")] : []
+            let a = try imgtool(args + [ours] + out), b = try qemuImg(args + [theirs] + out)
+            XCTAssertEqual(a.status, b.status, "\(args)")
+            XCTAssertEqual(a.stderr.replacingOccurrences(of: ours, with: "F"), asOurs(b.stderr).replacingOccurrences(of: theirs, with: "F"), "\(args)")
+        }
+    }
+
     func testProgramNameFollowsArgv0() throws {
         let d = TempDir()
         let link = d.file("qemu-img")

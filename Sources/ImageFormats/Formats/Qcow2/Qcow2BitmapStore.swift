@@ -97,7 +97,15 @@ extension Qcow2Node {
             } else {
                 let expected = (UInt64(words) * 8 + cs - 1) / cs
                 guard UInt64(e.tableSize) == expected else { throw BlockError.invalid("Bitmap '\(e.name)' has a table of the wrong size") }
-                let table = try read(e.tableOffset, Int(e.tableSize) * 8)
+                // QEMU's wording for the two reads that can fail here.
+                func failed(_ error: Error, _ what: String) -> BlockError {
+                    let code = (error as? BlockError)?.errno ?? EIO
+                    return BlockError.system(what, errno: code == 0 ? EIO : code)
+                }
+                let table: [UInt8]
+                do { table = try read(e.tableOffset, Int(e.tableSize) * 8) } catch {
+                    throw failed(error, "Could not read bitmap_table table from image for bitmap '\(e.name)'")
+                }
                 for t in 0..<Int(e.tableSize) {
                     let entry = table.be64(t * 8)
                     let off = entry & 0x00FF_FFFF_FFFF_FE00
@@ -109,7 +117,8 @@ extension Qcow2Node {
                         continue
                     }
                     guard off % cs == 0 else { throw BlockError.invalid("Bitmap '\(e.name)' has a corrupted table") }
-                    let data = try read(off, Int(cs))
+                    let data: [UInt8]
+                    do { data = try read(off, Int(cs)) } catch { throw failed(error, "Could not read bitmap '\(e.name)' from image") }
                     for w in 0..<n { b.bits[firstWord + w] = data.le64(w * 8) }
                 }
             }

@@ -144,7 +144,7 @@ public final class Qcow2Node: BlockNode, @unchecked Sendable {
         if loadedSnapshot == nil && !context.flags.contains(.checkRepair) {
             try loadBitmaps(writable: writable)
         } else if context.flags.contains(.checkRepair) {
-            try? loadBitmaps(writable: false)
+            try loadBitmaps(writable: false)
         }
         if writable {
             if header.isDirty && !repairing {
