@@ -61,7 +61,13 @@ extension CPUCore {
         let lin = try opLinear(i, size, write: true)
         let d = try loadRMW(lin, size)
         if i.flags & DInst.fLock != 0, let p = atomicPointer(lin, size) {
-            try atomicUpdate(p, size, first: d) { old, cpu in cpu.alu(kind, old, src, size) }
+            // Each try starts from the flags before the instruction: ADC/SBB read CF, which a
+            // failed try (another vCPU won the race) has already replaced.
+            let before = arithFlags()
+            try atomicUpdate(p, size, first: d) { old, cpu in
+                cpu.setArith(before)
+                return cpu.alu(kind, old, src, size)
+            }
             return
         }
         try storeN(lin, alu(kind, d, src, size), size)
