@@ -94,26 +94,37 @@ static inline int64_t sign_extend(uint64_t v, unsigned size) {
 
 static inline uint64_t effective_address(const uint64_t *r, const struct X86FastInst *i) {
     uint64_t a = i->disp + r[i->base] + (r[i->index] << i->scale);
-    return i->asz == 8 ? a : (i->asz == 4 ? a & M32 : a & 0xFFFF);
+    // A branch, not a select: 64-bit addressing is nearly all there is in 64-bit mode.
+    if (__builtin_expect(i->asz != 8, 0)) a &= i->asz == 4 ? M32 : 0xFFFF;
+    return a;
 }
 
 /// The host address of a memory operand in 64-bit mode when the TLB has the page with the needed
 /// tag and the access stays on it (fastHost in Operands.swift); NULL otherwise.
-static inline void *host_address_at(const struct X86FastCore *c, const struct X86FastTLB *tlb,
-                                    const struct X86FastInst *i, uint64_t e, unsigned size, int write) {
+/// (A found flag and an out parameter rather than NULL for a miss, so that the handlers branch on
+/// the checks themselves and not once more on the resulting pointer.)
+static inline int lookup_host(const struct X86FastCore *c, const struct X86FastTLB *tlb,
+                              const struct X86FastInst *i, uint64_t e, unsigned size, int write, void **out) {
     uint64_t lin;
     unsigned seg = i->seg;
-    if (seg < 4) {
+    if (__builtin_expect(seg < 4, 1)) {
         lin = e;   // ES, CS, SS, DS: base 0 and no limit in 64-bit mode
     } else {
-        if (e + size > c->segEnd[seg]) return NULL;
+        if (e + size > c->segEnd[seg]) return 0;
         lin = c->segBase[seg] + e;
     }
     uint64_t page = lin >> 12;
     const struct X86FastTLB *t = &tlb[page & 1023];
     uint64_t tag = write ? t->wtag : t->rtag;
-    if (tag != page || (lin & 0xFFF) + size > 0x1000) return NULL;
-    return (void *)(uintptr_t)(lin + t->addend);
+    if (tag != page || (lin & 0xFFF) + size > 0x1000) return 0;
+    *out = (void *)(uintptr_t)(lin + t->addend);
+    return 1;
+}
+
+static inline void *host_address_at(const struct X86FastCore *c, const struct X86FastTLB *tlb,
+                                    const struct X86FastInst *i, uint64_t e, unsigned size, int write) {
+    void *h;
+    return lookup_host(c, tlb, i, e, size, write, &h) ? h : NULL;
 }
 
 static inline void *host_address(const struct X86FastCore *c, const struct X86FastTLB *tlb, const uint64_t *r,
@@ -515,7 +526,7 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
 #pragma clang diagnostic ignored "-Winitializer-overrides"
     static void *const labels[256] = {
         [0 ... 255] = &&bail,
-        [X86F_END] = &&done,
+        [X86F_END] = &&h_end,
         [X86F_NOP] = &&h_nop,
         [X86F_ADD_RMR4] = &&h_add_rmr4, [X86F_ADD_RRM4] = &&h_add_rrm4, [X86F_ADD_RMI4] = &&h_add_rmi4,
         [X86F_ADD_RMR8] = &&h_add_rmr8, [X86F_ADD_RRM8] = &&h_add_rrm8, [X86F_ADD_RMI8] = &&h_add_rmi8,
@@ -592,38 +603,44 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
     struct X86FastLazy *const L = c->lazy;
     const struct X86FastTLB *const tlb = *c->tlb;
     const struct X86FastInst *i;
-    uint64_t next;
+    // RIP is not kept per instruction: `pc` is the RIP at `base` (where this run or the current
+    // block began) until a branch sets it to the branch's target. The RIP of an instruction that
+    // goes back to Swift is worked out from the lengths since `base`; a block that runs to its end
+    // finds its fall-through RIP in its end marker, and a CALL its return address in its disp.
+    const struct X86FastInst *base = p;
     // Chaining state kept in locals while running and written back on return: nothing in here
-    // sets pollNow, so a run that starts without it can chain until the countdown runs out.
+    // sets pollNow, so a run that starts without it can chain until the countdown runs out (and
+    // one that may not chain runs with a countdown of 0, which never does).
     const int chain = block != NULL && !*c->pollNow;
-    int64_t countdown = *c->pollCountdown;
+    int64_t countdown = chain ? *c->pollCountdown : 0;
     uint64_t retired = 0;
 
 // Next instruction: its handler. After a block's last instruction comes its X86F_END marker,
 // whose handler is `done`, so nothing here compares positions; each handler has its own copy of
 // this jump (one shared indirect jump is predicted far worse by the host).
 #define DISPATCH() do { \
-        i = p; next = pc + i->len; \
+        i = p; \
         goto *labels[i->fast]; \
     } while (0)
-#define NEXT() do { pc = next; p++; DISPATCH(); } while (0)
-#define BRANCH(target) do { pc = (target); p++; DISPATCH(); } while (0)
+#define NEXT() do { p++; DISPATCH(); } while (0)
+// JMP, CALL and RET always end their block.
+#define BRANCH(target) do { pc = (target); p = end; goto done; } while (0)
 // A conditional branch, which need not end its block (64-bit blocks run on past them): taken, the
-// block is left there (the instructions after it, counted on entry, come off the count); not
-// taken, the block goes on.
+// block is left there (the instructions after it, counted on entry, come off the count: the last
+// one's tail is 0); not taken, the block goes on.
 #define CBRANCH(taken) do { \
         if (taken) { \
             pc = i->imm; \
-            if (p + 1 < end) retired -= i->tail; \
+            retired -= i->tail; \
             p = end; \
             goto done; \
         } \
-        pc = next; p++; DISPATCH(); \
+        p++; DISPATCH(); \
     } while (0)
 #define IS_MEM (i->flags & F_MEM)
 #define RFLAGS (*c->rflags)
 // A memory operand's host address, or back to Swift.
-#define HOST(var, size, write) void *var = host_address(c, tlb, r, i, (size), (write)); if (!var) goto bail
+#define HOST(var, size, write) void *var; if (!lookup_host(c, tlb, i, effective_address(r, i), (size), (write), &var)) goto bail
 
 // rm op= src (and CMP, which writes nothing), as aluRm in Integer.swift.
 #define ALU_RM(kind, size, src) do { \
@@ -931,7 +948,7 @@ h_call: {
     if (i->osz != 8) goto bail;
     void *h = stack_address(tlb, r[4] - 8, 1);
     if (!h) goto bail;
-    memcpy(h, &next, 8);
+    memcpy(h, &i->disp, 8);   // the return address (BlockCache puts it there)
     r[4] -= 8;
     BRANCH(i->imm);
 }
@@ -990,27 +1007,34 @@ h_bts_r: if (!op_bit_test(c, tlb, r, i, 1, 0)) goto bail; NEXT();
 h_btr_r: if (!op_bit_test(c, tlb, r, i, 2, 0)) goto bail; NEXT();
 h_btc_r: if (!op_bit_test(c, tlb, r, i, 3, 0)) goto bail; NEXT();
 
+h_end:
+    pc = p->imm;   // the block ran to its end: its fall-through RIP
 done:
     // The block ran to its end: into its linked successor, as execBlock's chaining does (the
     // links are only made between valid blocks of one page; execBlock checks the rest), unless a
     // poll is due, which execBlock's own chaining step then finds.
-    if (chain && countdown > 1) {
+    if (countdown > 1) {
         // Swift hands over its block cache's entry: the links and exit cache are ours to update.
         struct X86FastBlock *cur = (struct X86FastBlock *)block;
         const struct X86FastBlock *nb;
         if (cur->linkRIP0 == pc) nb = c->infos + cur->linkIdx0;
         else if (cur->linkRIP1 == pc) nb = c->infos + cur->linkIdx1;
         else if (cur->exitRIP == pc && still_valid(c, tlb, c->infos + cur->exitIdx, pc)) nb = c->infos + cur->exitIdx;
-        else if (!(nb = find_successor(c, tlb, cur, pc))) goto bail;
+        else if (!(nb = find_successor(c, tlb, cur, pc))) goto out;
         countdown -= 1;
         retired += (uint64_t)(int64_t)nb->guestCount;
         block = nb;
         p = c->insts + nb->first;
+        base = p;
         end = p + nb->count;
         DISPATCH();
     }
+    goto out;
 bail:
-    *c->pollCountdown = countdown;
+    // Instruction p goes to Swift: its RIP.
+    for (const struct X86FastInst *q = base; q < p; q++) pc += q->len;
+out:
+    if (chain) *c->pollCountdown = countdown;
     *c->instructions += retired;
     return (struct X86FastResult){ p, end, block, pc };
 }

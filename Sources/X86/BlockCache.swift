@@ -270,6 +270,9 @@ extension CPUCore {
             }
             pc &+= UInt64(d.len)
             if mode != .m64 { pc &= 0xFFFF_FFFF }
+            // A direct CALL carries its return address in its (otherwise unused) disp: the fast
+            // tier does not track RIP instruction by instruction.
+            if d.op == .call { blocks.insts[blocks.used + n - 1].disp = pc }
             l &+= UInt64(d.len)
             // 64-bit blocks run on past a conditional branch (a taken one leaves the block there,
             // see execBlock and the fast tier): fewer, longer blocks, fewer block transitions.
@@ -294,6 +297,7 @@ extension CPUCore {
         // the fast tier's dispatch to its block-end code.
         var marker = DInst(op: .ud, len: 0)
         marker.fast = UInt8(X86F_END)
+        marker.imm = pc   // the RIP after the block's last instruction, where it falls through to
         blocks.insts[blocks.used + n] = marker
         info.count = Int32(n)
         info.guestCount = Int32(guestInsts)
