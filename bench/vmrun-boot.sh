@@ -4,12 +4,13 @@
 #      -accel tcg and vmrun -accel tcg, direct and through SeaBIOS (and -accel kvm where KVM is
 #      real hardware, not PVM);
 #   2. vmrun's own memory (RSS minus guest RAM): bench/vmrun-memory.sh;
-#   3. an in-guest sequential read of a 256 MiB virtio disk, buffered and O_DIRECT, against
-#      `imgtool convert` (and qemu-img convert) of the same image on the host.
+#   3. an in-guest sequential read of a 512 MiB virtio disk, buffered and O_DIRECT (the best of three
+#      reads, as the host's converts are the best of three), against `imgtool convert` (and qemu-img
+#      convert) of the same image on the host.
 # Usage: bench/vmrun-boot.sh [guest-cache-dir]
 set -uo pipefail
 cd "$(dirname "$0")/.."
-cache=${1:-/tmp/vmrun-linux-guest-6}
+cache=${1:-/tmp/vmrun-linux-guest-7}
 swift build -c release --product vmrun >/dev/null || exit 1
 swift build -c release --product imgtool >/dev/null || exit 1
 vmrun=.build/release/vmrun
@@ -69,7 +70,7 @@ fi
 echo "== vmrun's own memory"
 VMRUN=$vmrun bash bench/vmrun-memory.sh "$cache" | grep -v '^==' | sed 's/^/  /'
 
-size_mib=256
+size_mib=512
 echo "== in-guest sequential read of $size_mib MiB (virtio-blk, dd bs=1M) vs converting the same image on the host"
 head -c ${size_mib}M /dev/urandom > "$work/disk.raw"
 read_speed() {  # accelerator -> "buffered X MB/s, O_DIRECT Y MB/s" as timed by the guest
@@ -78,7 +79,7 @@ read_speed() {  # accelerator -> "buffered X MB/s, O_DIRECT Y MB/s" as timed by 
         -drive "file=$work/disk.raw,format=raw,if=virtio" 2>/dev/null | awk '
         function rate(a, b, sectors) { return (b > a) ? sprintf("%.1f MB/s", sectors * 512 / 1e6 / (b - a)) : "too fast to time" }
         /VMRUN-READ/ { buffered = rate($2, $3, $4) }
-        /VMRUN-DREAD/ { direct = rate($2, $3, $4) }
+        /VMRUN-DREAD/ { if ($3 > $2 && (best == "" || $3 - $2 < best)) { best = $3 - $2; direct = rate($2, $3, $4) } }
         END { print "buffered " (buffered ? buffered : "-") ", O_DIRECT " (direct ? direct : "-") }'
 }
 echo "vmrun -accel tcg, guest dd: $(read_speed tcg)"

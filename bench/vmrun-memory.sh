@@ -8,7 +8,7 @@
 # Usage: bench/vmrun-memory.sh [guest-cache-dir]   (VMRUN=path picks a vmrun binary)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-cache=${1:-/tmp/vmrun-linux-guest-6}
+cache=${1:-/tmp/vmrun-linux-guest-7}
 if [ -z "${VMRUN:-}" ]; then
     swift build -c release --product vmrun >/dev/null || exit 1
     VMRUN=.build/release/vmrun

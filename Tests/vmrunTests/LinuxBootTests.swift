@@ -11,7 +11,7 @@ import Foundation
 import XCTest
 
 final class LinuxBootTests: XCTestCase {
-    static let guestDir = ProcessInfo.processInfo.environment["VMRUN_GUEST_CACHE"] ?? "/tmp/vmrun-linux-guest-6"
+    static let guestDir = ProcessInfo.processInfo.environment["VMRUN_GUEST_CACHE"] ?? "/tmp/vmrun-linux-guest-7"
     /// The first boot (qcow2 over a raw backing file, -drive if=virtio) doubles as the probe.
     nonisolated(unsafe) static var first: (accel: String, result: VMRun.Result, top: URL, base: URL, verdict: String?)?
     nonisolated(unsafe) static var releaseBinary: URL?
