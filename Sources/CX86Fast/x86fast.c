@@ -18,9 +18,9 @@ void x86fast_map(uint16_t op, uint8_t handler) {
 
 const uint8_t *x86fast_handlers(void) { return opMap; }
 
-uint8_t x86fast_handler(uint16_t op, uint8_t flags) {
+uint8_t x86fast_handler(uint16_t op, uint8_t flags, uint8_t asz) {
     uint8_t h = op < 1024 ? opMap[op] : X86F_EXIT;
-    if (flags & 1) return h;   // a memory operand
+    if (flags & 1) return asz == 8 ? h : X86F_EXIT;   // a memory operand (32-bit addressing: Swift's)
     if (h >= X86F_ADD_RMR4 && h <= X86F_CMP_RMI8) {
         // Each ALU kind has six forms (rmr4 rrm4 rmi4 rmr8 rrm8 rmi8), as do their register forms.
         return (uint8_t)(X86F_ADD_RMR4_R + (h - X86F_ADD_RMR4));
@@ -93,10 +93,8 @@ static inline int64_t sign_extend(uint64_t v, unsigned size) {
 }
 
 static inline uint64_t effective_address(const uint64_t *r, const struct X86FastInst *i) {
-    uint64_t a = i->disp + r[i->base] + (r[i->index] << i->scale);
-    // A branch, not a select: 64-bit addressing is nearly all there is in 64-bit mode.
-    if (__builtin_expect(i->asz != 8, 0)) a &= i->asz == 4 ? M32 : 0xFFFF;
-    return a;
+    // 64-bit addressing only: x86fast_handler leaves 32-bit addressing (a 0x67 prefix) to Swift.
+    return i->disp + r[i->base] + (r[i->index] << i->scale);
 }
 
 /// The host address of a memory operand in 64-bit mode when the TLB has the page with the needed
@@ -603,17 +601,20 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
     struct X86FastLazy *const L = c->lazy;
     const struct X86FastTLB *const tlb = *c->tlb;
     const struct X86FastInst *i;
-    // RIP is not kept per instruction: `pc` is the RIP at `base` (where this run or the current
-    // block began) until a branch sets it to the branch's target. The RIP of an instruction that
-    // goes back to Swift is worked out from the lengths since `base`; a block that runs to its end
-    // finds its fall-through RIP in its end marker, and a CALL its return address in its disp.
-    const struct X86FastInst *base = p;
     // Chaining state kept in locals while running and written back on return: nothing in here
     // sets pollNow, so a run that starts without it can chain until the countdown runs out (and
     // one that may not chain runs with a countdown of 0, which never does).
     const int chain = block != NULL && !*c->pollNow;
     int64_t countdown = chain ? *c->pollCountdown : 0;
     uint64_t retired = 0;
+    // RIP is not kept per instruction: `pc` is the RIP where this run began (`start`) or, once it
+    // has chained, where the current block begins, until a branch sets it to the branch's target.
+    // The RIP of an instruction that goes back to Swift is worked out from the lengths before it;
+    // a block that runs to its end finds its fall-through RIP in its end marker, and a CALL its
+    // return address in its disp. Neither that start nor the block's end is kept while running:
+    // the countdown tells whether the run has chained, and `block` which block it is in.
+    const struct X86FastInst *const start = p;
+    const int64_t countdown0 = countdown;
 
 // Next instruction: its handler. After a block's last instruction comes its X86F_END marker,
 // whose handler is `done`, so nothing here compares positions; each handler has its own copy of
@@ -624,7 +625,7 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
     } while (0)
 #define NEXT() do { p++; DISPATCH(); } while (0)
 // JMP, CALL and RET always end their block.
-#define BRANCH(target) do { pc = (target); p = end; goto done; } while (0)
+#define BRANCH(target) do { pc = (target); goto done; } while (0)
 // A conditional branch, which need not end its block (64-bit blocks run on past them): taken, the
 // block is left there (the instructions after it, counted on entry, come off the count: the last
 // one's tail is 0); not taken, the block goes on.
@@ -632,7 +633,6 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         if (taken) { \
             pc = i->imm; \
             retired -= i->tail; \
-            p = end; \
             goto done; \
         } \
         p++; DISPATCH(); \
@@ -1020,19 +1020,22 @@ done:
         if (cur->linkRIP0 == pc) nb = c->infos + cur->linkIdx0;
         else if (cur->linkRIP1 == pc) nb = c->infos + cur->linkIdx1;
         else if (cur->exitRIP == pc && still_valid(c, tlb, c->infos + cur->exitIdx, pc)) nb = c->infos + cur->exitIdx;
-        else if (!(nb = find_successor(c, tlb, cur, pc))) goto out;
+        else if (!(nb = find_successor(c, tlb, cur, pc))) goto at_end;
         countdown -= 1;
         retired += (uint64_t)(int64_t)nb->guestCount;
         block = nb;
         p = c->insts + nb->first;
-        base = p;
-        end = p + nb->count;
         DISPATCH();
     }
+at_end:
+    // Stopped after a block's last instruction (pc is where it went): at the block's end.
+    if (countdown != countdown0) end = c->insts + block->first + block->count;
+    p = end;
     goto out;
 bail:
-    // Instruction p goes to Swift: its RIP.
-    for (const struct X86FastInst *q = base; q < p; q++) pc += q->len;
+    // Instruction p goes to Swift: its RIP, and the end of its block.
+    if (countdown != countdown0) end = c->insts + block->first + block->count;
+    for (const struct X86FastInst *q = countdown != countdown0 ? c->insts + block->first : start; q < p; q++) pc += q->len;
 out:
     if (chain) *c->pollCountdown = countdown;
     *c->instructions += retired;

@@ -263,8 +263,17 @@ extension CPUCore {
                 if d.len == 0 { break }
             }
             guestInsts += 1
-            let fused = d.op == .jcc && n > 0 && fuse(&blocks.insts[blocks.used + n - 1], d)
-            if !fused {
+            // Each entry's `tail` holds its guest instruction count until the block is complete.
+            let prev = n > 0 ? blocks.insts + blocks.used + n - 1 : nil
+            if let prev, d.op == .jcc, fuse(&prev.pointee, d) {
+                prev.pointee.tail += 1
+            } else if let prev, d.op == .nop, absorbsNop(prev.pointee, d), guestInsts < 200 {
+                // A NOP (the ENDBR64 and ftrace NOP that open every kernel function, padding)
+                // becomes part of the instruction before it: one dispatch fewer, same effect.
+                prev.pointee.len &+= d.len
+                prev.pointee.tail += 1
+            } else {
+                d.tail = 1
                 blocks.insts[blocks.used + n] = d
                 n += 1
             }
@@ -281,16 +290,13 @@ extension CPUCore {
         }
         var after = 0
         for k in stride(from: blocks.used + n - 1, through: blocks.used, by: -1) {
+            let count = Int(blocks.insts[k].tail)
             blocks.insts[k].tail = UInt8(after)
-            switch blocks.insts[k].op {
-            case .cmpjRR4, .cmpjRR8, .cmpjRI4, .cmpjRI8, .testjRR4, .testjRR8: after += 2
-            case .debugBreak: break
-            default: after += 1
-            }
+            after += count
         }
         if fastOps != nil {
             for k in blocks.used..<(blocks.used + n) {
-                blocks.insts[k].fast = x86fast_handler(blocks.insts[k].op.rawValue, blocks.insts[k].flags)
+                blocks.insts[k].fast = x86fast_handler(blocks.insts[k].op.rawValue, blocks.insts[k].flags, blocks.insts[k].asz)
             }
         }
         // The end marker after the block: never executed (the executor stops at `count`), it sends
@@ -331,6 +337,18 @@ extension CPUCore {
         f.len = prev.len &+ j.len
         prev = f
         return true
+    }
+
+    /// Whether NOP `nop` may be folded into `prev`, the instruction before it in a 64-bit block
+    /// (prev's length grows by the NOP's, so prev's next RIP is the one after the NOP). Not into
+    /// a control transfer (its fall-through or return address would skip the NOP), nor into MOV SS
+    /// or POP SS (whose interrupt shadow covers exactly the next instruction).
+    mutating func absorbsNop(_ prev: DInst, _ nop: DInst) -> Bool {
+        guard mode == .m64, Int(prev.len) + Int(nop.len) <= 255, prev.tail < 200 else { return false }
+        switch prev.op {
+        case .movSegRm, .popSeg, .debugBreak: return false
+        default: return !isTerminator(prev.op)
+        }
     }
 
     mutating func isTerminator(_ op: Op) -> Bool {

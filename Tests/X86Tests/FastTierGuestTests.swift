@@ -220,6 +220,40 @@ final class FastTierGuestTests: GuestTestCase {
         XCTAssertEqual(try retired(4000) - retired(1000), 16500)
     }
 
+    /// A NOP in a 64-bit block is folded into the instruction before it (one dispatch fewer): the
+    /// retired count still counts it, as does the count taken off when a branch leaves the block
+    /// early, and the folded instruction's next RIP is after the NOP. The loop opens with ENDBR64
+    /// and ftrace's 5-byte NOP, as kernel functions do: 8 and 10 instructions per pass.
+    func testNopsFoldedIntoTheirBlockStillRetire() throws {
+        func retired(_ passes: Int) throws -> UInt64 {
+            let image = try GuestHarness.assemble("""
+                mov ecx, \(passes)
+            .l:
+                endbr64
+                nop dword [rax+rax*1+0]
+                inc eax
+                test ecx, 1
+                jnz .skip
+                inc ebx
+                nop
+            .skip:
+                dec ecx
+                nop
+                jnz .l
+                mov rax, rbx
+                xor edx, edx
+                call pf64
+
+            """, mode: .lm64)
+            let (out, cpu, plat) = GuestHarness.runOurs(image)
+            XCTAssertNotNil(plat.exitCode, out)
+            XCTAssertTrue(out.contains(String(format: "%016X", passes / 2)), out)
+            return cpu.instructionsRetired
+        }
+        XCTAssertEqual(try retired(2000) - retired(1000), 9000)
+        XCTAssertEqual(try retired(4000) - retired(1000), 27000)
+    }
+
     /// LOCKed read-modify-writes (host atomics in the fast tier), CMPXCHG and XADD in both
     /// outcomes, and BT/BTS/BTR/BTC with immediate and register bit offsets, including register
     /// offsets that reach the next or the previous qword of a memory operand.

@@ -137,10 +137,10 @@ void x86fast_map(uint16_t op, uint8_t handler);
 /// The operation-to-handler table x86fast_map fills (1024 entries).
 const uint8_t *x86fast_handlers(void);
 
-/// The handler for one decoded instruction (its operation and DInst flags): the operation's, or
-/// its register-only form when the instruction has no memory operand. Stored in the instruction
-/// when its block is built.
-uint8_t x86fast_handler(uint16_t op, uint8_t flags);
+/// The handler for one decoded instruction (its operation, DInst flags and address size): the
+/// operation's, or its register-only form when the instruction has no memory operand, or none for
+/// a memory operand with 32-bit addressing. Stored in the instruction when its block is built.
+uint8_t x86fast_handler(uint16_t op, uint8_t flags, uint8_t asz);
 
 /// Runs instructions from `p` up to `end`, the end of decoded block `block` (where its X86F_END marker
 /// is; 64-bit mode), until one needs
