@@ -558,6 +558,7 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         [X86F_CMPJ_RR4] = &&h_cmpj_rr4, [X86F_CMPJ_RR8] = &&h_cmpj_rr8,
         [X86F_CMPJ_RI4] = &&h_cmpj_ri4, [X86F_CMPJ_RI8] = &&h_cmpj_ri8,
         [X86F_TESTJ_RR4] = &&h_testj_rr4, [X86F_TESTJ_RR8] = &&h_testj_rr8,
+        [X86F_TESTJ_RI] = &&h_testj_ri, [X86F_TESTJ_RR] = &&h_testj_rr,
         [X86F_JCC] = &&h_jcc, [X86F_JMP] = &&h_jmp, [X86F_CALL] = &&h_call, [X86F_RET] = &&h_ret,
         [X86F_PUSH] = &&h_push, [X86F_POP] = &&h_pop, [X86F_SETCC] = &&h_setcc, [X86F_CMOVCC] = &&h_cmovcc,
         [X86F_ADD_RMR] = &&h_add_rmr, [X86F_ADD_RRM] = &&h_add_rrm, [X86F_ADD_RMI] = &&h_add_rmi,
@@ -941,6 +942,23 @@ h_cmpj_ri8: CMPJ(8, i->disp);
     } while (0)
 h_testj_rr4: TESTJ(4);
 h_testj_rr8: TESTJ(8);
+// Any size (8-bit registers are byte offsets): the immediate is in disp.
+#define TESTJ_ANY(srcexpr) do { \
+        unsigned size_ = i->osz; \
+        uint64_t v_ = get_reg(r, i->rm, size_) & (srcexpr) & MASK(size_), sign_ = 1ull << (size_ * 8 - 1); \
+        set_logic(L, size_, v_); \
+        int t_; \
+        switch (i->aux) { \
+        case 4: t_ = v_ == 0; break; \
+        case 5: t_ = v_ != 0; break; \
+        case 8: t_ = (v_ & sign_) != 0; break; \
+        case 9: t_ = (v_ & sign_) == 0; break; \
+        default: t_ = condition(L, RFLAGS, i->aux); break; \
+        } \
+        CBRANCH(t_); \
+    } while (0)
+h_testj_ri: TESTJ_ANY(i->disp);
+h_testj_rr: TESTJ_ANY(get_reg(r, i->reg, size_));
 
 h_jcc: CBRANCH(condition(L, RFLAGS, i->aux));
 h_jmp: BRANCH(i->imm);

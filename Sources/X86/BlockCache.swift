@@ -330,6 +330,8 @@ extension CPUCore {
         case .cmpRmI8: f.op = .cmpjRI8; f.disp = prev.imm
         case .testRmR4: f.op = .testjRR4
         case .testRmR8: f.op = .testjRR8
+        case .testRmR: f.op = .testjRR
+        case .testRmI, .testRmI4, .testRmI8: f.op = .testjRI; f.disp = prev.imm
         default: return false
         }
         f.imm = j.imm
@@ -356,7 +358,7 @@ extension CPUCore {
         case .jcc, .jmp, .jmpRm, .call, .callRm, .ret, .jcxz, .loop, .loope, .loopne,
              .jmpFarI, .jmpFarM, .callFarI, .callFarM, .retf, .int, .int3, .into, .int1, .iret, .hlt,
              .syscall, .sysret, .sysenter, .sysexit, .ud, .unimpl, .movToCR, .lmsw, .wrmsr, .popf, .sti,
-             .cmpjRR4, .cmpjRR8, .cmpjRI4, .cmpjRI8, .testjRR4, .testjRR8:
+             .cmpjRR4, .cmpjRR8, .cmpjRI4, .cmpjRI8, .testjRR4, .testjRR8, .testjRI, .testjRR:
             return true
         default:
             return false

@@ -220,6 +220,25 @@ final class FastTierGuestTests: GuestTestCase {
         XCTAssertEqual(try retired(4000) - retired(1000), 16500)
     }
 
+    /// TEST of a register with an immediate or a register, at every size, fused with the Jcc after
+    /// it: all 16 conditions taken and not taken, the flags left for later readers.
+    func testFusedTestAndBranchAtEverySize() throws {
+        var body = "mov qword [FLAGMASK], 0x8D5\n"
+        var k = 0, label = 0
+        for form in ["test al, 0x81", "test bh, 0x80", "test ah, bl", "test sil, sil", "test ax, 0x8001", "test cx, dx",
+                     "test bx, ax", "test eax, 0x80000001", "test ebx, 0x7FFFFFFF", "test rax, -1", "test rbx, 0x40",
+                     "test r10b, 0x7F", "test dl, 0"] {
+            body += setup(k) + "mov r10, rax\nmov esi, ecx\nxor r12d, r12d\n"
+            for cc in ["o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g"] {
+                label += 1
+                body += "\(form)\nj\(cc) .f\(label)\nor r12, 1\n.f\(label):\nshl r12, 1\n"
+            }
+            body += "\(form)\nmov rbx, r12\n" + dump
+            k += 1
+        }
+        try compare(body)
+    }
+
     /// A NOP in a 64-bit block is folded into the instruction before it (one dispatch fewer): the
     /// retired count still counts it, as does the count taken off when a branch leaves the block
     /// early, and the folded instruction's next RIP is after the NOP. The loop opens with ENDBR64

@@ -126,6 +126,8 @@ enum {
     // are), and the bit tests with immediate and register bit offsets.
     X86F_CMPXCHG, X86F_XADD,
     X86F_BT_I, X86F_BTS_I, X86F_BTR_I, X86F_BTC_I, X86F_BT_R, X86F_BTS_R, X86F_BTR_R, X86F_BTC_R,
+    // TEST + Jcc at any operand size: register and immediate, register and register.
+    X86F_TESTJ_RI, X86F_TESTJ_RR,
     // The marker after every decoded block (not an instruction): the block's end.
     X86F_END,
     X86F_COUNT
