@@ -624,7 +624,10 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         i = p; \
         goto *labels[i->fast]; \
     } while (0)
-#define NEXT() do { p++; DISPATCH(); } while (0)
+// (Handlers advance `i` alone; `p` is brought up to date where the run stops.)
+// (The empty asm keeps the compiler from computing the next instruction's address twice, once
+// for `i` and once for the handler load, which cost two extra instructions per dispatch.)
+#define NEXT() do { i++; __asm__("" : "+r"(i)); goto *labels[i->fast]; } while (0)
 // JMP, CALL and RET always end their block.
 #define BRANCH(target) do { pc = (target); goto done; } while (0)
 // A conditional branch, which need not end its block (64-bit blocks run on past them): taken, the
@@ -636,7 +639,7 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
             retired -= i->tail; \
             goto done; \
         } \
-        p++; DISPATCH(); \
+        NEXT(); \
     } while (0)
 #define IS_MEM (i->flags & F_MEM)
 #define RFLAGS (*c->rflags)
@@ -676,27 +679,53 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         else { HOST(hw_, (size), 1); store_n(hw_, (value), (size)); } \
     } while (0)
 
-#define ALU_GROUP(name, kind) \
+// The 32- and 64-bit forms, which x86fast_handler gives memory operands only (a register operand
+// gets the _R form), and the forms of any size, which take both.
+#define ALU_GROUP_SIZED(name, kind) \
     h_##name##_rmr4: ALU_RM(kind, 4, get_reg(r, i->reg, 4)); \
     h_##name##_rrm4: ALU_R_RM(kind, 4); \
     h_##name##_rmi4: ALU_RM(kind, 4, i->imm); \
     h_##name##_rmr8: ALU_RM(kind, 8, r[i->reg]); \
     h_##name##_rrm8: ALU_R_RM(kind, 8); \
-    h_##name##_rmi8: ALU_RM(kind, 8, i->imm); \
+    h_##name##_rmi8: ALU_RM(kind, 8, i->imm);
+#define ALU_GROUP_ANY(name, kind) \
     h_##name##_rmr: ALU_RM(kind, i->osz, get_reg(r, i->reg, i->osz)); \
     h_##name##_rrm: ALU_R_RM(kind, i->osz); \
     h_##name##_rmi: ALU_RM(kind, i->osz, i->imm);
 
     DISPATCH();
 
-    ALU_GROUP(add, 0)
-    ALU_GROUP(or, 1)
-    ALU_GROUP(adc, 2)
-    ALU_GROUP(sbb, 3)
-    ALU_GROUP(and, 4)
-    ALU_GROUP(sub, 5)
-    ALU_GROUP(xor, 6)
-    ALU_GROUP(cmp, 7)
+#undef IS_MEM
+#define IS_MEM 1
+    ALU_GROUP_SIZED(add, 0)
+    ALU_GROUP_SIZED(or, 1)
+    ALU_GROUP_SIZED(adc, 2)
+    ALU_GROUP_SIZED(sbb, 3)
+    ALU_GROUP_SIZED(and, 4)
+    ALU_GROUP_SIZED(sub, 5)
+    ALU_GROUP_SIZED(xor, 6)
+    ALU_GROUP_SIZED(cmp, 7)
+    // MOV, TEST and MOVZX forms with register-only variants (x86fast_handler): memory here.
+h_mov_rmr4: WRITE_RM(4, r[i->reg] & M32); NEXT();
+h_mov_rrm4: { READ_RM(v, 4); r[i->reg] = v; NEXT(); }
+h_mov_rmr8: WRITE_RM(8, r[i->reg]); NEXT();
+h_mov_rrm8: { READ_RM(v, 8); r[i->reg] = v; NEXT(); }
+h_test_rmr4: { READ_RM(v, 4); set_logic(L, 4, v & r[i->reg] & M32); NEXT(); }
+h_test_rmr8: { READ_RM(v, 8); set_logic(L, 8, v & r[i->reg]); NEXT(); }
+h_movzx8_4: { READ_RM(v, 1); r[i->reg] = v; NEXT(); }
+h_movzx16_4: { READ_RM(v, 2); r[i->reg] = v; NEXT(); }
+h_movzx8_8: { READ_RM(v, 1); r[i->reg] = v; NEXT(); }
+h_movzx16_8: { READ_RM(v, 2); r[i->reg] = v; NEXT(); }
+#undef IS_MEM
+#define IS_MEM (i->flags & F_MEM)
+    ALU_GROUP_ANY(add, 0)
+    ALU_GROUP_ANY(or, 1)
+    ALU_GROUP_ANY(adc, 2)
+    ALU_GROUP_ANY(sbb, 3)
+    ALU_GROUP_ANY(and, 4)
+    ALU_GROUP_ANY(sub, 5)
+    ALU_GROUP_ANY(xor, 6)
+    ALU_GROUP_ANY(cmp, 7)
 
 h_nop:
     NEXT();
@@ -732,12 +761,8 @@ h_movzx16_8_r: r[i->reg] = r[i->rm] & 0xFFFF; NEXT();
 #undef IS_MEM
 #define IS_MEM (i->flags & F_MEM)
 
-h_mov_rmr4: WRITE_RM(4, r[i->reg] & M32); NEXT();
-h_mov_rrm4: { READ_RM(v, 4); r[i->reg] = v; NEXT(); }
 h_mov_rmi4: WRITE_RM(4, i->imm & M32); NEXT();
 h_mov_ri4: r[i->reg] = i->imm & M32; NEXT();
-h_mov_rmr8: WRITE_RM(8, r[i->reg]); NEXT();
-h_mov_rrm8: { READ_RM(v, 8); r[i->reg] = v; NEXT(); }
 h_mov_rmi8: WRITE_RM(8, i->imm); NEXT();
 h_mov_ri8: r[i->reg] = i->imm; NEXT();
 h_mov_rmr: {
@@ -752,9 +777,7 @@ h_mov_rrm: {
     NEXT();
 }
 
-h_test_rmr4: { READ_RM(v, 4); set_logic(L, 4, v & r[i->reg] & M32); NEXT(); }
 h_test_rmi4: { READ_RM(v, 4); set_logic(L, 4, v & i->imm & M32); NEXT(); }
-h_test_rmr8: { READ_RM(v, 8); set_logic(L, 8, v & r[i->reg]); NEXT(); }
 h_test_rmi8: { READ_RM(v, 8); set_logic(L, 8, v & i->imm); NEXT(); }
 
 h_test_rmr: { unsigned size = i->osz; READ_RM(v, size); set_logic(L, size, v & get_reg(r, i->reg, size)); NEXT(); }
@@ -784,10 +807,6 @@ h_neg: NOT_NEG(1);
 h_lea4: r[i->reg] = effective_address(r, i) & M32; NEXT();
 h_lea8: r[i->reg] = effective_address(r, i); NEXT();
 
-h_movzx8_4: { READ_RM(v, 1); r[i->reg] = v; NEXT(); }
-h_movzx16_4: { READ_RM(v, 2); r[i->reg] = v; NEXT(); }
-h_movzx8_8: { READ_RM(v, 1); r[i->reg] = v; NEXT(); }
-h_movzx16_8: { READ_RM(v, 2); r[i->reg] = v; NEXT(); }
 h_movsxd: {
     unsigned size = i->osz;
     if (size != 4 && size != 8) goto bail;
@@ -1026,7 +1045,7 @@ h_btr_r: if (!op_bit_test(c, tlb, r, i, 2, 0)) goto bail; NEXT();
 h_btc_r: if (!op_bit_test(c, tlb, r, i, 3, 0)) goto bail; NEXT();
 
 h_end:
-    pc = p->imm;   // the block ran to its end: its fall-through RIP
+    pc = i->imm;   // the block ran to its end: its fall-through RIP
 done:
     // The block ran to its end: into its linked successor, as execBlock's chaining does (the
     // links are only made between valid blocks of one page; execBlock checks the rest), unless a
@@ -1051,7 +1070,8 @@ at_end:
     p = end;
     goto out;
 bail:
-    // Instruction p goes to Swift: its RIP, and the end of its block.
+    // Instruction i goes to Swift: its RIP, and the end of its block.
+    p = i;
     if (countdown != countdown0) end = c->insts + block->first + block->count;
     for (const struct X86FastInst *q = countdown != countdown0 ? c->insts + block->first : start; q < p; q++) pc += q->len;
 out:
