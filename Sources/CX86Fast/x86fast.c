@@ -111,10 +111,12 @@ static inline int lookup_host(const struct X86FastCore *c, const struct X86FastT
         if (e + size > c->segEnd[seg]) return 0;
         lin = c->segBase[seg] + e;
     }
-    uint64_t page = lin >> 12;
-    const struct X86FastTLB *t = &tlb[page & 1023];
+    const struct X86FastTLB *t = &tlb[(lin >> 12) & 1023];
     uint64_t tag = write ? t->wtag : t->rtag;
-    if (tag != page || (lin & 0xFFF) + size > 0x1000) return 0;
+    // Compared with the page of the access's last byte, which also rules out a page crossing:
+    // entry k only ever holds pages equal to k modulo 1024, and the last byte's page is lin's
+    // page or the next one.
+    if (tag != (lin + size - 1) >> 12) return 0;
     *out = (void *)(uintptr_t)(lin + t->addend);
     return 1;
 }
@@ -158,10 +160,9 @@ static inline uint64_t fetch_add_n(void *h, unsigned size, uint64_t v) {
 
 /// The stack slot at `sp` (stackHost): 8 bytes on one page with the needed tag.
 static inline void *stack_address(const struct X86FastTLB *tlb, uint64_t sp, int write) {
-    uint64_t page = sp >> 12;
-    const struct X86FastTLB *t = &tlb[page & 1023];
+    const struct X86FastTLB *t = &tlb[(sp >> 12) & 1023];
     uint64_t tag = write ? t->wtag : t->rtag;
-    if (tag != page || (sp & 0xFFF) > 0xFF8) return NULL;
+    if (tag != (sp + 7) >> 12) return NULL;   // the slot's last byte's page (see lookup_host)
     return (void *)(uintptr_t)(sp + t->addend);
 }
 

@@ -220,6 +220,43 @@ final class FastTierGuestTests: GuestTestCase {
         XCTAssertEqual(try retired(4000) - retired(1000), 16500)
     }
 
+    /// Loads, stores and pushes that cross from one page into the next, where the next virtual page
+    /// maps a physical page that does not follow (PD entry 2 is pointed at 6 MiB): the fast tier
+    /// must leave them to Swift, which reads and writes both pages through the page tables. An
+    /// access taken whole from the first page's host address would see the identity-mapped 4 MiB.
+    func testAccessesThatCrossAPageBoundary() throws {
+        let body = """
+            mov dword [0x3FFFFC], 0x11223344
+            mov dword [0x400000], 0xAAAAAAAA
+            mov dword [0x600000], 0x55667788
+            mov qword [0x12010], 0x600083
+            invlpg [0x400000]
+            mov rax, [0x3FFFFC]
+            mov edx, [0x3FFFFE]
+            call pf64
+            mov rbx, 0x0102030405060708
+            mov [0x3FFFFA], rbx
+            add qword [0x3FFFFC], 0x10
+            mov rax, [0x600000]
+            mov rdx, [0x3FFFF8]
+            call pf64
+            mov rcx, rsp
+            mov rsp, 0x400004
+            push rbx
+            pop rdx
+            mov rsp, rcx
+            mov rax, [0x600000]
+            call pf64
+            mov qword [0x12010], 0x400083
+            invlpg [0x400000]
+            mov rax, [0x400000]
+            xor edx, edx
+            call pf64
+
+        """
+        try compare(body)
+    }
+
     /// TEST of a register with an immediate or a register, at every size, fused with the Jcc after
     /// it: all 16 conditions taken and not taken, the flags left for later readers.
     func testFusedTestAndBranchAtEverySize() throws {
