@@ -276,6 +276,27 @@ final class FastTierGuestTests: GuestTestCase {
         try compare(body)
     }
 
+    /// CMP of registers or a register and an immediate, 32 and 64 bits, fused with the Jcc after it:
+    /// all 16 conditions (overflow, sign and parity too) over operands that are equal, that
+    /// overflow, that differ in sign.
+    func testFusedCompareAndBranch() throws {
+        var body = "mov qword [FLAGMASK], 0x8D5\n"
+        var k = 0, label = 0
+        for form in ["cmp eax, ebx", "cmp rax, rbx", "cmp ebx, eax", "cmp rbx, rax", "cmp rax, rax", "cmp eax, 0x7FFFFFFF",
+                     "cmp rbx, -1", "cmp eax, -3", "cmp rax, 0x40", "cmp ebx, 0"] {
+            for n in 0..<2 {
+                body += setup(k + n) + "xor r12d, r12d\n"
+                for cc in ["o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g"] {
+                    label += 1
+                    body += "\(form)\nj\(cc) .c\(label)\nor r12, 1\n.c\(label):\nshl r12, 1\n"
+                }
+                body += "\(form)\nmov rbx, r12\n" + dump
+            }
+            k += 1
+        }
+        try compare(body)
+    }
+
     /// A NOP in a 64-bit block is folded into the instruction before it (one dispatch fewer): the
     /// retired count still counts it, as does the count taken off when a branch leaves the block
     /// early, and the folded instruction's next RIP is after the NOP. The loop opens with ENDBR64
