@@ -560,6 +560,7 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         [X86F_CMPJ_RI4] = &&h_cmpj_ri4, [X86F_CMPJ_RI8] = &&h_cmpj_ri8,
         [X86F_TESTJ_RR4] = &&h_testj_rr4, [X86F_TESTJ_RR8] = &&h_testj_rr8,
         [X86F_TESTJ_RI] = &&h_testj_ri, [X86F_TESTJ_RR] = &&h_testj_rr,
+        [X86F_CMPJ_MI] = &&h_cmpj_mi, [X86F_TESTJ_MI] = &&h_testj_mi,
         [X86F_JCC] = &&h_jcc, [X86F_JMP] = &&h_jmp, [X86F_CALL] = &&h_call, [X86F_RET] = &&h_ret,
         [X86F_PUSH] = &&h_push, [X86F_POP] = &&h_pop, [X86F_SETCC] = &&h_setcc, [X86F_CMOVCC] = &&h_cmovcc,
         [X86F_ADD_RMR] = &&h_add_rmr, [X86F_ADD_RRM] = &&h_add_rrm, [X86F_ADD_RMI] = &&h_add_rmi,
@@ -978,6 +979,20 @@ h_testj_rr8: TESTJ(8);
         CBRANCH(t_); \
     } while (0)
 h_testj_ri: TESTJ_ANY(i->disp);
+h_cmpj_mi: {
+    unsigned size = i->osz;
+    uint64_t m = MASK(size), s = (uint64_t)(int64_t)(int8_t)i->reg & m;
+    HOST(h, size, 0);
+    uint64_t d = load_n(h, size);
+    set_lazy(L, K_SUB, size, (d - s) & m, d, s);
+    CBRANCH(condition(L, RFLAGS, i->aux));
+}
+h_testj_mi: {
+    unsigned size = i->osz;
+    HOST(h, size, 0);
+    set_logic(L, size, load_n(h, size) & (uint64_t)(int64_t)(int8_t)i->reg & MASK(size));
+    CBRANCH(condition(L, RFLAGS, i->aux));
+}
 h_testj_rr: TESTJ_ANY(get_reg(r, i->reg, size_));
 
 h_jcc: CBRANCH(condition(L, RFLAGS, i->aux));

@@ -316,11 +316,29 @@ extension CPUCore {
         return blocks.infos + idx
     }
 
-    /// Fuses a register CMP/TEST with the Jcc that follows it into `prev`. The flags are still
-    /// recorded for later readers; only the dispatch and the flag decoding disappear.
+    /// Fuses a register CMP/TEST, or a memory one with a byte-sized immediate, with the Jcc that
+    /// follows it into `prev`. The flags are still recorded for later readers; only the dispatch
+    /// and the flag decoding disappear. (A fault reading the memory operand reports the CMP/TEST,
+    /// where the fused instruction begins, as it should.)
     mutating func fuse(_ prev: inout DInst, _ j: DInst) -> Bool {
-        guard !prev.isMem else { return false }
         var f = prev
+        if prev.isMem {
+            guard prev.flags & DInst.fLock == 0 else { return false }   // LOCK CMP/TEST: #UD, Swift's
+            switch prev.op {
+            case .cmpRmI, .cmpRmI4, .cmpRmI8: f.op = .cmpjMI
+            case .testRmI, .testRmI4, .testRmI8: f.op = .testjMI
+            default: return false
+            }
+            let m = sizeMask(Int(prev.osz))
+            let byte = UInt8(truncatingIfNeeded: prev.imm)
+            guard UInt64(bitPattern: Int64(Int8(bitPattern: byte))) & m == prev.imm & m else { return false }
+            f.reg = byte
+            f.imm = j.imm
+            f.aux = j.aux
+            f.len = prev.len &+ j.len
+            prev = f
+            return true
+        }
         switch prev.op {
         case .cmpRmR4: f.op = .cmpjRR4
         case .cmpRmR8: f.op = .cmpjRR8
@@ -358,7 +376,7 @@ extension CPUCore {
         case .jcc, .jmp, .jmpRm, .call, .callRm, .ret, .jcxz, .loop, .loope, .loopne,
              .jmpFarI, .jmpFarM, .callFarI, .callFarM, .retf, .int, .int3, .into, .int1, .iret, .hlt,
              .syscall, .sysret, .sysenter, .sysexit, .ud, .unimpl, .movToCR, .lmsw, .wrmsr, .popf, .sti,
-             .cmpjRR4, .cmpjRR8, .cmpjRI4, .cmpjRI8, .testjRR4, .testjRR8, .testjRI, .testjRR:
+             .cmpjRR4, .cmpjRR8, .cmpjRI4, .cmpjRI8, .testjRR4, .testjRR8, .testjRI, .testjRR, .cmpjMI, .testjMI:
             return true
         default:
             return false

@@ -70,6 +70,15 @@ extension CPUCore {
             pc = taken ? i.imm : next
             if taken && p < blockEnd { leaveBlock(i, &p, blockEnd) }
             continue
+        case .cmpjMI, .testjMI:
+            let m = sizeMask(size)
+            let d = try readRm(i, size)
+            let s = UInt64(bitPattern: Int64(Int8(bitPattern: i.reg))) & m
+            if i.op == .cmpjMI { setLazy(LazyKind.sub, size, res: (d &- s) & m, dst: d, src: s) } else { setLogicFlags(size, d & s) }
+            let taken = cond(UInt8(i.aux))
+            pc = taken ? i.imm : next
+            if taken && p < blockEnd { leaveBlock(i, &p, blockEnd) }
+            continue
         case .testjRI, .testjRR:
             let v = getReg(i.rm, size) & (i.op == .testjRI ? i.disp : getReg(i.reg, size)) & sizeMask(size)
             setLogicFlags(size, v)

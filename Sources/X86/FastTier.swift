@@ -63,6 +63,7 @@ enum FastTier {
             (.imulRRm, X86F_IMUL_RRM), (.imulRRmI, X86F_IMUL_RRMI),
             (.cmpjRR4, X86F_CMPJ_RR4), (.cmpjRR8, X86F_CMPJ_RR8), (.cmpjRI4, X86F_CMPJ_RI4), (.cmpjRI8, X86F_CMPJ_RI8),
             (.testjRR4, X86F_TESTJ_RR4), (.testjRR8, X86F_TESTJ_RR8), (.testjRI, X86F_TESTJ_RI), (.testjRR, X86F_TESTJ_RR),
+            (.cmpjMI, X86F_CMPJ_MI), (.testjMI, X86F_TESTJ_MI),
             (.jcc, X86F_JCC), (.jmp, X86F_JMP), (.call, X86F_CALL), (.ret, X86F_RET),
             (.pushR, X86F_PUSH), (.popR, X86F_POP), (.setcc, X86F_SETCC), (.cmovcc, X86F_CMOVCC),
             (.addRmR, X86F_ADD_RMR), (.addRRm, X86F_ADD_RRM), (.addRmI, X86F_ADD_RMI),

@@ -71,6 +71,10 @@ enum Op: UInt16 {
     // TEST of a register at any size (8/16-bit: byte-offset registers) with an immediate (in disp)
     // or a register, fused with the Jcc after it.
     case testjRI, testjRR
+    // CMP and TEST of a memory operand (any size) with an immediate that fits a signed byte (kept,
+    // sign-extended on use, in `reg`: disp addresses the operand, imm is the branch target),
+    // fused with the Jcc after it.
+    case cmpjMI, testjMI
     // Size-specialized forms of the hottest operations (32 and 64 bits), chosen by Decoder.specialize.
     case addRmR4, addRRm4, addRmI4, orRmR4, orRRm4, orRmI4, adcRmR4, adcRRm4, adcRmI4, sbbRmR4, sbbRRm4, sbbRmI4, andRmR4, andRRm4, andRmI4, subRmR4, subRRm4, subRmI4, xorRmR4, xorRRm4, xorRmI4, cmpRmR4, cmpRRm4, cmpRmI4, movRmR4, movRRm4, movRmI4, movRI4, testRmR4, testRmI4, lea4, movzx8_4, movzx16_4, shift4, incRm4, decRm4, addRmR8, addRRm8, addRmI8, orRmR8, orRRm8, orRmI8, adcRmR8, adcRRm8, adcRmI8, sbbRmR8, sbbRRm8, sbbRmI8, andRmR8, andRRm8, andRmI8, subRmR8, subRRm8, subRmI8, xorRmR8, xorRRm8, xorRmI8, cmpRmR8, cmpRRm8, cmpRmI8, movRmR8, movRRm8, movRmI8, movRI8, testRmR8, testRmI8, lea8, movzx8_8, movzx16_8, shift8, incRm8, decRm8
     /// Not an instruction: raises the #DB fault of an instruction breakpoint (Breakpoints.swift).

@@ -276,14 +276,19 @@ final class FastTierGuestTests: GuestTestCase {
         try compare(body)
     }
 
-    /// CMP of registers or a register and an immediate, 32 and 64 bits, fused with the Jcc after it:
-    /// all 16 conditions (overflow, sign and parity too) over operands that are equal, that
-    /// overflow, that differ in sign.
+    /// CMP of registers or a register and an immediate, 32 and 64 bits, and CMP/TEST of memory
+    /// with an immediate at every size, fused with the Jcc after it: all 16 conditions (overflow,
+    /// sign and parity too) over operands that are equal, that overflow, that differ in sign.
     func testFusedCompareAndBranch() throws {
         var body = "mov qword [FLAGMASK], 0x8D5\n"
         var k = 0, label = 0
         for form in ["cmp eax, ebx", "cmp rax, rbx", "cmp ebx, eax", "cmp rbx, rax", "cmp rax, rax", "cmp eax, 0x7FFFFFFF",
-                     "cmp rbx, -1", "cmp eax, -3", "cmp rax, 0x40", "cmp ebx, 0"] {
+                     "cmp rbx, -1", "cmp eax, -3", "cmp rax, 0x40", "cmp ebx, 0",
+                     // Memory with a byte-sized immediate (fused too), and with a larger one (not).
+                     "cmp byte [0x8400], 0x80", "cmp byte [0x8401], 3", "cmp word [0x8402], -2", "cmp dword [0x8404], 0x7F",
+                     "cmp qword [0x8400], -1", "cmp dword [0x8400], 0x12345", "test byte [0x8401], 0x81",
+                     "test word [0x8406], 0x7F", "test dword [0x8404], -128", "test qword [0x8400], 0x40",
+                     "cmp byte [fs:0x10], 0x7F"] {
             for n in 0..<2 {
                 body += setup(k + n) + "xor r12d, r12d\n"
                 for cc in ["o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g"] {

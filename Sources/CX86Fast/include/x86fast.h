@@ -128,6 +128,8 @@ enum {
     X86F_BT_I, X86F_BTS_I, X86F_BTR_I, X86F_BTC_I, X86F_BT_R, X86F_BTS_R, X86F_BTR_R, X86F_BTC_R,
     // TEST + Jcc at any operand size: register and immediate, register and register.
     X86F_TESTJ_RI, X86F_TESTJ_RR,
+    // CMP/TEST of memory with a byte-sized immediate (in `reg`, sign-extended) + Jcc, any size.
+    X86F_CMPJ_MI, X86F_TESTJ_MI,
     // The marker after every decoded block (not an instruction): the block's end.
     X86F_END,
     X86F_COUNT
