@@ -948,8 +948,9 @@ h_cmpj_rr4: CMPJ(4, r[i->reg]);
 h_cmpj_rr8: CMPJ(8, r[i->reg]);
 h_cmpj_ri4: CMPJ(4, i->disp);
 h_cmpj_ri8: CMPJ(8, i->disp);
-#define TESTJ(size) do { \
-        uint64_t m_ = MASK(size), v_ = r[i->rm] & r[i->reg] & m_, sign_ = 1ull << ((size) * 8 - 1); \
+// The branch after a TEST whose result is `value` at `size` bytes.
+#define TEST_BRANCH(value, size) do { \
+        uint64_t v_ = (value), sign_ = 1ull << ((size) * 8 - 1); \
         set_logic(L, (size), v_); \
         int t_; \
         switch (i->aux) { \
@@ -961,22 +962,13 @@ h_cmpj_ri8: CMPJ(8, i->disp);
         } \
         CBRANCH(t_); \
     } while (0)
+#define TESTJ(size) TEST_BRANCH(r[i->rm] & r[i->reg] & MASK(size), size)
 h_testj_rr4: TESTJ(4);
 h_testj_rr8: TESTJ(8);
 // Any size (8-bit registers are byte offsets): the immediate is in disp.
 #define TESTJ_ANY(srcexpr) do { \
         unsigned size_ = i->osz; \
-        uint64_t v_ = get_reg(r, i->rm, size_) & (srcexpr) & MASK(size_), sign_ = 1ull << (size_ * 8 - 1); \
-        set_logic(L, size_, v_); \
-        int t_; \
-        switch (i->aux) { \
-        case 4: t_ = v_ == 0; break; \
-        case 5: t_ = v_ != 0; break; \
-        case 8: t_ = (v_ & sign_) != 0; break; \
-        case 9: t_ = (v_ & sign_) == 0; break; \
-        default: t_ = condition(L, RFLAGS, i->aux); break; \
-        } \
-        CBRANCH(t_); \
+        TEST_BRANCH(get_reg(r, i->rm, size_) & (srcexpr) & MASK(size_), size_); \
     } while (0)
 h_testj_ri: TESTJ_ANY(i->disp);
 h_cmpj_mi: {

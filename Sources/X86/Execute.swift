@@ -79,26 +79,11 @@ extension CPUCore {
             pc = taken ? i.imm : next
             if taken && p < blockEnd { leaveBlock(i, &p, blockEnd) }
             continue
-        case .testjRI, .testjRR:
+        case .testjRR4, .testjRR8, .testjRI, .testjRR:
+            // (The sized forms keep the operand size of the TEST they came from.)
             let v = getReg(i.rm, size) & (i.op == .testjRI ? i.disp : getReg(i.reg, size)) & sizeMask(size)
             setLogicFlags(size, v)
             let sign: UInt64 = 1 << UInt64(size * 8 - 1)
-            let taken: Bool
-            switch i.aux {
-            case 4: taken = v == 0
-            case 5: taken = v != 0
-            case 8: taken = v & sign != 0
-            case 9: taken = v & sign == 0
-            default: taken = cond(UInt8(i.aux))
-            }
-            pc = taken ? i.imm : next
-            if taken && p < blockEnd { leaveBlock(i, &p, blockEnd) }
-            continue
-        case .testjRR4, .testjRR8:
-            let m: UInt64 = i.op == .testjRR4 ? 0xFFFF_FFFF : .max
-            let v = r[Int(i.rm)] & r[Int(i.reg)] & m
-            setLogicFlags(i.op == .testjRR4 ? 4 : 8, v)
-            let sign: UInt64 = i.op == .testjRR4 ? 0x8000_0000 : 0x8000_0000_0000_0000
             let taken: Bool
             switch i.aux {
             case 4: taken = v == 0

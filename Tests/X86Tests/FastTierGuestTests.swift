@@ -192,10 +192,20 @@ final class FastTierGuestTests: GuestTestCase {
     /// middle: the retired-instruction count must still be exact. A loop whose inner branch is taken
     /// on every other pass (5 and 6 instructions) retires 5.5 instructions per pass more for each
     /// extra pass, with the fast tier and without it.
+    /// Instructions retired by `loop` (which counts ECX down from `passes` and increments RBX on
+    /// every other pass) and the code around it, on our CPU.
+    private func retired(_ loop: String, passes: Int) throws -> UInt64 {
+        let image = try GuestHarness.assemble("mov ecx, \(passes)\n" + loop + "mov rax, rbx\nxor edx, edx\ncall pf64\n",
+                                              mode: .lm64)
+        let (out, cpu, plat) = GuestHarness.runOurs(image)
+        XCTAssertNotNil(plat.exitCode, out)
+        XCTAssertTrue(out.contains(String(format: "%016X", passes / 2)), out)
+        return cpu.instructionsRetired
+    }
+
     func testRetiredCountWithBranchesTakenMidBlock() throws {
         func retired(_ passes: Int) throws -> UInt64 {
-            let image = try GuestHarness.assemble("""
-                mov ecx, \(passes)
+            try self.retired("""
             .l:
                 inc eax
                 test ecx, 1
@@ -204,15 +214,8 @@ final class FastTierGuestTests: GuestTestCase {
             .skip:
                 dec ecx
                 jnz .l
-                mov rax, rbx
-                xor edx, edx
-                call pf64
 
-            """, mode: .lm64)
-            let (out, cpu, plat) = GuestHarness.runOurs(image)
-            XCTAssertNotNil(plat.exitCode, out)
-            XCTAssertTrue(out.contains(String(format: "%016X", passes / 2)), out)
-            return cpu.instructionsRetired
+            """, passes: passes)
         }
         // (Pass counts whose halves print with the same number of hex letters: pf64 takes an
         // extra instruction for each digit above 9.)
@@ -257,49 +260,46 @@ final class FastTierGuestTests: GuestTestCase {
         try compare(body)
     }
 
-    /// TEST of a register with an immediate or a register, at every size, fused with the Jcc after
-    /// it: all 16 conditions taken and not taken, the flags left for later readers.
-    func testFusedTestAndBranchAtEverySize() throws {
+    /// Each flag-setting `form` followed by each of the 16 Jcc conditions (a bit per condition,
+    /// taken or not, collected in RBX), then the form's flags for later readers, with the operands
+    /// of setup(k) for every k in `setups`.
+    private func branchesAfter(_ forms: [String], setups: (Int) -> [Int], extra: String = "") -> String {
         var body = "mov qword [FLAGMASK], 0x8D5\n"
-        var k = 0, label = 0
-        for form in ["test al, 0x81", "test bh, 0x80", "test ah, bl", "test sil, sil", "test ax, 0x8001", "test cx, dx",
-                     "test bx, ax", "test eax, 0x80000001", "test ebx, 0x7FFFFFFF", "test rax, -1", "test rbx, 0x40",
-                     "test r10b, 0x7F", "test dl, 0"] {
-            body += setup(k) + "mov r10, rax\nmov esi, ecx\nxor r12d, r12d\n"
-            for cc in ["o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g"] {
-                label += 1
-                body += "\(form)\nj\(cc) .f\(label)\nor r12, 1\n.f\(label):\nshl r12, 1\n"
-            }
-            body += "\(form)\nmov rbx, r12\n" + dump
-            k += 1
-        }
-        try compare(body)
-    }
-
-    /// CMP of registers or a register and an immediate, 32 and 64 bits, and CMP/TEST of memory
-    /// with an immediate at every size, fused with the Jcc after it: all 16 conditions (overflow,
-    /// sign and parity too) over operands that are equal, that overflow, that differ in sign.
-    func testFusedCompareAndBranch() throws {
-        var body = "mov qword [FLAGMASK], 0x8D5\n"
-        var k = 0, label = 0
-        for form in ["cmp eax, ebx", "cmp rax, rbx", "cmp ebx, eax", "cmp rbx, rax", "cmp rax, rax", "cmp eax, 0x7FFFFFFF",
-                     "cmp rbx, -1", "cmp eax, -3", "cmp rax, 0x40", "cmp ebx, 0",
-                     // Memory with a byte-sized immediate (fused too), and with a larger one (not).
-                     "cmp byte [0x8400], 0x80", "cmp byte [0x8401], 3", "cmp word [0x8402], -2", "cmp dword [0x8404], 0x7F",
-                     "cmp qword [0x8400], -1", "cmp dword [0x8400], 0x12345", "test byte [0x8401], 0x81",
-                     "test word [0x8406], 0x7F", "test dword [0x8404], -128", "test qword [0x8400], 0x40",
-                     "cmp byte [fs:0x10], 0x7F"] {
-            for n in 0..<2 {
-                body += setup(k + n) + "xor r12d, r12d\n"
+        var label = 0
+        for (k, form) in forms.enumerated() {
+            for n in setups(k) {
+                body += setup(n) + extra + "xor r12d, r12d\n"
                 for cc in ["o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g"] {
                     label += 1
                     body += "\(form)\nj\(cc) .c\(label)\nor r12, 1\n.c\(label):\nshl r12, 1\n"
                 }
                 body += "\(form)\nmov rbx, r12\n" + dump
             }
-            k += 1
         }
-        try compare(body)
+        return body
+    }
+
+    /// TEST of a register with an immediate or a register, at every size, fused with the Jcc after
+    /// it: all 16 conditions taken and not taken, the flags left for later readers.
+    func testFusedTestAndBranchAtEverySize() throws {
+        try compare(branchesAfter(["test al, 0x81", "test bh, 0x80", "test ah, bl", "test sil, sil", "test ax, 0x8001",
+                                   "test cx, dx", "test bx, ax", "test eax, 0x80000001", "test ebx, 0x7FFFFFFF",
+                                   "test rax, -1", "test rbx, 0x40", "test r10b, 0x7F", "test dl, 0"],
+                                  setups: { [$0] }, extra: "mov r10, rax\nmov esi, ecx\n"))
+    }
+
+    /// CMP of registers or a register and an immediate, 32 and 64 bits, and CMP/TEST of memory
+    /// with an immediate at every size, fused with the Jcc after it: all 16 conditions (overflow,
+    /// sign and parity too) over operands that are equal, that overflow, that differ in sign.
+    func testFusedCompareAndBranch() throws {
+        try compare(branchesAfter(["cmp eax, ebx", "cmp rax, rbx", "cmp ebx, eax", "cmp rbx, rax", "cmp rax, rax",
+                                   "cmp eax, 0x7FFFFFFF", "cmp rbx, -1", "cmp eax, -3", "cmp rax, 0x40", "cmp ebx, 0",
+                                   // Memory with a byte-sized immediate (fused too), and with a larger one (not).
+                                   "cmp byte [0x8400], 0x80", "cmp byte [0x8401], 3", "cmp word [0x8402], -2",
+                                   "cmp dword [0x8404], 0x7F", "cmp qword [0x8400], -1", "cmp dword [0x8400], 0x12345",
+                                   "test byte [0x8401], 0x81", "test word [0x8406], 0x7F", "test dword [0x8404], -128",
+                                   "test qword [0x8400], 0x40", "cmp byte [fs:0x10], 0x7F"],
+                                  setups: { [$0, $0 + 1] }))
     }
 
     /// A NOP in a 64-bit block is folded into the instruction before it (one dispatch fewer): the
@@ -308,8 +308,7 @@ final class FastTierGuestTests: GuestTestCase {
     /// and ftrace's 5-byte NOP, as kernel functions do: 8 and 10 instructions per pass.
     func testNopsFoldedIntoTheirBlockStillRetire() throws {
         func retired(_ passes: Int) throws -> UInt64 {
-            let image = try GuestHarness.assemble("""
-                mov ecx, \(passes)
+            try self.retired("""
             .l:
                 endbr64
                 nop dword [rax+rax*1+0]
@@ -322,15 +321,8 @@ final class FastTierGuestTests: GuestTestCase {
                 dec ecx
                 nop
                 jnz .l
-                mov rax, rbx
-                xor edx, edx
-                call pf64
 
-            """, mode: .lm64)
-            let (out, cpu, plat) = GuestHarness.runOurs(image)
-            XCTAssertNotNil(plat.exitCode, out)
-            XCTAssertTrue(out.contains(String(format: "%016X", passes / 2)), out)
-            return cpu.instructionsRetired
+            """, passes: passes)
         }
         XCTAssertEqual(try retired(2000) - retired(1000), 9000)
         XCTAssertEqual(try retired(4000) - retired(1000), 27000)
