@@ -33,9 +33,9 @@
 //
 // Status: real, protected (16/32-bit), long and compatibility mode; 32-bit/PAE/4-level paging with
 // large pages, NX, WP, SMEP, A/D bits; IDT/IVT delivery with #DF and triple fault; SYSCALL/SYSRET,
-// SYSENTER/SYSEXIT; the integer ISA, x87, MMX moves/logic, SSE/SSE2/SSE3; FXSAVE/XSAVE (x87+SSE).
-// Not yet: task switches and call/task gates, virtual-8086 interrupts, SSSE3/SSE4 (not in CPUID),
-// TF single-step and debug-register breakpoints, MXCSR/x87 exception status flags.
+// SYSENTER/SYSEXIT; the integer ISA, x87, MMX, SSE to SSE4.2; FXSAVE/XSAVE (x87+SSE); task
+// switches, call and task gates, vm86, TF single-step, debug-register breakpoints, MXCSR and x87
+// exception flags. Not yet: AVX/VEX, AES-NI, PCLMULQDQ (the README's table has the details).
 
 public final class X86VCPU: @unchecked Sendable {
     public let index: Int
