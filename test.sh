@@ -10,4 +10,7 @@ if [ $# -eq 0 ]; then
     # forms the fast tier normally takes (fused compare-and-branch, folded NOPs, LOCKed
     # operations) is compared with QEMU too.
     X86_NO_FAST_TIER=1 swift test --skip-build --filter FastTierGuestTests
+    # And with every block compiled to host code on its first entry (Sources/CX86Fast/x86jit.c),
+    # so that the code generator runs each of those forms, page crossings and TLB misses too.
+    X86_JIT_THRESHOLD=1 swift test --skip-build --filter FastTierGuestTests
 fi

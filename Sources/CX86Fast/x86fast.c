@@ -8,6 +8,7 @@
 // labels as values), so the host's branch predictor sees one jump per handler instead of a
 // single shared one.
 #include "x86fast.h"
+#include "x86jit.h"
 #include <string.h>
 
 static uint8_t opMap[1024];
@@ -618,6 +619,13 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
     // the countdown tells whether the run has chained, and `block` which block it is in.
     const struct X86FastInst *const start = p;
     const int64_t countdown0 = countdown;
+    // The code generator's blocks are named by their index in the block cache, which a flush
+    // (in Swift, between runs) gives to other blocks.
+    struct X86Jit *const jit = c->jit;
+    if (jit && jit->flushes != *c->flushes) {
+        x86jit_reset(jit);
+        jit->flushes = *c->flushes;
+    }
 
 // Next instruction: its handler. After a block's last instruction comes its X86F_END marker,
 // whose handler is `done`, so nothing here compares positions; each handler has its own copy of
@@ -642,6 +650,27 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
             goto done; \
         } \
         NEXT(); \
+    } while (0)
+// Entering block `b` at its first instruction (p): its compiled code, once it has been entered
+// `threshold` times (x86jit.c), which returns where the handlers go on, or the branch by which
+// it left the block (bit 0; a RET's target in jit->target with bit 1), as CBRANCH and BRANCH do.
+#define ENTER_BLOCK(b) do { \
+        if (jit) { \
+            int32_t bi_ = (int32_t)((b) - c->infos); \
+            X86JitCode f_ = jit->entry[bi_]; \
+            if (!f_ && jit->hits[bi_] < jit->threshold && ++jit->hits[bi_] == jit->threshold) \
+                f_ = jit->entry[bi_] = x86jit_compile(jit, p, (b)->count); \
+            if (f_) { \
+                uintptr_t q_ = f_(r, L, tlb); \
+                if (q_ & 1) { \
+                    i = (const struct X86FastInst *)(q_ & ~(uintptr_t)3); \
+                    pc = (q_ & 2) ? jit->target : i->imm; \
+                    retired -= i->tail; \
+                    goto done; \
+                } \
+                p = (const struct X86FastInst *)q_; \
+            } \
+        } \
     } while (0)
 #define IS_MEM (i->flags & F_MEM)
 #define RFLAGS (*c->rflags)
@@ -695,6 +724,7 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
     h_##name##_rrm: ALU_R_RM(kind, i->osz); \
     h_##name##_rmi: ALU_RM(kind, i->osz, i->imm);
 
+    if (block && p == c->insts + block->first) ENTER_BLOCK(block);
     DISPATCH();
 
 #undef IS_MEM
@@ -1070,6 +1100,7 @@ done:
         retired += (uint64_t)(int64_t)nb->guestCount;
         block = nb;
         p = c->insts + nb->first;
+        ENTER_BLOCK(nb);
         DISPATCH();
     }
 at_end:

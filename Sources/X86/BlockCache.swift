@@ -52,6 +52,8 @@ struct BlockCache {
     var infoCount = 0
     var table: UnsafeMutablePointer<Int32>
     var seenEpoch: UInt64 = 0
+    /// How many times the cache has been emptied (block indices reused).
+    var flushes: UInt64 = 0
 
     init() {
         // Every block is followed by an end marker (buildBlock), which the fast tier dispatches to
@@ -67,6 +69,7 @@ struct BlockCache {
     }
 
     mutating func flush() {
+        flushes &+= 1   // the fast tier's compiled blocks are named by index (x86jit.h)
         used = 0
         infoCount = 0
         table.update(repeating: -1, count: Self.tableSize)

@@ -146,7 +146,7 @@ struct CPUCore {
         tlbKernel.deallocate(); tlbUser.deallocate(); xmm.deallocate()
         blocks.deallocate()
         fpu.deallocate()
-        fast?.deallocate()
+        if let fast { x86jit_free(fast.pointee.jit); fast.deallocate() }
     }
 
     var regsRaw: UnsafeMutableRawPointer { mutating get { UnsafeMutableRawPointer(r) } }

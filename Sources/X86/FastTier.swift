@@ -14,8 +14,15 @@
 // self-modifying code and breakpoints keep their one implementation. It runs in 64-bit mode only,
 // where segment bases are zero (FS/GS aside) and blocks may chain.
 //
+// A block entered often enough (jitThreshold) is compiled to host code (Sources/CX86Fast/x86jit.c):
+// the same operations with their operands built in, no dispatch, the host's own flags for a
+// branch. The compiled code stops at the first instruction it does not compile (or whose TLB
+// lookup misses) and the handlers go on from there, so it needs no fault or fallback path of its
+// own. It is named by the block's index, and forgotten when the block cache is flushed.
+//
 // X86_NO_FAST_TIER=1 turns it off (to compare the two, or to rule it out); so does the
-// X86_PROFILE build, whose per-operation counters live in the Swift executor.
+// X86_PROFILE build, whose per-operation counters live in the Swift executor. X86_NO_JIT=1 turns
+// off the compiled blocks alone.
 import CX86Fast
 import Glibc
 
@@ -91,6 +98,15 @@ enum FastTier {
         return x86fast_handlers()
     }()
 
+    /// Block entries before the fast tier compiles a block to host code (x86jit.c): 0 = never.
+    /// X86_NO_JIT=1 turns the code generator off; X86_JIT_THRESHOLD=n sets the count (tests use 1,
+    /// so that code run once is compiled too).
+    nonisolated(unsafe) static var jitThreshold: UInt32 = {
+        if getenv("X86_NO_JIT") != nil { return 0 }
+        if let s = getenv("X86_JIT_THRESHOLD"), let n = UInt32(String(cString: s)) { return n }
+        return 16
+    }()
+
     static let enabled: Bool = {
         #if X86_PROFILE
         return false
@@ -152,7 +168,10 @@ enum FastTier {
             infoCount: UnsafePointer((base + MemoryLayout<CPUCore>.offset(of: \CPUCore.blocks)! + MemoryLayout<BlockCache>.offset(of: \.infoCount)!)
                 .assumingMemoryBound(to: Int64.self)),
             codeGen: UnsafePointer(core.pointee.code.gen),
-            codePages: UInt64(core.pointee.code.pageCount)))
+            codePages: UInt64(core.pointee.code.pageCount),
+            jit: x86jit_new(UInt32(BlockCache.infoSize), jitThreshold, core.pointee.segBase, core.pointee.segEnd),
+            flushes: UnsafePointer((base + MemoryLayout<CPUCore>.offset(of: \CPUCore.blocks)! + MemoryLayout<BlockCache>.offset(of: \.flushes)!)
+                .assumingMemoryBound(to: UInt64.self))))
         return fast
     }
 }
@@ -171,4 +190,9 @@ extension CPUCore {
         return (UnsafeRawPointer(res.next).assumingMemoryBound(to: DInst.self),
                 UnsafeRawPointer(res.end).assumingMemoryBound(to: DInst.self), b, res.pc)
     }
+}
+
+extension X86VCPU {
+    /// Blocks the fast tier has compiled to host code (x86jit.c) so far; 0 when it is off.
+    public var compiledBlocks: UInt64 { x86jit_compiled(core.pointee.fast?.pointee.jit) }
 }

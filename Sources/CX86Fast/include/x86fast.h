@@ -5,6 +5,8 @@
 #define X86FAST_H
 #include <stdint.h>
 
+struct X86Jit;
+
 /// Mirrors X86's DInst (32 bytes; checked at start-up).
 struct X86FastInst {
     uint64_t disp;
@@ -69,7 +71,18 @@ struct X86FastCore {
     const int64_t *infoCount;
     const uint32_t *codeGen;
     uint64_t codePages;
+    // The code generator (x86jit.c; NULL when off) and the block cache's flush count, which
+    // tells it that block indices have been reused.
+    struct X86Jit *jit;
+    const uint64_t *flushes;
 };
+
+/// A code generator for a vCPU whose block cache holds `blocks` blocks, compiling a block once
+/// it has been entered `threshold` times (0: no generator; returns NULL).
+struct X86Jit *x86jit_new(unsigned blocks, unsigned threshold, const uint64_t *segBase, const uint64_t *segEnd);
+void x86jit_free(struct X86Jit *jit);
+/// Blocks compiled to host code so far.
+uint64_t x86jit_compiled(const struct X86Jit *jit);
 
 /// Where a run stopped: `next` is the first instruction not executed (== end when a block ran to
 /// its end), `end` and `block` the block it is in (another one after chaining), `pc` the RIP at

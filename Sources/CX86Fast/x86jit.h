@@ -1,0 +1,36 @@
+// The fast tier's code generator (x86jit.c): hot 64-bit blocks compiled to host code, entered
+// at a block's first instruction, handing back to the threaded handlers in x86fast.c at any
+// instruction it does not compile. Private to CX86Fast.
+#ifndef X86JIT_H
+#define X86JIT_H
+#include "x86fast.h"
+#include <stddef.h>
+
+/// Compiled code for one block: runs the block's instructions from its first on `r`, `L` and
+/// `tlb` and returns the first instruction it did not run (the block's end marker, its final
+/// JMP/CALL/RET, an instruction it does not compile, or one whose TLB lookup missed: nothing of
+/// that one has happened), or, tagged with bit 0, the branch by which it left the block: to the
+/// branch's `imm` (a Jcc taken, a JMP, a CALL), or, with bit 1 too, to `target` (a RET).
+typedef uintptr_t (*X86JitCode)(uint64_t *r, struct X86FastLazy *L, const struct X86FastTLB *tlb);
+
+struct X86Jit {
+    uint8_t *code;          // read/write/execute, `cap` bytes, `used` of them filled
+    size_t used, cap;
+    X86JitCode *entry;      // per block index: its code, or NULL
+    uint16_t *hits;         // per block index: entries counted up to `threshold` (then compiled or given up)
+    unsigned blocks;        // the block cache's capacity (BlockCache.infoSize)
+    unsigned threshold;
+    uint64_t flushes;       // the block cache's flush count when the entries were made
+    uint64_t compiled;      // blocks compiled so far (for tests and diagnostics)
+    uint64_t target;        // where the last compiled RET went
+    const uint64_t *segBase, *segEnd;
+};
+
+/// Compiles the block of `count` instructions at `first` into `jit`'s buffer (emptying the
+/// buffer first when it is full); NULL when its first instructions are not ones it compiles.
+X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, int count);
+
+/// Forgets every compiled block (the block cache was flushed: indices now name other blocks).
+void x86jit_reset(struct X86Jit *jit);
+
+#endif
