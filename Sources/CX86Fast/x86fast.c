@@ -651,24 +651,23 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         } \
         NEXT(); \
     } while (0)
-// Entering block `b` at its first instruction (p): its compiled code, once it has been entered
-// `threshold` times (x86jit.c), which returns where the handlers go on, or the branch by which
-// it left the block (bit 0; a RET's target in jit->target with bit 1), as CBRANCH and BRANCH do.
-#define ENTER_BLOCK(b) do { \
+// Entering block `blk` at its first instruction (p): its compiled code, once it has been entered
+// `threshold` times (x86jit.c), which returns where the handlers go on, or where the branch by
+// which it left the block went (and how many instructions it skipped), as CBRANCH and BRANCH do.
+#define ENTER_BLOCK(blk) do { \
         if (jit) { \
-            int32_t bi_ = (int32_t)((b) - c->infos); \
+            int32_t bi_ = (int32_t)((blk) - c->infos); \
             X86JitCode f_ = jit->entry[bi_]; \
             if (!f_ && jit->hits[bi_] < jit->threshold && ++jit->hits[bi_] == jit->threshold) \
-                f_ = jit->entry[bi_] = x86jit_compile(jit, p, (b)->count); \
+                f_ = jit->entry[bi_] = x86jit_compile(jit, p, (blk)->count); \
             if (f_) { \
-                uintptr_t q_ = f_(r, L, tlb); \
-                if (q_ & 1) { \
-                    i = (const struct X86FastInst *)(q_ & ~(uintptr_t)3); \
-                    pc = (q_ & 2) ? jit->target : i->imm; \
-                    retired -= i->tail; \
+                struct X86JitExit x_ = f_(r, L, tlb); \
+                if (x_.b) { \
+                    pc = x_.a; \
+                    retired -= x_.b - 1; \
                     goto done; \
                 } \
-                p = (const struct X86FastInst *)q_; \
+                p = (const struct X86FastInst *)(uintptr_t)x_.a; \
             } \
         } \
     } while (0)

@@ -4,8 +4,9 @@
 // the code. It compiles a block from its first instruction up to the first one it does not
 // handle (or the block's end, or its final JMP/CALL/RET), and returns that instruction to the
 // threaded handlers, which go on from there; an instruction whose TLB lookup misses is returned
-// the same way before anything of it has happened. A conditional branch it takes is returned
-// with bit 0 set, and the handlers leave the block there as their own would.
+// the same way before anything of it has happened. A branch that leaves the block (a Jcc taken,
+// the final JMP/CALL/RET) returns its target instead, and x86fast_run chains from there as after
+// its own handlers (the exit never reads the instructions, which compiled code does not touch).
 //
 // The flags stay lazy, in the same fields with the same values as the handlers write. The host
 // runs x86, so a compiled ADD/SUB/CMP/AND/OR/XOR/TEST sets the host's flags exactly as the
@@ -42,7 +43,7 @@ typedef struct {
     int full;
     // Jumps to the block's exits, emitted after its code: where each rel32 is and what the exit
     // returns. At most three per instruction.
-    struct { uint8_t *at; uintptr_t value; } exits[3 * 64];
+    struct { uint8_t *at; uint64_t a, b; } exits[3 * 64];
     int nexits;
 } Emit;
 
@@ -134,23 +135,31 @@ static void shift_imm(Emit *e, unsigned size, unsigned digit, int h, unsigned n)
     byte(e, (uint8_t)(0xC0 | digit << 3 | (h & 7)));
     byte(e, (uint8_t)n);
 }
-/// A conditional jump (host condition `cc`, the guest's numbering) to an exit returning `value`.
-static void jcc_exit(Emit *e, unsigned cc, uintptr_t value) {
+/// A conditional jump (host condition `cc`, the guest's numbering) to an exit returning (a, b).
+static void jcc_exit(Emit *e, unsigned cc, uint64_t a, uint64_t b) {
     byte(e, 0x0F);
     byte(e, (uint8_t)(0x80 | cc));
     if (e->nexits < (int)(sizeof e->exits / sizeof e->exits[0])) {
         e->exits[e->nexits].at = e->p;
-        e->exits[e->nexits].value = value;
+        e->exits[e->nexits].a = a;
+        e->exits[e->nexits].b = b;
         e->nexits++;
     } else {
         e->full = 1;
     }
     u32(e, 0);
 }
-static void return_value(Emit *e, uintptr_t value) {
-    mov_imm(e, RAX, value);
+/// Returns (a, b) (RAX, RDX: struct X86JitExit).
+static void return_exit(Emit *e, uint64_t a, uint64_t b) {
+    mov_imm(e, RAX, a);
+    mov_imm(e, RDX, b);
     byte(e, 0xC3);
 }
+/// Returns to the handlers at instruction i.
+static void return_to(Emit *e, const struct X86FastInst *i) { return_exit(e, (uintptr_t)i, 0); }
+/// Leaves the block by branch instruction i to `target` (the instructions after i, i->tail of
+/// them, did not run).
+static uint64_t left_by(const struct X86FastInst *i) { return 1 + (uint64_t)i->tail; }
 enum { CC_NE = 5, CC_A = 7 };
 
 // MARK: guest memory
@@ -170,7 +179,7 @@ static void tlb_lookup(Emit *e, unsigned size, int write, const struct X86FastIn
     byte(e, (uint8_t)sizeof(struct X86FastTLB));
     alu_rr(e, 8, A_ADD, R8, TLBR);
     op_mem(e, 8, 0x3A, 0x3B, RCX, R8, write ? 8 : 0);        // cmp rcx, [r8 + tag]
-    jcc_exit(e, CC_NE, (uintptr_t)inst);
+    jcc_exit(e, CC_NE, (uintptr_t)inst, 0);
     op_mem(e, 8, 0x02, 0x03, RAX, R8, 24);                   // add rax, [r8 + addend]
 }
 
@@ -198,7 +207,7 @@ static void host_address(Emit *e, const struct X86Jit *jit, const struct X86Fast
         mov_imm(e, R11, (uintptr_t)&jit->segEnd[i->seg]);
         op_mem(e, 8, 0x8D, 0x8D, RCX, RAX, (int32_t)size);  // lea rcx, [rax + size]
         op_mem(e, 8, 0x3A, 0x3B, RCX, R11, 0);                // cmp rcx, [segEnd]
-        jcc_exit(e, CC_A, (uintptr_t)i);
+        jcc_exit(e, CC_A, (uintptr_t)i, 0);
         mov_imm(e, R11, (uintptr_t)&jit->segBase[i->seg]);
         op_mem(e, 8, 0x02, 0x03, RAX, R11, 0);                // add rax, [segBase]
     }
@@ -309,7 +318,7 @@ static void test_logic(Emit *e, unsigned size, struct FlagWriter *fw) {
 }
 
 /// The branch of a fused compare (host flags just set by the compare): taken leaves the block.
-static void fused_branch(Emit *e, const struct X86FastInst *i) { jcc_exit(e, i->aux & 15, (uintptr_t)i | 1); }
+static void fused_branch(Emit *e, const struct X86FastInst *i) { jcc_exit(e, i->aux & 15, i->imm, left_by(i)); }
 
 /// SHL/SHR/SAR of a 32/64-bit register by an immediate count (shift_fast in x86fast.c).
 static int shift(Emit *e, const struct X86FastInst *i, unsigned size, struct FlagWriter *fw) {
@@ -512,7 +521,7 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         return 1;
     // The block's final branch: left with the branch's target, as BRANCH in x86fast.c.
     case X86F_JMP:
-        return_value(e, (uintptr_t)i | 1);
+        return_exit(e, i->imm, left_by(i));
         return 2;
     case X86F_CALL:   // pushes the return address (BlockCache keeps it in disp)
         if (i->osz != 8) return 0;
@@ -524,9 +533,9 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         load64(e, RCX, REGS, 4 * 8);
         alu_imm(e, 8, A_SUB, RCX, 8);
         store64(e, RCX, REGS, 4 * 8);
-        return_value(e, (uintptr_t)i | 1);
+        return_exit(e, i->imm, left_by(i));
         return 2;
-    case X86F_RET:    // the target goes back in jit->target
+    case X86F_RET:
         if (i->osz != 8) return 0;
         load64(e, RAX, REGS, 4 * 8);
         tlb_lookup(e, 8, 0, i);
@@ -534,9 +543,9 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         load64(e, RCX, REGS, 4 * 8);
         alu_imm(e, 8, A_ADD, RCX, (uint32_t)(8 + i->imm));
         store64(e, RCX, REGS, 4 * 8);
-        mov_imm(e, R11, (uintptr_t)&jit->target);
-        store64(e, R9, R11, 0);
-        return_value(e, (uintptr_t)i | 3);
+        mov_rr(e, RAX, R9);
+        mov_imm(e, RDX, left_by(i));
+        byte(e, 0xC3);
         return 2;
     case X86F_SHIFT4: return shift(e, i, 4, fw);
     case X86F_SHIFT8: return shift(e, i, 8, fw);
@@ -606,19 +615,19 @@ X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, i
         i++;
     }
     if (compiled < 2) return NULL;   // nothing gained over the handlers
-    if (done != 2) return_value(&e, (uintptr_t)i);
+    if (done != 2) return_to(&e, i);
     // The exits, one stub per value.
     for (int k = 0; k < e.nexits; k++) {
         uint8_t *stub = NULL;
         for (int j = 0; j < k; j++) {
-            if (e.exits[j].value == e.exits[k].value) {
+            if (e.exits[j].a == e.exits[k].a && e.exits[j].b == e.exits[k].b) {
                 int32_t rel;
                 memcpy(&rel, e.exits[j].at, 4);
                 stub = e.exits[j].at + 4 + rel;
                 break;
             }
         }
-        if (!stub) { stub = e.p; return_value(&e, e.exits[k].value); }
+        if (!stub) { stub = e.p; return_exit(&e, e.exits[k].a, e.exits[k].b); }
         int32_t rel = (int32_t)(stub - (e.exits[k].at + 4));
         memcpy(e.exits[k].at, &rel, 4);
     }

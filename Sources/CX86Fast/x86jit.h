@@ -6,12 +6,14 @@
 #include "x86fast.h"
 #include <stddef.h>
 
-/// Compiled code for one block: runs the block's instructions from its first on `r`, `L` and
-/// `tlb` and returns the first instruction it did not run (the block's end marker, its final
-/// JMP/CALL/RET, an instruction it does not compile, or one whose TLB lookup missed: nothing of
-/// that one has happened), or, tagged with bit 0, the branch by which it left the block: to the
-/// branch's `imm` (a Jcc taken, a JMP, a CALL), or, with bit 1 too, to `target` (a RET).
-typedef uintptr_t (*X86JitCode)(uint64_t *r, struct X86FastLazy *L, const struct X86FastTLB *tlb);
+/// Where compiled code stopped: b == 0, the handlers go on at instruction (const struct
+/// X86FastInst *)a (the block's end marker, an instruction it does not compile, or one whose TLB
+/// lookup missed: nothing of that one has happened); else the block was left by a branch (a Jcc
+/// taken, JMP, CALL, RET) to RIP a, and the last b - 1 of the block's instructions did not run.
+struct X86JitExit { uint64_t a, b; };
+
+/// Compiled code for one block: runs the block's instructions from its first on `r`, `L` and `tlb`.
+typedef struct X86JitExit (*X86JitCode)(uint64_t *r, struct X86FastLazy *L, const struct X86FastTLB *tlb);
 
 struct X86Jit {
     uint8_t *code;          // read/write/execute, `cap` bytes, `used` of them filled
@@ -22,7 +24,6 @@ struct X86Jit {
     unsigned threshold;
     uint64_t flushes;       // the block cache's flush count when the entries were made
     uint64_t compiled;      // blocks compiled so far (for tests and diagnostics)
-    uint64_t target;        // where the last compiled RET went
     const uint64_t *segBase, *segEnd;
 };
 
