@@ -638,16 +638,18 @@ X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, i
 }
 
 void x86jit_reset(struct X86Jit *jit) {
+    // The code's pages go back to the host (vmrun's own memory stays bounded by the buffer).
+    if (jit->used) madvise(jit->code, jit->cap, MADV_DONTNEED);
     jit->used = 0;
     memset(jit->entry, 0, sizeof(X86JitCode) * jit->blocks);
     memset(jit->hits, 0, sizeof(uint16_t) * jit->blocks);
 }
 
-struct X86Jit *x86jit_new(unsigned blocks, unsigned threshold, const uint64_t *segBase, const uint64_t *segEnd) {
-    if (threshold == 0) return NULL;
+struct X86Jit *x86jit_new(unsigned blocks, unsigned threshold, size_t buffer, const uint64_t *segBase, const uint64_t *segEnd) {
+    if (threshold == 0 || buffer < (64u << 10)) return NULL;
     struct X86Jit *jit = calloc(1, sizeof *jit);
     if (!jit) return NULL;
-    jit->cap = 16u << 20;   // address space; pages are only touched as code is written
+    jit->cap = buffer;
     void *code = mmap(NULL, jit->cap, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     jit->entry = calloc(blocks, sizeof(X86JitCode));
     jit->hits = calloc(blocks, sizeof(uint16_t));

@@ -104,8 +104,13 @@ enum FastTier {
     nonisolated(unsafe) static var jitThreshold: UInt32 = {
         if getenv("X86_NO_JIT") != nil { return 0 }
         if let s = getenv("X86_JIT_THRESHOLD"), let n = UInt32(String(cString: s)) { return n }
-        return 16
+        return 64   // 16 and 256 run a Linux boot and its disk reads as fast; 64 compiles less code
     }()
+
+    /// Bytes of host code per vCPU: pages are only touched as code is written (a Linux boot
+    /// compiles about 1.5 MiB), and a full buffer starts over, the hot blocks compiled again as
+    /// they are entered. Tests make it small to exercise that.
+    nonisolated(unsafe) static var jitBuffer = 4 << 20
 
     static let enabled: Bool = {
         #if X86_PROFILE
@@ -169,7 +174,7 @@ enum FastTier {
                 .assumingMemoryBound(to: Int64.self)),
             codeGen: UnsafePointer(core.pointee.code.gen),
             codePages: UInt64(core.pointee.code.pageCount),
-            jit: x86jit_new(UInt32(BlockCache.infoSize), jitThreshold, core.pointee.segBase, core.pointee.segEnd),
+            jit: x86jit_new(UInt32(BlockCache.infoSize), jitThreshold, jitBuffer, core.pointee.segBase, core.pointee.segEnd),
             flushes: UnsafePointer((base + MemoryLayout<CPUCore>.offset(of: \CPUCore.blocks)! + MemoryLayout<BlockCache>.offset(of: \.flushes)!)
                 .assumingMemoryBound(to: UInt64.self))))
         return fast

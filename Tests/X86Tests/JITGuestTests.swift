@@ -7,12 +7,12 @@ import XCTest
 /// twice (the second time with the TLB warm, so memory operands run compiled rather than exiting
 /// on a miss), then every register, the flags and the memory compared with QEMU TCG.
 final class JITGuestTests: GuestTestCase {
-    private var savedThreshold: UInt32 = 0
+    private var saved: (UInt32, Int) = (0, 0)
     override func setUp() {
-        savedThreshold = FastTier.jitThreshold
+        saved = (FastTier.jitThreshold, FastTier.jitBuffer)
         FastTier.jitThreshold = 1
     }
-    override func tearDown() { FastTier.jitThreshold = savedThreshold }
+    override func tearDown() { (FastTier.jitThreshold, FastTier.jitBuffer) = saved }
 
     struct LCG {
         var s: UInt64
@@ -176,7 +176,17 @@ final class JITGuestTests: GuestTestCase {
 
     func testRandomBlocksCompiledMatchQEMU() throws {
         // 20 runs fill most of the guest image; X86_JIT_SEEDS=n runs more chunks of 20.
-        let chunks = ProcessInfo.processInfo.environment["X86_JIT_SEEDS"].flatMap { Int($0) }.map { max(1, $0 / 20) } ?? 3
+        try compareRandomRuns(chunks: ProcessInfo.processInfo.environment["X86_JIT_SEEDS"].flatMap { Int($0) }.map { max(1, $0 / 20) } ?? 3)
+    }
+
+    /// The same with a code buffer of 64 KiB, which fills several times over: each time the
+    /// compiled blocks are forgotten and compiled again.
+    func testFullCodeBufferStartsOver() throws {
+        FastTier.jitBuffer = 64 << 10
+        try compareRandomRuns(chunks: 1)
+    }
+
+    private func compareRandomRuns(chunks: Int) throws {
         for chunk in 0..<chunks {
             let seeds = UInt64(chunk * 20 + 1)...UInt64(chunk * 20 + 20)
             let image = try GuestHarness.assemble(program(seeds: seeds, length: 40), mode: .lm64)

@@ -4,6 +4,7 @@
 #ifndef X86FAST_H
 #define X86FAST_H
 #include <stdint.h>
+#include <stddef.h>
 
 struct X86Jit;
 
@@ -78,8 +79,9 @@ struct X86FastCore {
 };
 
 /// A code generator for a vCPU whose block cache holds `blocks` blocks, compiling a block once
-/// it has been entered `threshold` times (0: no generator; returns NULL).
-struct X86Jit *x86jit_new(unsigned blocks, unsigned threshold, const uint64_t *segBase, const uint64_t *segEnd);
+/// it has been entered `threshold` times into a buffer of `buffer` bytes (at least 64 KiB; when
+/// full, it starts over). Threshold 0: no generator, NULL.
+struct X86Jit *x86jit_new(unsigned blocks, unsigned threshold, size_t buffer, const uint64_t *segBase, const uint64_t *segEnd);
 void x86jit_free(struct X86Jit *jit);
 /// Blocks compiled to host code so far.
 uint64_t x86jit_compiled(const struct X86Jit *jit);
