@@ -626,6 +626,8 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         x86jit_reset(jit);
         jit->flushes = *c->flushes;
     }
+    if (jit) jit->run.exit = NULL;
+    int64_t jskip = 0;   // instructions the last compiled exit's branch skipped
 
 // Next instruction: its handler. After a block's last instruction comes its X86F_END marker,
 // whose handler is `done`, so nothing here compares positions; each handler has its own copy of
@@ -661,9 +663,19 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
             if (!f_ && jit->hits[bi_] < jit->threshold && ++jit->hits[bi_] == jit->threshold) \
                 f_ = jit->entry[bi_] = x86jit_compile(jit, p, (blk)->count); \
             if (f_) { \
+                jit->run.countdown = countdown; \
+                jit->run.retired = 0; \
+                jit->run.block = (blk); \
                 struct X86JitExit x_ = f_(r, L, tlb); \
+                countdown = jit->run.countdown; \
+                retired += (uint64_t)jit->run.retired; \
+                if (jit->run.block != (blk)) { \
+                    block = jit->run.block;   /* chained on: pc is where that block begins */ \
+                    pc = block->vaddr; \
+                } \
                 if (x_.b) { \
                     pc = x_.a; \
+                    jskip = (int64_t)x_.b - 1; \
                     retired -= x_.b - 1; \
                     goto done; \
                 } \
@@ -1095,6 +1107,16 @@ done:
         else if (cur->linkRIP1 == pc) nb = c->infos + cur->linkIdx1;
         else if (cur->exitRIP == pc && still_valid(c, tlb, c->infos + cur->exitIdx, pc)) nb = c->infos + cur->exitIdx;
         else if (!(nb = find_successor(c, tlb, cur, pc))) goto at_end;
+        // Compiled code left cur by a branch to nb: next time straight into nb's code, where
+        // the links' rule lets it go unchecked.
+        if (jit && jit->run.exit) {
+            uint8_t *ex = jit->run.exit;
+            jit->run.exit = NULL;
+            X86JitCode nc = jit->entry[nb - c->infos];
+            if (nc && ((pc ^ cur->vaddr) >> 12) == 0 && (nb->phys >> 12) == (cur->phys >> 12) && nb->gen == cur->gen
+                && nb->phys2 == ~0ull && cur->phys2 == ~0ull)
+                x86jit_chain(jit, ex, nb, jskip, nc);
+        }
         countdown -= 1;
         retired += (uint64_t)(int64_t)nb->guestCount;
         block = nb;
@@ -1103,6 +1125,7 @@ done:
         DISPATCH();
     }
 at_end:
+    if (jit) jit->run.exit = NULL;
     // Stopped after a block's last instruction (pc is where it went): at the block's end.
     if (countdown != countdown0) end = c->insts + block->first + block->count;
     p = end;

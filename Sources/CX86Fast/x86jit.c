@@ -160,7 +160,22 @@ static void return_to(Emit *e, const struct X86FastInst *i) { return_exit(e, (ui
 /// Leaves the block by branch instruction i to `target` (the instructions after i, i->tail of
 /// them, did not run).
 static uint64_t left_by(const struct X86FastInst *i) { return 1 + (uint64_t)i->tail; }
-enum { CC_NE = 5, CC_A = 7 };
+
+/// An exit to RIP `target` (a branch's, known here) that x86jit_chain can later send straight into
+/// the successor's code: a JMP (to the return that follows it, until patched), then a return that
+/// also leaves the JMP's address in jit->run.exit for x86fast_run to patch.
+static void chainable_exit(Emit *e, const struct X86Jit *jit, uint64_t target, uint64_t b) {
+    uint8_t *jmp = e->p;
+    byte(e, 0xE9);
+    u32(e, 0);
+    mov_imm(e, R11, (uintptr_t)&jit->run.exit);
+    mov_imm(e, RAX, (uintptr_t)jmp);
+    store64(e, RAX, R11, 0);
+    return_exit(e, target, b);
+}
+enum { CC_NE = 5, CC_A = 7, CC_LE = 14 };
+/// Marks an exit (in Emit.exits) whose target is known here, for chainable_exit.
+#define CHAINABLE (1ull << 63)
 
 // MARK: guest memory
 
@@ -318,7 +333,7 @@ static void test_logic(Emit *e, unsigned size, struct FlagWriter *fw) {
 }
 
 /// The branch of a fused compare (host flags just set by the compare): taken leaves the block.
-static void fused_branch(Emit *e, const struct X86FastInst *i) { jcc_exit(e, i->aux & 15, i->imm, left_by(i)); }
+static void fused_branch(Emit *e, const struct X86FastInst *i) { jcc_exit(e, i->aux & 15, i->imm, left_by(i) | CHAINABLE); }
 
 /// SHL/SHR/SAR of a 32/64-bit register by an immediate count (shift_fast in x86fast.c).
 static int shift(Emit *e, const struct X86FastInst *i, unsigned size, struct FlagWriter *fw) {
@@ -521,7 +536,7 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         return 1;
     // The block's final branch: left with the branch's target, as BRANCH in x86fast.c.
     case X86F_JMP:
-        return_exit(e, i->imm, left_by(i));
+        chainable_exit(e, jit, i->imm, left_by(i));
         return 2;
     case X86F_CALL:   // pushes the return address (BlockCache keeps it in disp)
         if (i->osz != 8) return 0;
@@ -533,7 +548,7 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         load64(e, RCX, REGS, 4 * 8);
         alu_imm(e, 8, A_SUB, RCX, 8);
         store64(e, RCX, REGS, 4 * 8);
-        return_exit(e, i->imm, left_by(i));
+        chainable_exit(e, jit, i->imm, left_by(i));
         return 2;
     case X86F_RET:
         if (i->osz != 8) return 0;
@@ -615,7 +630,11 @@ X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, i
         i++;
     }
     if (compiled < 2) return NULL;   // nothing gained over the handlers
-    if (done != 2) return_to(&e, i);
+    // Run to the end marker: on to the fall-through RIP, which it keeps.
+    if (done != 2) {
+        if (i->fast == X86F_END) chainable_exit(&e, jit, i->imm, 1);
+        else return_to(&e, i);
+    }
     // The exits, one stub per value.
     for (int k = 0; k < e.nexits; k++) {
         uint8_t *stub = NULL;
@@ -627,7 +646,11 @@ X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, i
                 break;
             }
         }
-        if (!stub) { stub = e.p; return_exit(&e, e.exits[k].a, e.exits[k].b); }
+        if (!stub) {
+            stub = e.p;
+            if (e.exits[k].b & CHAINABLE) chainable_exit(&e, jit, e.exits[k].a, e.exits[k].b & ~CHAINABLE);
+            else return_exit(&e, e.exits[k].a, e.exits[k].b);
+        }
         int32_t rel = (int32_t)(stub - (e.exits[k].at + 4));
         memcpy(e.exits[k].at, &rel, 4);
     }
@@ -635,6 +658,39 @@ X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, i
     jit->used = (size_t)(e.p - jit->code + 15) & ~(size_t)15;
     jit->compiled++;
     return (X86JitCode)(void *)start;
+}
+
+void x86jit_chain(struct X86Jit *jit, uint8_t *exit, const struct X86FastBlock *next, int64_t skipped, X86JitCode code) {
+    // mov r11, &run; if countdown <= 1 the exit's own return (after the JMP); else countdown -= 1,
+    // retired += next's count - skipped, run.block = next, on into next's code. (As the chaining
+    // step in x86fast_run.)
+    static __thread Emit e;
+    e.p = jit->code + jit->used;
+    e.end = jit->code + jit->cap;
+    e.full = 0;
+    e.nexits = 0;
+    uint8_t *start = e.p;
+    mov_imm(&e, R11, (uintptr_t)&jit->run);
+    rex(&e, 1, 0, R11, 0); byte(&e, 0x83); modrm_mem(&e, 7, R11, (int32_t)offsetof(struct X86JitRun, countdown)); byte(&e, 1);
+    byte(&e, 0x0F); byte(&e, 0x80 | CC_LE);
+    uint8_t *rel = e.p;
+    u32(&e, 0);
+    rex(&e, 1, 0, R11, 0); byte(&e, 0xFF); modrm_mem(&e, 1, R11, (int32_t)offsetof(struct X86JitRun, countdown));
+    rex(&e, 1, 0, R11, 0); byte(&e, 0x81); modrm_mem(&e, 0, R11, (int32_t)offsetof(struct X86JitRun, retired));
+    u32(&e, (uint32_t)(int32_t)((int64_t)next->guestCount - skipped));
+    mov_imm(&e, RAX, (uintptr_t)next);
+    store64(&e, RAX, R11, (int32_t)offsetof(struct X86JitRun, block));
+    byte(&e, 0xE9);
+    uint8_t *rel2 = e.p;
+    u32(&e, 0);
+    if (e.full) return;
+    int32_t d = (int32_t)((exit + 5) - (rel + 4));
+    memcpy(rel, &d, 4);
+    d = (int32_t)((uint8_t *)(void *)code - (rel2 + 4));
+    memcpy(rel2, &d, 4);
+    jit->used = (size_t)(e.p - jit->code + 15) & ~(size_t)15;
+    d = (int32_t)(start - (exit + 5));   // the exit's JMP now goes here
+    memcpy(exit + 1, &d, 4);
 }
 
 void x86jit_reset(struct X86Jit *jit) {

@@ -15,6 +15,16 @@ struct X86JitExit { uint64_t a, b; };
 /// Compiled code for one block: runs the block's instructions from its first on `r`, `L` and `tlb`.
 typedef struct X86JitExit (*X86JitCode)(uint64_t *r, struct X86FastLazy *L, const struct X86FastTLB *tlb);
 
+/// What chained compiled blocks keep up to date as they go from one to the next (x86jit_chain),
+/// for x86fast_run to pick up when the code returns: its poll countdown, instructions retired
+/// beyond the first block's, the block it is in, and the exit it left by (to patch, or NULL).
+struct X86JitRun {
+    int64_t countdown;
+    int64_t retired;
+    const struct X86FastBlock *block;
+    uint8_t *exit;
+};
+
 struct X86Jit {
     uint8_t *code;          // read/write/execute, `cap` bytes, `used` of them filled
     size_t used, cap;
@@ -24,12 +34,19 @@ struct X86Jit {
     unsigned threshold;
     uint64_t flushes;       // the block cache's flush count when the entries were made
     uint64_t compiled;      // blocks compiled so far (for tests and diagnostics)
+    struct X86JitRun run;
     const uint64_t *segBase, *segEnd;
 };
 
 /// Compiles the block of `count` instructions at `first` into `jit`'s buffer (emptying the
 /// buffer first when it is full); NULL when its first instructions are not ones it compiles.
 X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, int count);
+
+/// Sends compiled exit `exit` (jit->run.exit after the code left a block) straight into `next`'s
+/// compiled `code` from now on, when the poll countdown allows, as x86fast_run's chaining would:
+/// only for a successor it may follow without checks (the links' rule: same page, same
+/// generation). `skipped`: the instructions of the exited block that the branch skipped.
+void x86jit_chain(struct X86Jit *jit, uint8_t *exit, const struct X86FastBlock *next, int64_t skipped, X86JitCode code);
 
 /// Forgets every compiled block (the block cache was flushed: indices now name other blocks).
 void x86jit_reset(struct X86Jit *jit);

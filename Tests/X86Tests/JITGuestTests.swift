@@ -186,6 +186,39 @@ final class JITGuestTests: GuestTestCase {
         try compareRandomRuns(chunks: 1)
     }
 
+    /// A loop whose blocks are all compiled and chained to each other (a fused TEST+Jcc leaving the
+    /// first mid-block, a lone Jcc after SUB closing the loop): the retired count stays exact
+    /// through the chained exits (each one's skipped instructions and the next block's count).
+    func testRetiredCountThroughChainedBlocks() throws {
+        func retired(_ passes: Int) throws -> UInt64 {
+            let image = try GuestHarness.assemble("""
+                mov ecx, \(passes)
+                xor ebx, ebx
+            .l:
+                add eax, 1
+                test ecx, 1
+                jnz .skip
+                add ebx, 1
+            .skip:
+                sub ecx, 1
+                jnz .l
+                mov rax, rbx
+                xor edx, edx
+                call pf64
+
+            """, mode: .lm64)
+            let (out, cpu, plat) = GuestHarness.runOurs(image)
+            XCTAssertNotNil(plat.exitCode, out)
+            XCTAssertTrue(out.contains(String(format: "%016X", passes / 2)), out)
+            if FastTier.enabled { XCTAssertGreaterThan(cpu.compiledBlocks, 2) }
+            return cpu.instructionsRetired
+        }
+        // 5 instructions on odd passes, 6 on even ones. (Pass counts whose halves print with the
+        // same number of hex letters: pf64 takes an extra instruction for each digit above 9.)
+        XCTAssertEqual(try retired(2000) - retired(1000), 5500)
+        XCTAssertEqual(try retired(24000) - retired(6000), 99000)
+    }
+
     private func compareRandomRuns(chunks: Int) throws {
         for chunk in 0..<chunks {
             let seeds = UInt64(chunk * 20 + 1)...UInt64(chunk * 20 + 20)
