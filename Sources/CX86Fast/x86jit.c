@@ -484,6 +484,68 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         store64(e, RAX, REGS, i->reg * 8);
         return 1;
     }
+    case X86F_NOT: case X86F_NEG: {   // NOT (no flags) and NEG (the flags of 0 - d), not LOCKed
+        size = i->osz;
+        if ((size != 1 && size != 2 && size != 4 && size != 8) || (isMem && (i->flags & F_LOCK))) return 0;
+        if (isMem) { host_address(e, jit, i, size, 1); mov_rr(e, R9, RAX); load_zx(e, size, R10, R9, 0); }
+        else load_zx(e, size, R10, REGS, slot(i->rm, size));
+        if (h == X86F_NOT) {
+            mov_rr(e, R11, R10);
+            if (size == 2) byte(e, 0x66);
+            rex(e, size == 8, 0, R11, 0);
+            byte(e, size == 1 ? 0xF6 : 0xF7);
+            byte(e, (uint8_t)(0xC0 | 2 << 3 | (R11 & 7)));   // not r11
+        } else {
+            mov_imm(e, R11, 0);
+            alu_rr(e, size, A_SUB, R11, R10);
+            mov_imm(e, RCX, 0);
+            lazy_store(e, K_SUB, size, R11, RCX, R10);
+            fw->kind = K_SUB; fw->size = size;
+        }
+        if (isMem) store_n(e, size, R11, R9, 0);
+        else set_reg(e, size, R11, i->rm);
+        return 1;
+    }
+    case X86F_MOVSX8: case X86F_MOVSX16: {   // from a byte (destination size in imm) or a word
+        size = h == X86F_MOVSX8 ? (unsigned)i->imm : i->osz;
+        unsigned from = h == X86F_MOVSX8 ? 1 : 2;
+        if (size != 2 && size != 4 && size != 8) return 0;
+        int base = REGS;
+        int32_t disp = slot(i->rm, from);
+        if (isMem) { host_address(e, jit, i, from, 0); base = RAX; disp = 0; }
+        rex(e, 1, RCX, base, 0);
+        byte(e, 0x0F);
+        byte(e, from == 1 ? 0xBE : 0xBF);   // movsx rcx, byte/word
+        modrm_mem(e, RCX, base, disp);
+        if (size == 4) op_rr(e, 4, 0x88, 0x89, RCX, RCX);   // mov ecx, ecx: set_reg's 32-bit write
+        set_reg(e, size, RCX, i->reg);
+        return 1;
+    }
+    case X86F_CMPXCHG: {   // memory, 32/64 bits, naturally aligned: the host's LOCK CMPXCHG (op_cmpxchg)
+        size = i->osz;
+        if (!isMem || (size != 4 && size != 8)) return 0;
+        host_address(e, jit, i, size, 1);
+        byte(e, 0xA8); byte(e, (uint8_t)(size - 1));   // test al, size - 1
+        jcc_exit(e, CC_NE, (uintptr_t)i, 0);
+        mov_rr(e, R9, RAX);
+        load_zx(e, size, RAX, REGS, 0);                // the accumulator
+        mov_rr(e, R10, RAX);
+        load_zx(e, size, RCX, REGS, i->reg * 8);
+        byte(e, 0xF0);                                  // lock cmpxchg [r9], rcx
+        rex(e, size == 8, RCX, R9, 0);
+        byte(e, 0x0F); byte(e, 0xB1);
+        modrm_mem(e, RCX, R9, 0);
+        byte(e, 0x74);                                  // jz: stored, RAX keeps its value
+        uint8_t *skip = e->p;
+        byte(e, 0);
+        store64(e, RAX, REGS, 0);                       // else RAX = what memory held (zero-extended)
+        if (!e->full) *skip = (uint8_t)(e->p - (skip + 1));
+        mov_rr(e, R11, R10);
+        alu_rr(e, size, A_SUB, R11, RAX);
+        lazy_store(e, K_SUB, size, R11, R10, RAX);
+        fw->kind = K_SUB; fw->size = size;
+        return 1;
+    }
     case X86F_LEA4: case X86F_LEA8:
         effective_address(e, i);
         if (h == X86F_LEA4) op_rr(e, 4, 0x88, 0x89, RAX, RAX);   // mov eax, eax

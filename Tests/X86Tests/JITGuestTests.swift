@@ -123,8 +123,18 @@ final class JITGuestTests: GuestTestCase {
                 depth += 1
                 return "push \(reg(8, writable: false))"
             case 11 where g.chance(3): // forms the code generator leaves to the handlers
-                return g.pick(["inc \(reg(4))", "dec \(reg(8))", "neg \(reg(8))", "not \(reg(4))", "imul \(reg(8)), \(reg(8, writable: false))",
-                               "setnz \(reg(1))", "cmovc \(reg(8)), \(reg(8, writable: false))"])
+                return g.pick(["inc \(reg(4))", "dec \(reg(8))", "imul \(reg(8)), \(reg(8, writable: false))",
+                               "setnz \(reg(1))", "cmovc \(reg(8)), \(reg(8, writable: false))", "lock not \(mem(4))"])
+            case 11: // NOT, NEG, MOVSX, CMPXCHG (aligned, after a load that makes it succeed now and then)
+                let s = size()
+                switch g.below(4) {
+                case 0: return "\(g.pick(["not", "neg"])) \(g.chance(2) ? reg(s) : mem(s))"
+                case 1: return "movsx \(reg(g.pick([2, 4, 8]))), \(g.chance(2) ? reg(1, writable: false) : mem(1))"
+                case 2: return "movsx \(reg(g.pick([4, 8]))), \(g.chance(2) ? reg(2, writable: false) : mem(2))"
+                default:
+                    let w = g.pick([4, 8]), m = "\(w == 8 ? "qword" : "dword") [r14 + \(w * g.below(8))]"
+                    return (g.chance(2) ? "mov \(w == 8 ? "rax" : "eax"), \(m)\n" : "") + "\(g.chance(2) ? "lock " : "")cmpxchg \(m), \(reg(w, writable: false))"
+                }
             default: // MOV between registers, the commonest of all
                 return "mov \(reg(8)), \(reg(8, writable: false))"
             }
