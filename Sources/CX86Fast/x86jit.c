@@ -27,7 +27,7 @@ enum { RAX = 0, RCX = 1, RDX = 2, RSI = 6, RDI = 7, R8 = 8, R9 = 9, R10 = 10, R1
 enum { L_OP = 0, L_RES = 8, L_DST = 16, L_SRC = 24, L_CIN = 32 };
 
 // Lazy flag kinds and DInst flag bits, as in x86fast.c.
-enum { K_ADD = 1, K_SUB = 3, K_LOGIC = 5, K_SHIFT = 8 };
+enum { K_ADD = 1, K_SUB = 3, K_LOGIC = 5, K_INC = 6, K_DEC = 7, K_SHIFT = 8, K_MUL = 9 };
 enum { F_MEM = 1, F_LOCK = 8, F_COUNT_CL = 64 };
 // Host ALU operations, in opcode order (the same numbering as the guest's ALU kinds).
 enum { A_ADD = 0, A_OR = 1, A_AND = 4, A_SUB = 5, A_XOR = 6, A_CMP = 7 };
@@ -150,6 +150,15 @@ static void jcc_exit(Emit *e, unsigned cc, uint64_t a, uint64_t b) {
     u32(e, 0);
 }
 /// Returns (a, b) (RAX, RDX: struct X86JitExit).
+/// A short forward jump (condition cc, or always when cc is -1) whose target patch8 sets.
+static uint8_t *jump8(Emit *e, int cc) {
+    byte(e, cc < 0 ? 0xEB : (uint8_t)(0x70 | cc));
+    uint8_t *at = e->p;
+    byte(e, 0);
+    return at;
+}
+static void patch8(Emit *e, uint8_t *at) { if (!e->full) *at = (uint8_t)(e->p - (at + 1)); }
+
 static void return_exit(Emit *e, uint64_t a, uint64_t b) {
     mov_imm(e, RAX, a);
     mov_imm(e, RDX, b);
@@ -307,6 +316,13 @@ static void read_rm(Emit *e, const struct X86Jit *jit, const struct X86FastInst 
 static int writer_flags(Emit *e, const struct FlagWriter *fw, int h) {
     unsigned size = fw->size;
     switch (fw->kind) {
+    case K_INC: case K_DEC:   // all but CF, which INC/DEC keep (writer_known)
+        op_mem(e, size, 0x8A, 0x8B, h, LAZY, L_DST);
+        if (size == 2) byte(e, 0x66);
+        rex(e, size == 8, 0, h, size == 1 && needs_rex8(h));
+        byte(e, size == 1 ? 0xFE : 0xFF);
+        byte(e, (uint8_t)(0xC0 | (fw->kind == K_DEC) << 3 | (h & 7)));
+        return 1;
     case K_SUB:
         op_mem(e, size, 0x8A, 0x8B, h, LAZY, L_DST);
         op_mem(e, size, 0x3A, 0x3B, h, LAZY, L_SRC);   // cmp h, [src]
@@ -321,6 +337,71 @@ static int writer_flags(Emit *e, const struct FlagWriter *fw, int h) {
         return 1;
     default:
         return 0;
+    }
+}
+
+/// Whether condition cc can be had from the flags' writer `fw` (writer_flags): INC and DEC leave
+/// CF as it was, so not the conditions that read it (B, AE, BE, A).
+static int writer_known(const struct FlagWriter *fw, unsigned cc) {
+    switch (fw->kind) {
+    case K_SUB: case K_ADD: case K_LOGIC: return 1;
+    case K_INC: case K_DEC: return ((cc & 15) >> 1) != 1 && ((cc & 15) >> 1) != 3;
+    default: return 0;
+    }
+}
+
+/// R9 = CF (0 or 1) from the lazy flags, as carry_flag in x86fast.c: worked out here when the
+/// writer is known, else by its kind at run time; an exit to i for kinds left to the handlers
+/// (ADC, SBB, none). Uses RAX and R9 only.
+static void carry_to_r9(Emit *e, const struct FlagWriter *fw, const struct X86FastInst *i) {
+    uint8_t *done[4];
+    int n = 0;
+    unsigned kind = fw->kind;
+    if (kind == 0) {   // run-time dispatch on the kind
+        op_mem(e, 4, 0x8A, 0x8B, RAX, LAZY, L_OP);
+        shift_imm(e, 4, S_SHR, RAX, 2);
+    }
+    if (kind == 0 || kind == K_SUB) {   // dst < src
+        uint8_t *next = NULL;
+        if (kind == 0) { byte(e, 0x83); byte(e, 0xF8); byte(e, K_SUB); next = jump8(e, CC_NE); }
+        load64(e, R9, LAZY, L_DST);
+        op_mem(e, 8, 0x3A, 0x3B, R9, LAZY, L_SRC);
+        rex(e, 0, 0, R9, 0); byte(e, 0x0F); byte(e, 0x92); byte(e, 0xC1);   // setb r9b
+        if (next) { done[n++] = jump8(e, -1); patch8(e, next); }
+    }
+    if (kind == 0 || kind == K_ADD) {   // res < dst
+        uint8_t *next = NULL;
+        if (kind == 0) { byte(e, 0x83); byte(e, 0xF8); byte(e, K_ADD); next = jump8(e, CC_NE); }
+        load64(e, R9, LAZY, L_RES);
+        op_mem(e, 8, 0x3A, 0x3B, R9, LAZY, L_DST);
+        rex(e, 0, 0, R9, 0); byte(e, 0x0F); byte(e, 0x92); byte(e, 0xC1);
+        if (next) { done[n++] = jump8(e, -1); patch8(e, next); }
+    }
+    if (kind == 0 || kind == K_LOGIC) {
+        uint8_t *next = NULL;
+        if (kind == 0) { byte(e, 0x83); byte(e, 0xF8); byte(e, K_LOGIC); next = jump8(e, CC_NE); }
+        mov_imm(e, R9, 0);
+        if (next) { done[n++] = jump8(e, -1); patch8(e, next); }
+    }
+    if (kind == 0 || kind == K_INC || kind == K_DEC) {   // INC, DEC, MUL keep CF in cin; SHIFT's is cin != 0
+        if (kind == 0) {
+            byte(e, 0x83); byte(e, 0xF8); byte(e, K_SHIFT);
+            uint8_t *notShift = jump8(e, CC_NE);
+            load64(e, R9, LAZY, L_CIN);
+            test_rr(e, 8, R9, R9);
+            rex(e, 0, 0, R9, 0); byte(e, 0x0F); byte(e, 0x95); byte(e, 0xC1);   // setnz r9b
+            done[n++] = jump8(e, -1);
+            patch8(e, notShift);
+            byte(e, 0x83); byte(e, 0xE8); byte(e, K_INC);   // sub eax, K_INC: INC 0, DEC 1, MUL 3
+            byte(e, 0x83); byte(e, 0xF8); byte(e, K_MUL - K_INC);
+            jcc_exit(e, CC_A, (uintptr_t)i, 0);   // anything else (none, ADC, SBB): the handlers
+        }
+        load64(e, R9, LAZY, L_CIN);
+        alu_imm(e, 4, A_AND, R9, 1);
+    }
+    for (int k = 0; k < n; k++) patch8(e, done[k]);
+    if (kind != K_INC && kind != K_DEC) {
+        rex(e, 0, R9, R9, 0); byte(e, 0x0F); byte(e, 0xB6); byte(e, (uint8_t)(0xC0 | (R9 & 7) << 3 | (R9 & 7)));   // movzx r9d, r9b
     }
 }
 
@@ -465,7 +546,7 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         test_logic(e, size, fw);
         return 1;
     case X86F_SETCC: {   // the condition from the flags' writer, into a byte register or memory
-        if (fw->kind != K_SUB && fw->kind != K_ADD && fw->kind != K_LOGIC) return 0;
+        if (!writer_known(fw, i->aux)) return 0;
         if (isMem) { host_address(e, jit, i, 1, 1); mov_rr(e, R9, RAX); }
         writer_flags(e, fw, R10);
         byte(e, 0x0F); byte(e, (uint8_t)(0x90 | (i->aux & 15))); byte(e, 0xC1);   // setcc cl
@@ -475,7 +556,7 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
     }
     case X86F_CMOVCC: {   // the source is read whether or not it moves; 32 bits clear the upper half
         size = i->osz;
-        if ((size != 4 && size != 8) || (fw->kind != K_SUB && fw->kind != K_ADD && fw->kind != K_LOGIC)) return 0;
+        if ((size != 4 && size != 8) || !writer_known(fw, i->aux)) return 0;
         if (isMem) { host_address(e, jit, i, size, 0); load_zx(e, size, RCX, RAX, 0); }
         else load_zx(e, size, RCX, REGS, i->rm * 8);
         load_zx(e, size, RAX, REGS, i->reg * 8);
@@ -544,6 +625,28 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         alu_rr(e, size, A_SUB, R11, RAX);
         lazy_store(e, K_SUB, size, R11, R10, RAX);
         fw->kind = K_SUB; fw->size = size;
+        return 1;
+    }
+    case X86F_INC: case X86F_DEC: case X86F_INC4: case X86F_DEC4: case X86F_INC8: case X86F_DEC8: {
+        // INC_DEC in x86fast.c: CF kept (into cin), the rest from d +/- 1.
+        int dec = h == X86F_DEC || h == X86F_DEC4 || h == X86F_DEC8;
+        size = (h == X86F_INC4 || h == X86F_DEC4) ? 4 : (h == X86F_INC8 || h == X86F_DEC8) ? 8 : i->osz;
+        if ((size != 1 && size != 2 && size != 4 && size != 8) || (isMem && (i->flags & F_LOCK))) return 0;
+        if (isMem) { host_address(e, jit, i, size, 1); mov_rr(e, R8, RAX); }
+        carry_to_r9(e, fw, i);   // may exit: before anything is written
+        if (isMem) load_zx(e, size, R10, R8, 0);
+        else load_zx(e, size, R10, REGS, slot(i->rm, size));
+        mov_rr(e, R11, R10);
+        if (size == 2) byte(e, 0x66);
+        rex(e, size == 8, 0, R11, 0);
+        byte(e, size == 1 ? 0xFE : 0xFF);
+        byte(e, (uint8_t)(0xC0 | dec << 3 | (R11 & 7)));   // inc/dec r11
+        store64(e, R9, LAZY, L_CIN);
+        mov_imm(e, RCX, 1);
+        lazy_store(e, dec ? K_DEC : K_INC, size, R11, R10, RCX);
+        fw->kind = dec ? K_DEC : K_INC; fw->size = size;
+        if (isMem) store_n(e, size, R11, R8, 0);
+        else set_reg(e, size, R11, i->rm);
         return 1;
     }
     case X86F_LEA4: case X86F_LEA8:
@@ -663,7 +766,7 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         return 1;
     case X86F_JCC:
         // The flags' writer is earlier in this block: its operation again, from the lazy fields.
-        if (fw->kind != K_SUB && fw->kind != K_ADD && fw->kind != K_LOGIC) return 0;
+        if (!writer_known(fw, i->aux)) return 0;
         writer_flags(e, fw, RAX);
         fused_branch(e, i);
         return 1;

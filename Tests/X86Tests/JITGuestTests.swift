@@ -123,12 +123,14 @@ final class JITGuestTests: GuestTestCase {
                 depth += 1
                 return "push \(reg(8, writable: false))"
             case 11 where g.chance(3): // forms the code generator leaves to the handlers
-                return g.pick(["inc \(reg(4))", "dec \(reg(8))", "imul \(reg(8)), \(reg(8, writable: false))",
+                return g.pick(["imul \(reg(8)), \(reg(8, writable: false))",
                                "setnz \(reg(1))", "cmovc \(reg(8)), \(reg(8, writable: false))", "lock not \(mem(4))"])
             case 11: // NOT, NEG, MOVSX, CMPXCHG (aligned, after a load that makes it succeed now and then)
                 let s = size()
-                switch g.below(4) {
+                switch g.below(5) {
                 case 0: return "\(g.pick(["not", "neg"])) \(g.chance(2) ? reg(s) : mem(s))"
+                case 4: // INC/DEC keep CF: after each kind of flag writer, or first in a block
+                    return "\(g.pick(["inc", "dec"])) \(g.chance(2) ? reg(s) : mem(s))" + (g.chance(3) ? "\nadc \(reg(8)), 0" : "")
                 case 1: return "movsx \(reg(g.pick([2, 4, 8]))), \(g.chance(2) ? reg(1, writable: false) : mem(1))"
                 case 2: return "movsx \(reg(g.pick([4, 8]))), \(g.chance(2) ? reg(2, writable: false) : mem(2))"
                 default:
@@ -146,13 +148,15 @@ final class JITGuestTests: GuestTestCase {
             label += 1
             let cc = g.pick(JITGuestTests.conditions), s = g.pick([8, 4])
             let setter: String
-            switch g.below(7) {
+            switch g.below(8) {
             case 0: setter = "cmp \(reg(s, writable: false)), \(reg(s, writable: false))"
             case 1: setter = "cmp \(reg(s, writable: false)), \(imm(s))"
             case 2: setter = "test \(reg(s, writable: false)), \(g.chance(2) ? reg(s, writable: false) : imm(s))"
             case 3: let ms = g.pick([1, 2, 4, 8]); setter = "\(g.pick(["cmp", "test"])) \(mem(ms)), \(g.pick([0, 1, 0x7F, -1, -0x80]))"
             case 4: setter = "\(aluOp()) \(reg(s)), \(reg(s, writable: false))\nmov \(reg(8)), \(reg(8, writable: false))"
             case 5: setter = "\(aluOp()) \(mem(s)), \(imm(s))\nlea \(reg(8)), [r14 + 8]"
+            case 6: // (a load between them runs a TLB check, which changes the host's CF)
+                setter = "\(g.pick(["inc", "dec"])) \(g.chance(2) ? reg(s) : mem(s))" + (g.chance(2) ? "\nmov \(reg(8)), \(mem(8))" : "")
             default: setter = "\(g.pick(["shl", "shr", "sar"])) \(reg(s)), \(g.pick([1, 3]))\nmov \(reg(8)), \(reg(8, writable: false))"
             }
             switch g.below(6) {
