@@ -649,6 +649,31 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         else set_reg(e, size, R11, i->rm);
         return 1;
     }
+    case X86F_IMUL_RRM: case X86F_IMUL_RRMI: {   // IMUL2: 32/64 bits, CF = OF = the product did not fit
+        size = i->osz;
+        if ((size != 4 && size != 8) || (h == X86F_IMUL_RRMI && size == 8 && !fits32(i->imm))) return 0;
+        if (isMem) { host_address(e, jit, i, size, 0); load_zx(e, size, RCX, RAX, 0); }
+        else load_zx(e, size, RCX, REGS, i->rm * 8);
+        if (h == X86F_IMUL_RRM) {
+            load_zx(e, size, R11, REGS, i->reg * 8);
+            rex(e, size == 8, R11, RCX, 0); byte(e, 0x0F); byte(e, 0xAF);   // imul r11, rcx
+            byte(e, (uint8_t)(0xC0 | (R11 & 7) << 3 | (RCX & 7)));
+        } else {
+            rex(e, size == 8, R11, RCX, 0); byte(e, 0x69);                  // imul r11, rcx, imm32
+            byte(e, (uint8_t)(0xC0 | (R11 & 7) << 3 | (RCX & 7)));
+            u32(e, (uint32_t)i->imm);
+        }
+        rex(e, 0, 0, R9, 0); byte(e, 0x0F); byte(e, 0x90); byte(e, 0xC1);   // seto r9b
+        rex(e, 0, R9, R9, 0); byte(e, 0x0F); byte(e, 0xB6); byte(e, (uint8_t)(0xC0 | (R9 & 7) << 3 | (R9 & 7)));
+        rex(e, 0, 0, R9, 0); byte(e, 0xF7); byte(e, (uint8_t)(0xC0 | 3 << 3 | (R9 & 7)));   // neg r9d
+        alu_imm(e, 4, A_AND, R9, 0x801);                                   // CF | OF, or 0
+        store64(e, R9, LAZY, L_CIN);
+        lazy_op(e, K_MUL, size);
+        store64(e, R11, LAZY, L_RES);
+        store64(e, R11, REGS, i->reg * 8);
+        fw->kind = 0;
+        return 1;
+    }
     case X86F_LEA4: case X86F_LEA8:
         effective_address(e, i);
         if (h == X86F_LEA4) op_rr(e, 4, 0x88, 0x89, RAX, RAX);   // mov eax, eax

@@ -69,10 +69,19 @@ final class JITGuestTests: GuestTestCase {
         mutating func size() -> Int { g.chance(8) ? g.pick([2, 1]) : g.pick([8, 4]) }
         mutating func aluOp() -> String { g.chance(16) ? g.pick(["adc", "sbb"]) : g.pick(["add", "or", "and", "sub", "xor", "cmp"]) }
 
+        /// Two- and three-operand IMUL, its CF/OF read at once now and then (ADC, JO).
+        mutating func imul() -> String {
+            let w = g.pick([4, 8]), src = g.chance(2) ? reg(w, writable: false) : mem(w)
+            label += 1
+            return (g.chance(2) ? "imul \(reg(w)), \(src)" : "imul \(reg(w)), \(src), \(imm(w))")
+                + (g.chance(3) ? "\nadc \(reg(8)), 0" : g.chance(2) ? "\njo .o\(seed)_\(label)\nnot \(reg(8))\n.o\(seed)_\(label):" : "")
+        }
+
         /// One instruction that does not branch.
         mutating func simple() -> String {
             switch g.below(14) {
-            case 0, 1, 2: // ALU, every form
+            case 0, 1, 2: // ALU, every form (and IMUL)
+                if g.chance(8) { return imul() }
                 let s = size(), op = aluOp()
                 switch g.below(5) {
                 case 0: return "\(op) \(reg(s)), \(reg(s, writable: false))"
@@ -123,12 +132,13 @@ final class JITGuestTests: GuestTestCase {
                 depth += 1
                 return "push \(reg(8, writable: false))"
             case 11 where g.chance(3): // forms the code generator leaves to the handlers
-                return g.pick(["imul \(reg(8)), \(reg(8, writable: false))",
+                return g.pick(["imul \(reg(2)), \(reg(2, writable: false))",
                                "setnz \(reg(1))", "cmovc \(reg(8)), \(reg(8, writable: false))", "lock not \(mem(4))"])
             case 11: // NOT, NEG, MOVSX, CMPXCHG (aligned, after a load that makes it succeed now and then)
                 let s = size()
-                switch g.below(5) {
+                switch g.below(6) {
                 case 0: return "\(g.pick(["not", "neg"])) \(g.chance(2) ? reg(s) : mem(s))"
+                case 5: return imul()
                 case 4: // INC/DEC keep CF: after each kind of flag writer, or first in a block
                     return "\(g.pick(["inc", "dec"])) \(g.chance(2) ? reg(s) : mem(s))" + (g.chance(3) ? "\nadc \(reg(8)), 0" : "")
                 case 1: return "movsx \(reg(g.pick([2, 4, 8]))), \(g.chance(2) ? reg(1, writable: false) : mem(1))"
@@ -166,7 +176,8 @@ final class JITGuestTests: GuestTestCase {
                 let s = g.pick([8, 4])
                 return "\(setter)\ncmov\(cc) \(reg(s)), \(g.chance(2) ? reg(s, writable: false) : mem(s))"
             default:
-                return "\(setter)\nj\(cc) .j\(seed)_\(label)\n\(simple())\n.j\(seed)_\(label):"
+                let target = ".j\(seed)_\(label)"   // (simple() may take labels of its own)
+                return "\(setter)\nj\(cc) \(target)\n\(simple())\n\(target):"
             }
         }
     }
