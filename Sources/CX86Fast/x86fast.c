@@ -1107,15 +1107,21 @@ done:
         else if (cur->linkRIP1 == pc) nb = c->infos + cur->linkIdx1;
         else if (cur->exitRIP == pc && still_valid(c, tlb, c->infos + cur->exitIdx, pc)) nb = c->infos + cur->exitIdx;
         else if (!(nb = find_successor(c, tlb, cur, pc))) goto at_end;
-        // Compiled code left cur by a branch to nb: next time straight into nb's code, where
-        // the links' rule lets it go unchecked.
+        // Compiled code left cur by a branch to nb: next time straight into nb's code, unchecked
+        // where the links' rule allows, else with still_valid's checks on every pass.
         if (jit && jit->run.exit) {
             uint8_t *ex = jit->run.exit;
             jit->run.exit = NULL;
             X86JitCode nc = jit->entry[nb - c->infos];
-            if (nc && ((pc ^ cur->vaddr) >> 12) == 0 && (nb->phys >> 12) == (cur->phys >> 12) && nb->gen == cur->gen
-                && nb->phys2 == ~0ull && cur->phys2 == ~0ull)
-                x86jit_chain(jit, ex, nb, jskip, nc);
+            uint64_t p1 = nb->phys >> 12, p2 = nb->phys2;   // (phys2 is a page number)
+            if (!nc) {
+                // not compiled (yet)
+            } else if (((pc ^ cur->vaddr) >> 12) == 0 && p1 == (cur->phys >> 12) && nb->gen == cur->gen
+                       && nb->phys2 == ~0ull && cur->phys2 == ~0ull) {
+                x86jit_chain(jit, ex, nb, jskip, nc, pc, NULL, NULL);
+            } else if (p1 < c->codePages && (nb->phys2 == ~0ull || p2 < c->codePages)) {
+                x86jit_chain(jit, ex, nb, jskip, nc, pc, c->codeGen + p1, nb->phys2 == ~0ull ? NULL : c->codeGen + p2);
+            }
         }
         countdown -= 1;
         retired += (uint64_t)(int64_t)nb->guestCount;

@@ -850,7 +850,9 @@ X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, i
     return (X86JitCode)(void *)start;
 }
 
-void x86jit_chain(struct X86Jit *jit, uint8_t *exit, const struct X86FastBlock *next, int64_t skipped, X86JitCode code) {
+void x86jit_chain(struct X86Jit *jit, uint8_t *exit, const struct X86FastBlock *next, int64_t skipped, X86JitCode code,
+                  uint64_t pc, const uint32_t *gen, const uint32_t *gen2) {
+    // [a successor on another page: still_valid's checks, each failure the exit's own return]
     // mov r11, &run; if countdown <= 1 the exit's own return (after the JMP); else countdown -= 1,
     // retired += next's count - skipped, run.block = next, on into next's code. (As the chaining
     // step in x86fast_run.)
@@ -860,10 +862,33 @@ void x86jit_chain(struct X86Jit *jit, uint8_t *exit, const struct X86FastBlock *
     e.full = 0;
     e.nexits = 0;
     uint8_t *start = e.p;
+    uint8_t *fail[5];
+    int nfail = 0;
+    if (gen) {
+        // pc's page in the instruction TLB at next's physical page, and next's pages at its generations.
+        int32_t entry = (int32_t)(((pc >> 12) & 1023) * sizeof(struct X86FastTLB));
+        load64(&e, RAX, TLBR, entry + (int32_t)offsetof(struct X86FastTLB, xtag));
+        mov_imm(&e, RCX, pc >> 12);
+        alu_rr(&e, 8, A_CMP, RAX, RCX);
+        byte(&e, 0x0F); byte(&e, 0x80 | CC_NE); fail[nfail++] = e.p; u32(&e, 0);
+        load64(&e, RAX, TLBR, entry + (int32_t)offsetof(struct X86FastTLB, physPage));
+        shift_imm(&e, 8, S_SHL, RAX, 12);
+        mov_imm(&e, RCX, next->phys & ~0xFFFull);
+        alu_rr(&e, 8, A_CMP, RAX, RCX);
+        byte(&e, 0x0F); byte(&e, 0x80 | CC_NE); fail[nfail++] = e.p; u32(&e, 0);
+        const uint32_t *gens[2] = { gen, gen2 };
+        const uint32_t want[2] = { next->gen, next->gen2 };
+        for (int k = 0; k < 2; k++) {
+            if (!gens[k]) continue;
+            mov_imm(&e, R11, (uintptr_t)gens[k]);
+            rex(&e, 0, 0, R11, 0); byte(&e, 0x81); modrm_mem(&e, 7, R11, 0); u32(&e, want[k]);   // cmp dword [r11], gen
+            byte(&e, 0x0F); byte(&e, 0x80 | CC_NE); fail[nfail++] = e.p; u32(&e, 0);
+        }
+    }
     mov_imm(&e, R11, (uintptr_t)&jit->run);
     rex(&e, 1, 0, R11, 0); byte(&e, 0x83); modrm_mem(&e, 7, R11, (int32_t)offsetof(struct X86JitRun, countdown)); byte(&e, 1);
     byte(&e, 0x0F); byte(&e, 0x80 | CC_LE);
-    uint8_t *rel = e.p;
+    fail[nfail++] = e.p;
     u32(&e, 0);
     rex(&e, 1, 0, R11, 0); byte(&e, 0xFF); modrm_mem(&e, 1, R11, (int32_t)offsetof(struct X86JitRun, countdown));
     rex(&e, 1, 0, R11, 0); byte(&e, 0x81); modrm_mem(&e, 0, R11, (int32_t)offsetof(struct X86JitRun, retired));
@@ -874,9 +899,11 @@ void x86jit_chain(struct X86Jit *jit, uint8_t *exit, const struct X86FastBlock *
     uint8_t *rel2 = e.p;
     u32(&e, 0);
     if (e.full) return;
-    int32_t d = (int32_t)((exit + 5) - (rel + 4));
-    memcpy(rel, &d, 4);
-    d = (int32_t)((uint8_t *)(void *)code - (rel2 + 4));
+    for (int k = 0; k < nfail; k++) {
+        int32_t d = (int32_t)((exit + 5) - (fail[k] + 4));
+        memcpy(fail[k], &d, 4);
+    }
+    int32_t d = (int32_t)((uint8_t *)(void *)code - (rel2 + 4));
     memcpy(rel2, &d, 4);
     jit->used = (size_t)(e.p - jit->code + 15) & ~(size_t)15;
     d = (int32_t)(start - (exit + 5));   // the exit's JMP now goes here

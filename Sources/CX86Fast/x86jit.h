@@ -42,11 +42,15 @@ struct X86Jit {
 /// buffer first when it is full); NULL when its first instructions are not ones it compiles.
 X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, int count);
 
-/// Sends compiled exit `exit` (jit->run.exit after the code left a block) straight into `next`'s
-/// compiled `code` from now on, when the poll countdown allows, as x86fast_run's chaining would:
-/// only for a successor it may follow without checks (the links' rule: same page, same
-/// generation). `skipped`: the instructions of the exited block that the branch skipped.
-void x86jit_chain(struct X86Jit *jit, uint8_t *exit, const struct X86FastBlock *next, int64_t skipped, X86JitCode code);
+/// Sends compiled exit `exit` (jit->run.exit after the code left a block for RIP `pc`) straight
+/// into `next`'s compiled `code` from now on, when the poll countdown allows, as x86fast_run's
+/// chaining would. `skipped`: the instructions of the exited block that the branch skipped.
+/// A successor the links' rule lets it follow unchecked (same page, same generation) has `gen`
+/// NULL; for any other, `gen` (and `gen2` for a block on two pages, else NULL) point at its code
+/// pages' generation counters, and every pass checks what still_valid in x86fast.c checks: pc's
+/// page in the instruction TLB at next's physical page, and both generations unchanged.
+void x86jit_chain(struct X86Jit *jit, uint8_t *exit, const struct X86FastBlock *next, int64_t skipped, X86JitCode code,
+                  uint64_t pc, const uint32_t *gen, const uint32_t *gen2);
 
 /// Forgets every compiled block (the block cache was flushed: indices now name other blocks).
 void x86jit_reset(struct X86Jit *jit);

@@ -244,6 +244,53 @@ final class JITGuestTests: GuestTestCase {
         XCTAssertEqual(try retired(24000) - retired(6000), 99000)
     }
 
+    /// Compiled calls to compiled callees on other pages, chained with checks on every pass: the
+    /// chain must be given up when the callee's code is rewritten in place (its page's generation),
+    /// and when its page is remapped to other code, also after another call site has filled the
+    /// TLB entry again (the physical page) and when nothing has (the TLB entry's tag), as
+    /// FastTierGuestTests' handler-driven version.
+    func testCrossPageChainsFollowRewrittenAndRemappedCode() throws {
+        // callee(v) at `addr`: mov eax, v; ret.
+        func callee(_ addr: Int, _ v: Int) -> String {
+            "mov byte [\(addr)], 0xB8\nmov dword [\(addr + 1)], \(v)\nmov byte [\(addr + 5)], 0xC3\n"
+        }
+        // 300 calls of `target` from one call site (a block of two compiled instructions), summing
+        // EAX into RBX, with `event` before the 151st; prints RBX.
+        func loop(_ label: String, _ target: Int, event: String) -> String {
+            """
+                xor ebx, ebx
+                mov ecx, 300
+            .\(label):
+                cmp ecx, 150
+                jne .\(label)_call
+            \(event)
+            .\(label)_call:
+                mov edx, ecx
+                call \(target)
+                add ebx, eax
+                sub ecx, 1
+                jnz .\(label)
+                mov rax, rbx
+                xor edx, edx
+                call pf64
+
+            """
+        }
+        let body = "mov qword [FLAGMASK], 0\n"
+            + callee(0x40000, 1) + loop("a", 0x40000, event: "mov dword [0x40001], 7")
+            + callee(0x400000, 3) + callee(0x600000, 5)
+            + loop("b", 0x400000, event: "mov rax, [0x12000 + 3 * 8]\nmov [0x12000 + 2 * 8], rax\ninvlpg [0x400000]\ncall 0x400000")
+            // Mapped back, and called at once: the TLB entry is empty (its physical page is stale).
+            + loop("c", 0x400000, event: "mov rax, 0x400083\nmov [0x12000 + 2 * 8], rax\ninvlpg [0x400000]")
+        let image = try GuestHarness.assemble(body, mode: .lm64)
+        let (ours, cpu, plat) = GuestHarness.runOurs(image)
+        XCTAssertNotNil(plat.exitCode, ours)
+        if FastTier.enabled { XCTAssertGreaterThan(cpu.compiledBlocks, 4) }
+        // 150 x 1 + 150 x 7, 150 x 3 + 150 x 5, 150 x 5 + 150 x 3.
+        XCTAssertEqual(ours, String(repeating: String(format: "%016X 0000000000000000 0000000000000000\n", 1200), count: 3))
+        if let ref = try GuestHarness.runQEMU(image) { XCTAssertEqual(ours, ref) }
+    }
+
     private func compareRandomRuns(chunks: Int) throws {
         for chunk in 0..<chunks {
             let seeds = UInt64(chunk * 20 + 1)...UInt64(chunk * 20 + 20)
