@@ -27,7 +27,7 @@ enum { RAX = 0, RCX = 1, RDX = 2, RSI = 6, RDI = 7, R8 = 8, R9 = 9, R10 = 10, R1
 enum { L_OP = 0, L_RES = 8, L_DST = 16, L_SRC = 24, L_CIN = 32 };
 
 // Lazy flag kinds and DInst flag bits, as in x86fast.c.
-enum { K_ADD = 1, K_SUB = 3, K_LOGIC = 5, K_INC = 6, K_DEC = 7, K_SHIFT = 8, K_MUL = 9 };
+enum { K_ADD = 1, K_ADC = 2, K_SUB = 3, K_SBB = 4, K_LOGIC = 5, K_INC = 6, K_DEC = 7, K_SHIFT = 8, K_MUL = 9 };
 enum { F_MEM = 1, F_LOCK = 8, F_COUNT_CL = 64 };
 // Host ALU operations, in opcode order (the same numbering as the guest's ALU kinds).
 enum { A_ADD = 0, A_OR = 1, A_AND = 4, A_SUB = 5, A_XOR = 6, A_CMP = 7 };
@@ -157,7 +157,23 @@ static uint8_t *jump8(Emit *e, int cc) {
     byte(e, 0);
     return at;
 }
-static void patch8(Emit *e, uint8_t *at) { if (!e->full) *at = (uint8_t)(e->p - (at + 1)); }
+static void patch8(Emit *e, uint8_t *at) {
+    ptrdiff_t d = e->p - (at + 1);
+    if (d > 127) e->full = 1;   // out of a short jump's reach: the code is not used
+    if (!e->full) *at = (uint8_t)d;
+}
+/// The same with a 32-bit displacement (for jumps over more than 127 bytes), always taken.
+static uint8_t *jump32(Emit *e) {
+    byte(e, 0xE9);
+    uint8_t *at = e->p;
+    u32(e, 0);
+    return at;
+}
+static void patch32(Emit *e, uint8_t *at) {
+    if (e->full) return;
+    int32_t d = (int32_t)(e->p - (at + 4));
+    memcpy(at, &d, 4);
+}
 
 static void return_exit(Emit *e, uint64_t a, uint64_t b) {
     mov_imm(e, RAX, a);
@@ -261,6 +277,8 @@ struct FlagWriter { unsigned kind, size; };
 
 // MARK: instructions
 
+static void carry_to(Emit *e, const struct FlagWriter *fw, const struct X86FastInst *i, int h);
+
 /// Where register `code` is for an access of `size` bytes: byte registers are byte offsets into
 /// the register file (AH is 1), the others 8-byte slots.
 static int32_t slot(unsigned code, unsigned size) { return size == 1 ? (int32_t)code : (int32_t)code * 8; }
@@ -275,27 +293,28 @@ static void set_reg(Emit *e, unsigned size, int h, unsigned code) {
 /// `size` bytes, on memory or registers: ALU_RM / ALU_R_RM in x86fast.c.
 static int alu(Emit *e, const struct X86Jit *jit, const struct X86FastInst *i, unsigned k, unsigned form, unsigned size,
                int isMem, struct FlagWriter *fw) {
-    if (k == 2 || k == 3) return 0;              // ADC/SBB read CF: the handlers' job
     if (isMem && (i->flags & F_LOCK)) return 0;   // LOCK: locked_rmw
     if (size != 1 && size != 2 && size != 4 && size != 8) return 0;
+    int carry = k == 2 || k == 3;   // ADC, SBB: CF into R8 first (it may exit), then into the host's CF
     if (form == 1) {   // reg op= r/m
-        if (isMem) { host_address(e, jit, i, size, 0); load_zx(e, size, RCX, RAX, 0); }
+        if (isMem) { host_address(e, jit, i, size, 0); mov_rr(e, R9, RAX); }
+        if (carry) carry_to(e, fw, i, R8);
+        if (isMem) load_zx(e, size, RCX, R9, 0);
         else load_zx(e, size, RCX, REGS, slot(i->rm, size));
         load_zx(e, size, R10, REGS, slot(i->reg, size));
     } else {           // r/m op= reg or imm
-        if (isMem) {
-            host_address(e, jit, i, size, k != A_CMP);
-            mov_rr(e, R9, RAX);
-            load_zx(e, size, R10, R9, 0);
-        } else {
-            load_zx(e, size, R10, REGS, slot(i->rm, size));
-        }
+        if (isMem) { host_address(e, jit, i, size, k != A_CMP); mov_rr(e, R9, RAX); }
+        if (carry) carry_to(e, fw, i, R8);
+        if (isMem) load_zx(e, size, R10, R9, 0);
+        else load_zx(e, size, R10, REGS, slot(i->rm, size));
         if (form == 0) load_zx(e, size, RCX, REGS, slot(i->reg, size));
         else mov_imm(e, RCX, i->imm & MASK(size));
     }
     mov_rr(e, R11, R10);
+    if (carry) { rex(e, 0, 0, R8, 0); byte(e, 0x0F); byte(e, 0xBA); byte(e, (uint8_t)(0xC0 | 4 << 3 | (R8 & 7))); byte(e, 0); }   // bt r8d, 0
     alu_rr(e, size, k == A_CMP ? A_SUB : k, R11, RCX);
-    unsigned kind = k == A_ADD ? K_ADD : (k == A_SUB || k == A_CMP) ? K_SUB : K_LOGIC;
+    unsigned kind = k == A_ADD ? K_ADD : k == 2 ? K_ADC : k == 3 ? K_SBB : (k == A_SUB || k == A_CMP) ? K_SUB : K_LOGIC;
+    if (carry) store64(e, R8, LAZY, L_CIN);
     lazy_store(e, kind, size, R11, R10, RCX);
     fw->kind = kind; fw->size = size;
     if (k == A_CMP) return 1;
@@ -350,58 +369,65 @@ static int writer_known(const struct FlagWriter *fw, unsigned cc) {
     }
 }
 
-/// R9 = CF (0 or 1) from the lazy flags, as carry_flag in x86fast.c: worked out here when the
-/// writer is known, else by its kind at run time; an exit to i for kinds left to the handlers
-/// (ADC, SBB, none). Uses RAX and R9 only.
-static void carry_to_r9(Emit *e, const struct FlagWriter *fw, const struct X86FastInst *i) {
-    uint8_t *done[4];
+/// setcc into the byte of h (0F 90+cc).
+static void setcc(Emit *e, unsigned cc, int h) {
+    rex(e, 0, 0, h, needs_rex8(h));
+    byte(e, 0x0F); byte(e, (uint8_t)(0x90 | cc)); byte(e, (uint8_t)(0xC0 | (h & 7)));
+}
+enum { CC_B = 2, CC_E = 4 };
+
+/// The byte of h = (a < b) or (a == b and cin), after cmp a, b: ADC's and SBB's carry with a carry in.
+static void below_or_equal_with_cin(Emit *e, int h) {
+    setcc(e, CC_B, h);
+    setcc(e, CC_E, RAX);
+    op_mem(e, 1, 0x22, 0x23, RAX, LAZY, L_CIN);   // and al, [cin]
+    op_rr(e, 1, 0x08, 0x09, RAX, h);              // or hb, al
+}
+
+/// h = CF (0 or 1) from the lazy flags, as carry_flag in x86fast.c: worked out here when the
+/// writer is known, else by its kind at run time; an exit to i when the flags are in RFLAGS
+/// (no lazy kind), which the handlers read. Uses RAX besides h.
+static void carry_to(Emit *e, const struct FlagWriter *fw, const struct X86FastInst *i, int h) {
+    uint8_t *done[8];
     int n = 0;
     unsigned kind = fw->kind;
     if (kind == 0) {   // run-time dispatch on the kind
         op_mem(e, 4, 0x8A, 0x8B, RAX, LAZY, L_OP);
         shift_imm(e, 4, S_SHR, RAX, 2);
     }
-    if (kind == 0 || kind == K_SUB) {   // dst < src
-        uint8_t *next = NULL;
-        if (kind == 0) { byte(e, 0x83); byte(e, 0xF8); byte(e, K_SUB); next = jump8(e, CC_NE); }
-        load64(e, R9, LAZY, L_DST);
-        op_mem(e, 8, 0x3A, 0x3B, R9, LAZY, L_SRC);
-        rex(e, 0, 0, R9, 0); byte(e, 0x0F); byte(e, 0x92); byte(e, 0xC1);   // setb r9b
-        if (next) { done[n++] = jump8(e, -1); patch8(e, next); }
+    // One case: `k` (tested at run time when the kind is not known here) and its computation.
+#define CARRY_CASE(k, body) \
+    if (kind == 0 || kind == (k)) { \
+        uint8_t *next_ = NULL; \
+        if (kind == 0) { byte(e, 0x83); byte(e, 0xF8); byte(e, (k)); next_ = jump8(e, CC_NE); } \
+        body; \
+        if (next_) { done[n++] = jump32(e); patch8(e, next_); } \
     }
-    if (kind == 0 || kind == K_ADD) {   // res < dst
-        uint8_t *next = NULL;
-        if (kind == 0) { byte(e, 0x83); byte(e, 0xF8); byte(e, K_ADD); next = jump8(e, CC_NE); }
-        load64(e, R9, LAZY, L_RES);
-        op_mem(e, 8, 0x3A, 0x3B, R9, LAZY, L_DST);
-        rex(e, 0, 0, R9, 0); byte(e, 0x0F); byte(e, 0x92); byte(e, 0xC1);
-        if (next) { done[n++] = jump8(e, -1); patch8(e, next); }
-    }
-    if (kind == 0 || kind == K_LOGIC) {
-        uint8_t *next = NULL;
-        if (kind == 0) { byte(e, 0x83); byte(e, 0xF8); byte(e, K_LOGIC); next = jump8(e, CC_NE); }
-        mov_imm(e, R9, 0);
-        if (next) { done[n++] = jump8(e, -1); patch8(e, next); }
-    }
+    CARRY_CASE(K_SUB, { load64(e, h, LAZY, L_DST); op_mem(e, 8, 0x3A, 0x3B, h, LAZY, L_SRC); setcc(e, CC_B, h); })   // dst < src
+    CARRY_CASE(K_ADD, { load64(e, h, LAZY, L_RES); op_mem(e, 8, 0x3A, 0x3B, h, LAZY, L_DST); setcc(e, CC_B, h); })   // res < dst
+    CARRY_CASE(K_LOGIC, { mov_imm(e, h, 0); })
+    CARRY_CASE(K_ADC, { load64(e, h, LAZY, L_RES); op_mem(e, 8, 0x3A, 0x3B, h, LAZY, L_DST); below_or_equal_with_cin(e, h); })
+    CARRY_CASE(K_SBB, { load64(e, h, LAZY, L_DST); op_mem(e, 8, 0x3A, 0x3B, h, LAZY, L_SRC); below_or_equal_with_cin(e, h); })
+#undef CARRY_CASE
     if (kind == 0 || kind == K_INC || kind == K_DEC) {   // INC, DEC, MUL keep CF in cin; SHIFT's is cin != 0
         if (kind == 0) {
             byte(e, 0x83); byte(e, 0xF8); byte(e, K_SHIFT);
             uint8_t *notShift = jump8(e, CC_NE);
-            load64(e, R9, LAZY, L_CIN);
-            test_rr(e, 8, R9, R9);
-            rex(e, 0, 0, R9, 0); byte(e, 0x0F); byte(e, 0x95); byte(e, 0xC1);   // setnz r9b
-            done[n++] = jump8(e, -1);
+            load64(e, h, LAZY, L_CIN);
+            test_rr(e, 8, h, h);
+            setcc(e, CC_NE, h);
+            done[n++] = jump32(e);
             patch8(e, notShift);
             byte(e, 0x83); byte(e, 0xE8); byte(e, K_INC);   // sub eax, K_INC: INC 0, DEC 1, MUL 3
             byte(e, 0x83); byte(e, 0xF8); byte(e, K_MUL - K_INC);
-            jcc_exit(e, CC_A, (uintptr_t)i, 0);   // anything else (none, ADC, SBB): the handlers
+            jcc_exit(e, CC_A, (uintptr_t)i, 0);   // no kind (RFLAGS): the handlers
         }
-        load64(e, R9, LAZY, L_CIN);
-        alu_imm(e, 4, A_AND, R9, 1);
+        load64(e, h, LAZY, L_CIN);
+        alu_imm(e, 4, A_AND, h, 1);
     }
-    for (int k = 0; k < n; k++) patch8(e, done[k]);
+    for (int k = 0; k < n; k++) patch32(e, done[k]);
     if (kind != K_INC && kind != K_DEC) {
-        rex(e, 0, R9, R9, 0); byte(e, 0x0F); byte(e, 0xB6); byte(e, (uint8_t)(0xC0 | (R9 & 7) << 3 | (R9 & 7)));   // movzx r9d, r9b
+        rex(e, 0, h, h, needs_rex8(h)); byte(e, 0x0F); byte(e, 0xB6); byte(e, (uint8_t)(0xC0 | (h & 7) << 3 | (h & 7)));   // movzx h32, hb
     }
 }
 
@@ -633,7 +659,7 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         size = (h == X86F_INC4 || h == X86F_DEC4) ? 4 : (h == X86F_INC8 || h == X86F_DEC8) ? 8 : i->osz;
         if ((size != 1 && size != 2 && size != 4 && size != 8) || (isMem && (i->flags & F_LOCK))) return 0;
         if (isMem) { host_address(e, jit, i, size, 1); mov_rr(e, R8, RAX); }
-        carry_to_r9(e, fw, i);   // may exit: before anything is written
+        carry_to(e, fw, i, R9);   // may exit: before anything is written
         if (isMem) load_zx(e, size, R10, R8, 0);
         else load_zx(e, size, R10, REGS, slot(i->rm, size));
         mov_rr(e, R11, R10);
@@ -800,10 +826,23 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
     }
 }
 
+static X86JitCode compile_block(struct X86Jit *jit, const struct X86FastInst *first, int count, int *full);
+
 X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, int count) {
-    // At most a few hundred bytes an instruction, and its exits.
-    size_t need = (size_t)(count + 1) * 256 + 3 * 64 * 12 + 64;
+    // At most a few hundred bytes an instruction, and its exits; a buffer that turns out to be
+    // too full starts over once.
+    size_t need = (size_t)(count + 1) * 512 + 3 * 64 * 40;
     if (jit->cap - jit->used < need) x86jit_reset(jit);
+    for (int attempt = 0; ; attempt++) {
+        int full = 0;
+        X86JitCode code = compile_block(jit, first, count, &full);
+        if (code || !full || attempt == 1 || jit->used == 0) return code;
+        x86jit_reset(jit);
+    }
+}
+
+/// x86jit_compile's work, at jit->used; sets *full when the buffer ran out.
+static X86JitCode compile_block(struct X86Jit *jit, const struct X86FastInst *first, int count, int *full) {
     static __thread Emit e;
     e.p = jit->code + jit->used;
     e.end = jit->code + jit->cap;
@@ -844,7 +883,7 @@ X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, i
         int32_t rel = (int32_t)(stub - (e.exits[k].at + 4));
         memcpy(e.exits[k].at, &rel, 4);
     }
-    if (e.full) return NULL;
+    if (e.full) { *full = 1; return NULL; }
     jit->used = (size_t)(e.p - jit->code + 15) & ~(size_t)15;
     jit->compiled++;
     return (X86JitCode)(void *)start;

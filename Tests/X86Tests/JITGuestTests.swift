@@ -291,6 +291,41 @@ final class JITGuestTests: GuestTestCase {
         if let ref = try GuestHarness.runQEMU(image) { XCTAssertEqual(ours, ref) }
     }
 
+    /// ADC and SBB chains, compiled: CF from a known writer in the block and, first in a block,
+    /// from the lazy kind at run time; the edge where the result equals an operand and the carry
+    /// in decides CF (an all-ones operand with a carry in); CF left in cin for the next reader.
+    func testCarryChains() throws {
+        var body = "mov qword [FLAGMASK], 0x8D5\nmov r15d, 2\n.again:\n"
+        for (k, (a, b)) in [("-1", "-1"), ("-1", "0"), ("0x8000000000000000", "0x7FFFFFFFFFFFFFFF"), ("5", "-1")].enumerated() {
+            for op in ["adc", "sbb"] {
+                body += """
+                    xor ebx, ebx
+                    mov rdx, \(a)
+                    mov rcx, \(b)
+                    mov rax, -1
+                    add rax, 1
+                    \(op) rdx, rcx
+                    adc rbx, 0
+                    \(op) rdx, rcx
+                    \(op) edx, ecx
+                    jmp .n\(k)\(op)
+                .n\(k)\(op):
+                    adc rbx, 0
+                    \(op) dx, cx
+                    jmp .m\(k)\(op)
+                .m\(k)\(op):
+                    \(op) dl, 0x80
+                    adc rbx, 0
+                    mov rax, rbx
+                    call pf64
+
+                """
+            }
+        }
+        body += "dec r15d\njnz .again\n"
+        try compare(body)
+    }
+
     private func compareRandomRuns(chunks: Int) throws {
         for chunk in 0..<chunks {
             let seeds = UInt64(chunk * 20 + 1)...UInt64(chunk * 20 + 20)
