@@ -442,10 +442,55 @@ static void test_logic(Emit *e, unsigned size, struct FlagWriter *fw) {
 /// The branch of a fused compare (host flags just set by the compare): taken leaves the block.
 static void fused_branch(Emit *e, const struct X86FastInst *i) { jcc_exit(e, i->aux & 15, i->imm, left_by(i) | CHAINABLE); }
 
+/// SHL/SHR/SAR of a 32/64-bit register by CL (shift_fast in x86fast.c, the count known only at
+/// run time): a zero count changes no flags, only a 32-bit register's upper half.
+static int shift_cl(Emit *e, const struct X86FastInst *i, unsigned size, struct FlagWriter *fw) {
+    unsigned kind = i->aux, msb = size * 8 - 1;
+    int32_t slot = i->rm * 8;
+    load_zx(e, 4, RCX, REGS, 1 * 8);
+    alu_imm(e, 4, A_AND, RCX, size == 8 ? 0x3F : 0x1F);
+    byte(e, 0x0F); byte(e, 0x80 | CC_E);   // jz: count 0
+    uint8_t *zero = e->p;
+    u32(e, 0);
+    alu_imm(e, 4, A_SUB, RCX, 1);
+    // R8 = the value before the last step, R10 = the result, R9 = CF, R11 = OF.
+    unsigned w = (kind == S_SAR && size == 4) ? 8 : size;   // SAR of 32 bits works on the sign-extended value
+    if (w != size) { rex(e, 1, R8, REGS, 0); byte(e, 0x63); modrm_mem(e, R8, REGS, slot); }   // movsxd r8, [slot]
+    else load_zx(e, size, R8, REGS, slot);
+    rex(e, w == 8, 0, R8, 0); byte(e, 0xD3); byte(e, (uint8_t)(0xC0 | kind << 3 | (R8 & 7)));   // shift r8, cl
+    mov_rr(e, R10, R8);
+    shift_imm(e, w, kind, R10, 1);
+    if (w != size) op_rr(e, 4, 0x88, 0x89, R10, R10);   // mov r10d, r10d: masked to 32 bits
+    mov_rr(e, R9, R8);
+    if (kind == S_SHL) shift_imm(e, size, S_SHR, R9, msb);
+    else alu_imm(e, 4, A_AND, R9, 1);
+    if (kind == S_SAR) {
+        mov_imm(e, R11, 0);
+    } else {
+        mov_rr(e, R11, R8);
+        alu_rr(e, size, A_XOR, R11, R10);
+        shift_imm(e, size, S_SHR, R11, msb);
+    }
+    store64(e, R9, LAZY, L_CIN);
+    lazy_op(e, K_SHIFT, size);
+    store64(e, R10, LAZY, L_RES);
+    store64(e, R11, LAZY, L_DST);
+    mov_imm(e, RAX, 0);
+    store64(e, RAX, LAZY, L_SRC);
+    store64(e, R10, REGS, slot);
+    uint8_t *done = jump32(e);
+    patch32(e, zero);
+    if (size == 4) { load_zx(e, 4, RAX, REGS, slot); store64(e, RAX, REGS, slot); }
+    patch32(e, done);
+    fw->kind = 0;   // K_SHIFT, or unchanged
+    return 1;
+}
+
 /// SHL/SHR/SAR of a 32/64-bit register by an immediate count (shift_fast in x86fast.c).
 static int shift(Emit *e, const struct X86FastInst *i, unsigned size, struct FlagWriter *fw) {
     unsigned kind = i->aux;
-    if ((i->flags & (F_MEM | F_COUNT_CL)) || (kind != S_SHL && kind != S_SHR && kind != S_SAR)) return 0;
+    if ((i->flags & F_MEM) || (kind != S_SHL && kind != S_SHR && kind != S_SAR)) return 0;
+    if (i->flags & F_COUNT_CL) return shift_cl(e, i, size, fw);
     unsigned n = (unsigned)(i->imm & (size == 8 ? 0x3F : 0x1F)), msb = size * 8 - 1;
     int32_t slot = i->rm * 8;
     if (n == 0) {   // no change, but a 32-bit register's upper half is cleared

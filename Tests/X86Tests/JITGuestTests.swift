@@ -122,7 +122,10 @@ final class JITGuestTests: GuestTestCase {
                 }
             case 8, 9: // shifts by an immediate (and now and then by CL, or a rotate: the handlers')
                 let s = g.pick([8, 4]), count = g.pick([0, 1, 2, 31, 32, 63, g.below(64)])
-                if g.chance(8) { return "\(g.pick(["shl", "shr", "sar"])) \(reg(s)), cl" }
+                if g.chance(3) {   // by CL (a zero count now and then, and counts past 31)
+                    let r = reg(s)   // (RCX itself too)
+                    return (g.chance(3) ? "and ecx, \(g.pick([0, 0x20, 0x3F, 1, 0x21]))\n" : "") + "\(g.pick(["shl", "shr", "sar"])) \(r), cl"
+                }
                 let r = reg(s), shift = "\(g.chance(10) ? "rol" : g.pick(["shl", "shr", "sar"])) \(r), \(count)"
                 // Now and then CF read at once by the handlers (ADC: carry_flag from the shift's lazy state).
                 return g.chance(4) ? shift + "\nadc \(r), 0" : shift
