@@ -254,6 +254,27 @@ static void host_address(Emit *e, const struct X86Jit *jit, const struct X86Fast
     tlb_lookup(e, size, write, i);
 }
 
+/// Pushes R9 (the stack slot through the TLB, which uses RAX, RCX and R8, or an exit to i),
+/// then RSP -= 8.
+static void push_r9(Emit *e, const struct X86FastInst *i) {
+    load64(e, RAX, REGS, 4 * 8);
+    alu_imm(e, 8, A_SUB, RAX, 8);
+    tlb_lookup(e, 8, 1, i);
+    store64(e, R9, RAX, 0);
+    load64(e, RCX, REGS, 4 * 8);
+    alu_imm(e, 8, A_SUB, RCX, 8);
+    store64(e, RCX, REGS, 4 * 8);
+}
+/// Pops into R9 (or an exit to i), then RSP += 8 + `release` (RET imm16).
+static void pop_r9(Emit *e, const struct X86FastInst *i, uint32_t release) {
+    load64(e, RAX, REGS, 4 * 8);
+    tlb_lookup(e, 8, 0, i);
+    load64(e, R9, RAX, 0);
+    load64(e, RCX, REGS, 4 * 8);
+    alu_imm(e, 8, A_ADD, RCX, 8 + release);
+    store64(e, RCX, REGS, 4 * 8);
+}
+
 // MARK: lazy flags
 
 static void lazy_op(Emit *e, unsigned kind, unsigned size) {
@@ -439,13 +460,46 @@ static void test_logic(Emit *e, unsigned size, struct FlagWriter *fw) {
     fw->kind = K_LOGIC; fw->size = size;
 }
 
+/// CMP r/m, src: set_lazy of their SUB (the r/m operand in R10, src in RCX, masked), whose host
+/// flags are the guest's.
+static void compare_sub(Emit *e, unsigned size, struct FlagWriter *fw) {
+    mov_rr(e, R11, R10);
+    alu_rr(e, size, A_SUB, R11, RCX);
+    lazy_store(e, K_SUB, size, R11, R10, RCX);
+    fw->kind = K_SUB; fw->size = size;
+}
+
 /// The branch of a fused compare (host flags just set by the compare): taken leaves the block.
 static void fused_branch(Emit *e, const struct X86FastInst *i) { jcc_exit(e, i->aux & 15, i->imm, left_by(i) | CHAINABLE); }
+
+/// A shift's flags and result once its last step is done (shift_fast in x86fast.c): `src` holds
+/// the value before that step, `res` the result; CF goes through R9, OF through `of` (0 for
+/// SAR), and `zero` is a free register; the result goes back to the register at `slot`.
+static void shift_done(Emit *e, unsigned kind, unsigned size, int src, int res, int of, int zero, int32_t slot) {
+    unsigned msb = size * 8 - 1;
+    mov_rr(e, R9, src);
+    if (kind == S_SHL) shift_imm(e, size, S_SHR, R9, msb);
+    else alu_imm(e, 4, A_AND, R9, 1);
+    if (kind == S_SAR) {
+        mov_imm(e, of, 0);
+    } else {
+        mov_rr(e, of, src);
+        alu_rr(e, size, A_XOR, of, res);
+        shift_imm(e, size, S_SHR, of, msb);
+    }
+    store64(e, R9, LAZY, L_CIN);
+    lazy_op(e, K_SHIFT, size);
+    store64(e, res, LAZY, L_RES);
+    store64(e, of, LAZY, L_DST);
+    mov_imm(e, zero, 0);
+    store64(e, zero, LAZY, L_SRC);
+    store64(e, res, REGS, slot);
+}
 
 /// SHL/SHR/SAR of a 32/64-bit register by CL (shift_fast in x86fast.c, the count known only at
 /// run time): a zero count changes no flags, only a 32-bit register's upper half.
 static int shift_cl(Emit *e, const struct X86FastInst *i, unsigned size, struct FlagWriter *fw) {
-    unsigned kind = i->aux, msb = size * 8 - 1;
+    unsigned kind = i->aux;
     int32_t slot = i->rm * 8;
     load_zx(e, 4, RCX, REGS, 1 * 8);
     alu_imm(e, 4, A_AND, RCX, size == 8 ? 0x3F : 0x1F);
@@ -453,7 +507,7 @@ static int shift_cl(Emit *e, const struct X86FastInst *i, unsigned size, struct 
     uint8_t *zero = e->p;
     u32(e, 0);
     alu_imm(e, 4, A_SUB, RCX, 1);
-    // R8 = the value before the last step, R10 = the result, R9 = CF, R11 = OF.
+    // R8 = the value before the last step, R10 = the result.
     unsigned w = (kind == S_SAR && size == 4) ? 8 : size;   // SAR of 32 bits works on the sign-extended value
     if (w != size) { rex(e, 1, R8, REGS, 0); byte(e, 0x63); modrm_mem(e, R8, REGS, slot); }   // movsxd r8, [slot]
     else load_zx(e, size, R8, REGS, slot);
@@ -461,23 +515,7 @@ static int shift_cl(Emit *e, const struct X86FastInst *i, unsigned size, struct 
     mov_rr(e, R10, R8);
     shift_imm(e, w, kind, R10, 1);
     if (w != size) op_rr(e, 4, 0x88, 0x89, R10, R10);   // mov r10d, r10d: masked to 32 bits
-    mov_rr(e, R9, R8);
-    if (kind == S_SHL) shift_imm(e, size, S_SHR, R9, msb);
-    else alu_imm(e, 4, A_AND, R9, 1);
-    if (kind == S_SAR) {
-        mov_imm(e, R11, 0);
-    } else {
-        mov_rr(e, R11, R8);
-        alu_rr(e, size, A_XOR, R11, R10);
-        shift_imm(e, size, S_SHR, R11, msb);
-    }
-    store64(e, R9, LAZY, L_CIN);
-    lazy_op(e, K_SHIFT, size);
-    store64(e, R10, LAZY, L_RES);
-    store64(e, R11, LAZY, L_DST);
-    mov_imm(e, RAX, 0);
-    store64(e, RAX, LAZY, L_SRC);
-    store64(e, R10, REGS, slot);
+    shift_done(e, kind, size, R8, R10, R11, RAX, slot);
     uint8_t *done = jump32(e);
     patch32(e, zero);
     if (size == 4) { load_zx(e, 4, RAX, REGS, slot); store64(e, RAX, REGS, slot); }
@@ -491,13 +529,13 @@ static int shift(Emit *e, const struct X86FastInst *i, unsigned size, struct Fla
     unsigned kind = i->aux;
     if ((i->flags & F_MEM) || (kind != S_SHL && kind != S_SHR && kind != S_SAR)) return 0;
     if (i->flags & F_COUNT_CL) return shift_cl(e, i, size, fw);
-    unsigned n = (unsigned)(i->imm & (size == 8 ? 0x3F : 0x1F)), msb = size * 8 - 1;
+    unsigned n = (unsigned)(i->imm & (size == 8 ? 0x3F : 0x1F));
     int32_t slot = i->rm * 8;
     if (n == 0) {   // no change, but a 32-bit register's upper half is cleared
         if (size == 4) { load_zx(e, 4, RAX, REGS, slot); store64(e, RAX, REGS, slot); }
         return 1;
     }
-    // RCX = the value before the last step (`src` there), R8 = the result, R9 = CF, R10 = OF.
+    // RCX = the value before the last step (`src` there), R8 = the result.
     if (kind == S_SAR && size == 4) {   // sign-extended to 64 bits, as sign_extend does
         rex(e, 1, RCX, REGS, 0);
         byte(e, 0x63);
@@ -512,23 +550,7 @@ static int shift(Emit *e, const struct X86FastInst *i, unsigned size, struct Fla
         mov_rr(e, R8, RCX);
         shift_imm(e, size, kind, R8, 1);
     }
-    mov_rr(e, R9, RCX);
-    if (kind == S_SHL) shift_imm(e, size, S_SHR, R9, msb);
-    else alu_imm(e, 4, A_AND, R9, 1);
-    if (kind == S_SAR) {
-        mov_imm(e, R10, 0);
-    } else {
-        mov_rr(e, R10, RCX);
-        alu_rr(e, size, A_XOR, R10, R8);
-        shift_imm(e, size, S_SHR, R10, msb);
-    }
-    store64(e, R9, LAZY, L_CIN);
-    lazy_op(e, K_SHIFT, size);
-    store64(e, R8, LAZY, L_RES);
-    store64(e, R10, LAZY, L_DST);
-    mov_imm(e, R11, 0);
-    store64(e, R11, LAZY, L_SRC);
-    store64(e, R8, REGS, slot);
+    shift_done(e, kind, size, RCX, R8, R10, R11, slot);
     fw->kind = 0;
     return 1;
 }
@@ -776,23 +798,12 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
     }
     case X86F_PUSH:
         if (i->osz != 8) return 0;
-        load64(e, RAX, REGS, 4 * 8);
-        alu_imm(e, 8, A_SUB, RAX, 8);
-        tlb_lookup(e, 8, 1, i);
-        load64(e, RCX, REGS, i->reg * 8);
-        store64(e, RCX, RAX, 0);
-        load64(e, RCX, REGS, 4 * 8);
-        alu_imm(e, 8, A_SUB, RCX, 8);
-        store64(e, RCX, REGS, 4 * 8);
+        load64(e, R9, REGS, i->reg * 8);   // before RSP moves: PUSH RSP stores the old value
+        push_r9(e, i);
         return 1;
     case X86F_POP:
         if (i->osz != 8) return 0;
-        load64(e, RAX, REGS, 4 * 8);
-        tlb_lookup(e, 8, 0, i);
-        load64(e, R9, RAX, 0);
-        load64(e, RCX, REGS, 4 * 8);
-        alu_imm(e, 8, A_ADD, RCX, 8);
-        store64(e, RCX, REGS, 4 * 8);
+        pop_r9(e, i, 0);
         store64(e, R9, REGS, i->reg * 8);   // after RSP: POP RSP loads RSP
         return 1;
     // The block's final branch: left with the branch's target, as BRANCH in x86fast.c.
@@ -801,24 +812,13 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         return 2;
     case X86F_CALL:   // pushes the return address (BlockCache keeps it in disp)
         if (i->osz != 8) return 0;
-        load64(e, RAX, REGS, 4 * 8);
-        alu_imm(e, 8, A_SUB, RAX, 8);
-        tlb_lookup(e, 8, 1, i);
-        mov_imm(e, RCX, i->disp);
-        store64(e, RCX, RAX, 0);
-        load64(e, RCX, REGS, 4 * 8);
-        alu_imm(e, 8, A_SUB, RCX, 8);
-        store64(e, RCX, REGS, 4 * 8);
+        mov_imm(e, R9, i->disp);
+        push_r9(e, i);
         chainable_exit(e, jit, i->imm, left_by(i));
         return 2;
     case X86F_RET:
         if (i->osz != 8) return 0;
-        load64(e, RAX, REGS, 4 * 8);
-        tlb_lookup(e, 8, 0, i);
-        load64(e, R9, RAX, 0);
-        load64(e, RCX, REGS, 4 * 8);
-        alu_imm(e, 8, A_ADD, RCX, (uint32_t)(8 + i->imm));
-        store64(e, RCX, REGS, 4 * 8);
+        pop_r9(e, i, (uint32_t)i->imm);
         mov_rr(e, RAX, R9);
         mov_imm(e, RDX, left_by(i));
         byte(e, 0xC3);
@@ -830,10 +830,7 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         load_zx(e, size, R10, REGS, i->rm * 8);
         if (h == X86F_CMPJ_RR4 || h == X86F_CMPJ_RR8) load_zx(e, size, RCX, REGS, i->reg * 8);
         else mov_imm(e, RCX, i->disp & MASK(size));
-        mov_rr(e, R11, R10);
-        alu_rr(e, size, A_SUB, R11, RCX);
-        lazy_store(e, K_SUB, size, R11, R10, RCX);
-        fw->kind = K_SUB; fw->size = size;
+        compare_sub(e, size, fw);
         fused_branch(e, i);
         return 1;
     case X86F_TESTJ_RR4: case X86F_TESTJ_RR8: case X86F_TESTJ_RR: case X86F_TESTJ_RI:
@@ -852,12 +849,7 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
         load_zx(e, size, R10, RAX, 0);
         mov_imm(e, RCX, (uint64_t)(int64_t)(int8_t)i->reg & MASK(size));
         if (h == X86F_TESTJ_MI) test_logic(e, size, fw);
-        else {
-            mov_rr(e, R11, R10);
-            alu_rr(e, size, A_SUB, R11, RCX);
-            lazy_store(e, K_SUB, size, R11, R10, RCX);
-            fw->kind = K_SUB; fw->size = size;
-        }
+        else compare_sub(e, size, fw);
         fused_branch(e, i);
         return 1;
     case X86F_JCC:
@@ -872,6 +864,16 @@ static int instruction(Emit *e, const struct X86Jit *jit, const struct X86FastIn
 }
 
 static X86JitCode compile_block(struct X86Jit *jit, const struct X86FastInst *first, int count, int *full);
+
+/// The emitter for new code at the buffer's free space (one per thread: vCPUs compile in parallel).
+static Emit *emit_at_free(struct X86Jit *jit) {
+    static __thread Emit e;
+    e.p = jit->code + jit->used;
+    e.end = jit->code + jit->cap;
+    e.full = 0;
+    e.nexits = 0;
+    return &e;
+}
 
 X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, int count) {
     // At most a few hundred bytes an instruction, and its exits; a buffer that turns out to be
@@ -888,17 +890,13 @@ X86JitCode x86jit_compile(struct X86Jit *jit, const struct X86FastInst *first, i
 
 /// x86jit_compile's work, at jit->used; sets *full when the buffer ran out.
 static X86JitCode compile_block(struct X86Jit *jit, const struct X86FastInst *first, int count, int *full) {
-    static __thread Emit e;
-    e.p = jit->code + jit->used;
-    e.end = jit->code + jit->cap;
-    e.full = 0;
-    e.nexits = 0;
-    uint8_t *start = e.p;
+    Emit *const e = emit_at_free(jit);
+    uint8_t *start = e->p;
     struct FlagWriter fw = { 0, 0 };
     const struct X86FastInst *i = first;
     int compiled = 0;
     int done = 0;
-    while (compiled <= count && (done = instruction(&e, jit, i, &fw)) != 0) {
+    while (compiled <= count && (done = instruction(e, jit, i, &fw)) != 0) {
         compiled++;
         if (done == 2) break;   // the block's final branch, which returns by itself
         i++;
@@ -906,30 +904,30 @@ static X86JitCode compile_block(struct X86Jit *jit, const struct X86FastInst *fi
     if (compiled < 2) return NULL;   // nothing gained over the handlers
     // Run to the end marker: on to the fall-through RIP, which it keeps.
     if (done != 2) {
-        if (i->fast == X86F_END) chainable_exit(&e, jit, i->imm, 1);
-        else return_to(&e, i);
+        if (i->fast == X86F_END) chainable_exit(e, jit, i->imm, 1);
+        else return_to(e, i);
     }
     // The exits, one stub per value.
-    for (int k = 0; k < e.nexits; k++) {
+    for (int k = 0; k < e->nexits; k++) {
         uint8_t *stub = NULL;
         for (int j = 0; j < k; j++) {
-            if (e.exits[j].a == e.exits[k].a && e.exits[j].b == e.exits[k].b) {
+            if (e->exits[j].a == e->exits[k].a && e->exits[j].b == e->exits[k].b) {
                 int32_t rel;
-                memcpy(&rel, e.exits[j].at, 4);
-                stub = e.exits[j].at + 4 + rel;
+                memcpy(&rel, e->exits[j].at, 4);
+                stub = e->exits[j].at + 4 + rel;
                 break;
             }
         }
         if (!stub) {
-            stub = e.p;
-            if (e.exits[k].b & CHAINABLE) chainable_exit(&e, jit, e.exits[k].a, e.exits[k].b & ~CHAINABLE);
-            else return_exit(&e, e.exits[k].a, e.exits[k].b);
+            stub = e->p;
+            if (e->exits[k].b & CHAINABLE) chainable_exit(e, jit, e->exits[k].a, e->exits[k].b & ~CHAINABLE);
+            else return_exit(e, e->exits[k].a, e->exits[k].b);
         }
-        int32_t rel = (int32_t)(stub - (e.exits[k].at + 4));
-        memcpy(e.exits[k].at, &rel, 4);
+        int32_t rel = (int32_t)(stub - (e->exits[k].at + 4));
+        memcpy(e->exits[k].at, &rel, 4);
     }
-    if (e.full) { *full = 1; return NULL; }
-    jit->used = (size_t)(e.p - jit->code + 15) & ~(size_t)15;
+    if (e->full) { *full = 1; return NULL; }
+    jit->used = (size_t)(e->p - jit->code + 15) & ~(size_t)15;
     jit->compiled++;
     return (X86JitCode)(void *)start;
 }
@@ -940,56 +938,52 @@ void x86jit_chain(struct X86Jit *jit, uint8_t *exit, const struct X86FastBlock *
     // mov r11, &run; if countdown <= 1 the exit's own return (after the JMP); else countdown -= 1,
     // retired += next's count - skipped, run.block = next, on into next's code. (As the chaining
     // step in x86fast_run.)
-    static __thread Emit e;
-    e.p = jit->code + jit->used;
-    e.end = jit->code + jit->cap;
-    e.full = 0;
-    e.nexits = 0;
-    uint8_t *start = e.p;
+    Emit *const e = emit_at_free(jit);
+    uint8_t *start = e->p;
     uint8_t *fail[5];
     int nfail = 0;
     if (gen) {
         // pc's page in the instruction TLB at next's physical page, and next's pages at its generations.
         int32_t entry = (int32_t)(((pc >> 12) & 1023) * sizeof(struct X86FastTLB));
-        load64(&e, RAX, TLBR, entry + (int32_t)offsetof(struct X86FastTLB, xtag));
-        mov_imm(&e, RCX, pc >> 12);
-        alu_rr(&e, 8, A_CMP, RAX, RCX);
-        byte(&e, 0x0F); byte(&e, 0x80 | CC_NE); fail[nfail++] = e.p; u32(&e, 0);
-        load64(&e, RAX, TLBR, entry + (int32_t)offsetof(struct X86FastTLB, physPage));
-        shift_imm(&e, 8, S_SHL, RAX, 12);
-        mov_imm(&e, RCX, next->phys & ~0xFFFull);
-        alu_rr(&e, 8, A_CMP, RAX, RCX);
-        byte(&e, 0x0F); byte(&e, 0x80 | CC_NE); fail[nfail++] = e.p; u32(&e, 0);
+        load64(e, RAX, TLBR, entry + (int32_t)offsetof(struct X86FastTLB, xtag));
+        mov_imm(e, RCX, pc >> 12);
+        alu_rr(e, 8, A_CMP, RAX, RCX);
+        byte(e, 0x0F); byte(e, 0x80 | CC_NE); fail[nfail++] = e->p; u32(e, 0);
+        load64(e, RAX, TLBR, entry + (int32_t)offsetof(struct X86FastTLB, physPage));
+        shift_imm(e, 8, S_SHL, RAX, 12);
+        mov_imm(e, RCX, next->phys & ~0xFFFull);
+        alu_rr(e, 8, A_CMP, RAX, RCX);
+        byte(e, 0x0F); byte(e, 0x80 | CC_NE); fail[nfail++] = e->p; u32(e, 0);
         const uint32_t *gens[2] = { gen, gen2 };
         const uint32_t want[2] = { next->gen, next->gen2 };
         for (int k = 0; k < 2; k++) {
             if (!gens[k]) continue;
-            mov_imm(&e, R11, (uintptr_t)gens[k]);
-            rex(&e, 0, 0, R11, 0); byte(&e, 0x81); modrm_mem(&e, 7, R11, 0); u32(&e, want[k]);   // cmp dword [r11], gen
-            byte(&e, 0x0F); byte(&e, 0x80 | CC_NE); fail[nfail++] = e.p; u32(&e, 0);
+            mov_imm(e, R11, (uintptr_t)gens[k]);
+            rex(e, 0, 0, R11, 0); byte(e, 0x81); modrm_mem(e, 7, R11, 0); u32(e, want[k]);   // cmp dword [r11], gen
+            byte(e, 0x0F); byte(e, 0x80 | CC_NE); fail[nfail++] = e->p; u32(e, 0);
         }
     }
-    mov_imm(&e, R11, (uintptr_t)&jit->run);
-    rex(&e, 1, 0, R11, 0); byte(&e, 0x83); modrm_mem(&e, 7, R11, (int32_t)offsetof(struct X86JitRun, countdown)); byte(&e, 1);
-    byte(&e, 0x0F); byte(&e, 0x80 | CC_LE);
-    fail[nfail++] = e.p;
-    u32(&e, 0);
-    rex(&e, 1, 0, R11, 0); byte(&e, 0xFF); modrm_mem(&e, 1, R11, (int32_t)offsetof(struct X86JitRun, countdown));
-    rex(&e, 1, 0, R11, 0); byte(&e, 0x81); modrm_mem(&e, 0, R11, (int32_t)offsetof(struct X86JitRun, retired));
-    u32(&e, (uint32_t)(int32_t)((int64_t)next->guestCount - skipped));
-    mov_imm(&e, RAX, (uintptr_t)next);
-    store64(&e, RAX, R11, (int32_t)offsetof(struct X86JitRun, block));
-    byte(&e, 0xE9);
-    uint8_t *rel2 = e.p;
-    u32(&e, 0);
-    if (e.full) return;
+    mov_imm(e, R11, (uintptr_t)&jit->run);
+    rex(e, 1, 0, R11, 0); byte(e, 0x83); modrm_mem(e, 7, R11, (int32_t)offsetof(struct X86JitRun, countdown)); byte(e, 1);
+    byte(e, 0x0F); byte(e, 0x80 | CC_LE);
+    fail[nfail++] = e->p;
+    u32(e, 0);
+    rex(e, 1, 0, R11, 0); byte(e, 0xFF); modrm_mem(e, 1, R11, (int32_t)offsetof(struct X86JitRun, countdown));
+    rex(e, 1, 0, R11, 0); byte(e, 0x81); modrm_mem(e, 0, R11, (int32_t)offsetof(struct X86JitRun, retired));
+    u32(e, (uint32_t)(int32_t)((int64_t)next->guestCount - skipped));
+    mov_imm(e, RAX, (uintptr_t)next);
+    store64(e, RAX, R11, (int32_t)offsetof(struct X86JitRun, block));
+    byte(e, 0xE9);
+    uint8_t *rel2 = e->p;
+    u32(e, 0);
+    if (e->full) return;
     for (int k = 0; k < nfail; k++) {
         int32_t d = (int32_t)((exit + 5) - (fail[k] + 4));
         memcpy(fail[k], &d, 4);
     }
     int32_t d = (int32_t)((uint8_t *)(void *)code - (rel2 + 4));
     memcpy(rel2, &d, 4);
-    jit->used = (size_t)(e.p - jit->code + 15) & ~(size_t)15;
+    jit->used = (size_t)(e->p - jit->code + 15) & ~(size_t)15;
     d = (int32_t)(start - (exit + 5));   // the exit's JMP now goes here
     memcpy(exit + 1, &d, 4);
 }

@@ -135,37 +135,13 @@ final class FastTierGuestTests: GuestTestCase {
     /// cached callee must be given up, because its code is rewritten, or its page is remapped to
     /// other code (INVLPG); and one return instruction goes back to two callers in turn.
     func testCrossPageSuccessorsFollowRewrittenAndRemappedCode() throws {
-        // callee(v) at `addr`: mov eax, v; ret.
-        func callee(_ addr: Int, _ v: Int) -> String {
-            "mov byte [\(addr)], 0xB8\nmov dword [\(addr + 1)], \(v)\nmov byte [\(addr + 5)], 0xC3\n"
-        }
-        // 300 calls of `target` from one call site, summing EAX into RBX, with `event` before the
-        // 151st; prints RBX.
-        func loop(_ label: String, _ target: Int, event: String) -> String {
-            """
-                xor ebx, ebx
-                mov ecx, 300
-            .\(label):
-                cmp ecx, 150
-                jne .\(label)_call
-            \(event)
-            .\(label)_call:
-                call \(target)
-                add ebx, eax
-                dec ecx
-                jnz .\(label)
-                mov rax, rbx
-                xor edx, edx
-                call pf64
-
-            """
-        }
+        let callee = Self.callee, loop = { Self.callLoop($0, $1, event: $2) }
         let body = "mov qword [FLAGMASK], 0\n"
             // Rewritten in place: the page's generation changes.
-            + callee(0x40000, 1) + loop("a", 0x40000, event: "mov dword [0x40001], 7")
+            + callee(0x40000, 1) + loop("a", 0x40000, "mov dword [0x40001], 7")
             // The 2 MiB page at 0x400000 remapped to the code at 0x600000.
             + callee(0x400000, 3) + callee(0x600000, 5)
-            + loop("b", 0x400000, event: "mov rax, [0x12000 + 3 * 8]\nmov [0x12000 + 2 * 8], rax\ninvlpg [0x400000]")
+            + loop("b", 0x400000, "mov rax, [0x12000 + 3 * 8]\nmov [0x12000 + 2 * 8], rax\ninvlpg [0x400000]")
             + """
                 mov rax, 0x400083
                 mov [0x12000 + 2 * 8], rax
@@ -418,5 +394,36 @@ final class FastTierGuestTests: GuestTestCase {
 
         """
         try compare(body)
+    }
+}
+
+extension GuestTestCase {
+    /// Code that writes a callee at `addr`: mov eax, v; ret.
+    static func callee(_ addr: Int, _ v: Int) -> String {
+        "mov byte [\(addr)], 0xB8\nmov dword [\(addr + 1)], \(v)\nmov byte [\(addr + 5)], 0xC3\n"
+    }
+
+    /// 300 calls of `target` from one call site (after `callSite`), summing EAX into RBX, with
+    /// `event` before the 151st; prints RBX.
+    static func callLoop(_ label: String, _ target: Int, event: String, callSite: String = "",
+                         countDown: String = "dec ecx") -> String {
+        """
+            xor ebx, ebx
+            mov ecx, 300
+        .\(label):
+            cmp ecx, 150
+            jne .\(label)_call
+        \(event)
+        .\(label)_call:
+            \(callSite)
+            call \(target)
+            add ebx, eax
+            \(countDown)
+            jnz .\(label)
+            mov rax, rbx
+            xor edx, edx
+            call pf64
+
+        """
     }
 }

@@ -253,38 +253,15 @@ final class JITGuestTests: GuestTestCase {
     /// TLB entry again (the physical page) and when nothing has (the TLB entry's tag), as
     /// FastTierGuestTests' handler-driven version.
     func testCrossPageChainsFollowRewrittenAndRemappedCode() throws {
-        // callee(v) at `addr`: mov eax, v; ret.
-        func callee(_ addr: Int, _ v: Int) -> String {
-            "mov byte [\(addr)], 0xB8\nmov dword [\(addr + 1)], \(v)\nmov byte [\(addr + 5)], 0xC3\n"
-        }
-        // 300 calls of `target` from one call site (a block of two compiled instructions), summing
-        // EAX into RBX, with `event` before the 151st; prints RBX.
-        func loop(_ label: String, _ target: Int, event: String) -> String {
-            """
-                xor ebx, ebx
-                mov ecx, 300
-            .\(label):
-                cmp ecx, 150
-                jne .\(label)_call
-            \(event)
-            .\(label)_call:
-                mov edx, ecx
-                call \(target)
-                add ebx, eax
-                sub ecx, 1
-                jnz .\(label)
-                mov rax, rbx
-                xor edx, edx
-                call pf64
-
-            """
-        }
+        // The call site is a block of two compiled instructions; SUB, not DEC, counts down.
+        let callee = Self.callee
+        let loop = { Self.callLoop($0, $1, event: $2, callSite: "mov edx, ecx", countDown: "sub ecx, 1") }
         let body = "mov qword [FLAGMASK], 0\n"
-            + callee(0x40000, 1) + loop("a", 0x40000, event: "mov dword [0x40001], 7")
+            + callee(0x40000, 1) + loop("a", 0x40000, "mov dword [0x40001], 7")
             + callee(0x400000, 3) + callee(0x600000, 5)
-            + loop("b", 0x400000, event: "mov rax, [0x12000 + 3 * 8]\nmov [0x12000 + 2 * 8], rax\ninvlpg [0x400000]\ncall 0x400000")
+            + loop("b", 0x400000, "mov rax, [0x12000 + 3 * 8]\nmov [0x12000 + 2 * 8], rax\ninvlpg [0x400000]\ncall 0x400000")
             // Mapped back, and called at once: the TLB entry is empty (its physical page is stale).
-            + loop("c", 0x400000, event: "mov rax, 0x400083\nmov [0x12000 + 2 * 8], rax\ninvlpg [0x400000]")
+            + loop("c", 0x400000, "mov rax, 0x400083\nmov [0x12000 + 2 * 8], rax\ninvlpg [0x400000]")
         let image = try GuestHarness.assemble(body, mode: .lm64)
         let (ours, cpu, plat) = GuestHarness.runOurs(image)
         XCTAssertNotNil(plat.exitCode, ours)
