@@ -7,6 +7,8 @@
 // the same way before anything of it has happened. A branch that leaves the block (a Jcc taken,
 // the final JMP/CALL/RET) returns its target instead, and x86fast_run chains from there as after
 // its own handlers (the exit never reads the instructions, which compiled code does not touch).
+// Once x86fast_run has followed such an exit to another compiled block, x86jit_chain patches the
+// exit to jump there directly, doing the chaining step (and, across pages, its checks) itself.
 //
 // The flags stay lazy, in the same fields with the same values as the handlers write. The host
 // runs x86, so a compiled ADD/SUB/CMP/AND/OR/XOR/TEST sets the host's flags exactly as the
