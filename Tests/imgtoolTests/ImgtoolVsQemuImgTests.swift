@@ -222,6 +222,31 @@ final class ImgtoolVsQemuImgTests: XCTestCase {
         }
     }
 
+    /// Big writes allocate their blocks before writing (FileNode.allocatesBeforeWrite): exactly the
+    /// data runs, so zero runs inside a 2 MiB chunk stay holes and the host allocation is
+    /// qemu-img's, into a raw and into a qcow2 target.
+    func testConvertAllocatesExactlyWhatQemuImgAllocates() throws {
+        let d = TempDir()
+        let src = d.file("src.raw")
+        // 8 MiB: data with zero runs of 256 KiB and 64 KiB inside chunks, a 3 MiB zero gap.
+        let script = """
+            head -c 1M /dev/urandom > '\(src)'; head -c 256K /dev/zero >> '\(src)'; head -c 700K /dev/urandom >> '\(src)'
+            head -c 64K /dev/zero >> '\(src)'; head -c 1M /dev/urandom >> '\(src)'; head -c 3M /dev/zero >> '\(src)'
+            head -c 1000K /dev/urandom >> '\(src)'; truncate -s 8M '\(src)'
+            """
+        XCTAssertEqual(try runProcess("sh", ["-c", script]).status, 0)
+        for fmt in ["raw", "qcow2"] {
+            let ours = d.file("ours.\(fmt)"), theirs = d.file("theirs.\(fmt)")
+            XCTAssertEqual(try imgtool(["convert", "-f", "raw", "-O", fmt, src, ours]).status, 0)
+            XCTAssertEqual(try qemuImg(["convert", "-f", "raw", "-O", fmt, src, theirs]).status, 0)
+            XCTAssertEqual(try runProcess("sync", []).status, 0)
+            XCTAssertEqual(allocatedBytes(ours), allocatedBytes(theirs), fmt)
+            XCTAssertEqual(try qemuImg(["map", "--output=json", "-f", fmt, ours]).stdout,
+                           try qemuImg(["map", "--output=json", "-f", fmt, theirs]).stdout, fmt)
+            XCTAssertEqual(try qemuImg(["compare", "-f", "raw", "-F", fmt, src, ours]).status, 0)
+        }
+    }
+
     func testCompareExitCodes() throws {
         let v = try Variants.shared()
         let pairs: [[String]] = [["default.qcow2", "default.raw"], ["default.qcow2", "c512.raw"], ["-s", "default.qcow2", "default.raw"],

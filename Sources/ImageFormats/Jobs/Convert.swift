@@ -98,12 +98,19 @@ public final class Converter: @unchecked Sendable {
         planner = Planner(sources: sources, chunkSize: chunkSize,
                           topOnly: options.targetHasBacking || options.copyAbove != nil,
                           above: options.copyAbove, allData: options.sparseSize == 0)
+        Converter.allocateBeforeWrites(in: target)
         if options.copyOffload || options.sparseSize == 0, !options.compress, !options.salvage,
            let t = target as? any HostMappedNode, t.canWriteDirect {
             directTarget = t
         } else {
             directTarget = nil
         }
+    }
+
+    /// The target's host files allocate the blocks of big writes before taking them (FileNode).
+    static func allocateBeforeWrites(in node: any BlockNode) {
+        if let f = node as? FileNode { f.allocatesBeforeWrite.store(true, ordering: .relaxed) }
+        for c in node.children where c.name != "backing" { allocateBeforeWrites(in: c.node) }
     }
 
     /// Runs the conversion; throws the first error (as qemu-img words it).
