@@ -69,7 +69,9 @@ public final class Converter: @unchecked Sendable {
     let chunkSize: UInt64
     let alignment: UInt64
     let totalSize: UInt64
-    private let monitor = Monitor()
+    /// Slot i % 16 is where the writer of chunk i waits for its turn (at most 16 workers, so the
+    /// chunks in flight never share a slot).
+    private let monitor = Monitor(conditions: 16)
     // Guarded by `monitor`:
     private var nextChunk: Chunk?
     private var planner: Planner
@@ -335,16 +337,18 @@ public final class Converter: @unchecked Sendable {
     private func waitTurn(_ index: Int) throws {
         guard !options.outOfOrder else { return }
         try monitor.locked {
-            while nextToWrite != index && failure == nil { monitor.wait() }
+            while nextToWrite != index && failure == nil { monitor.wait(slot: index) }
             if let f = failure { throw f }
         }
     }
 
     private func finishTurn(_ c: Chunk) {
         monitor.locked {
-            if !options.outOfOrder { nextToWrite = c.index + 1 }
             done += c.length
-            monitor.broadcast()
+            if !options.outOfOrder {
+                nextToWrite = c.index + 1
+                monitor.signal(slot: c.index + 1)
+            }
         }
         if let p = options.progress, totalSize > 0 { p(Double(done) / Double(totalSize)) }
         if let limit = options.rateLimit, limit > 0 {

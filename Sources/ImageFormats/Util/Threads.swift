@@ -34,28 +34,38 @@ public func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void) 
 
 /// A mutex with a condition variable, for hand-offs between worker threads.
 public final class Monitor: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    /// One condition per slot: waiters on different slots (convert's writers, each waiting for its
+    /// own turn) wake only when their slot is signalled, not on every change.
+    private let conds: UnsafeMutablePointer<pthread_cond_t>
+    private let slots: Int
 
-    public init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&cond, nil)
+    public init(conditions: Int = 1) {
+        slots = max(conditions, 1)
+        conds = .allocate(capacity: slots)
+        pthread_mutex_init(mutex, nil)
+        for i in 0..<slots { pthread_cond_init(conds + i, nil) }
     }
 
     deinit {
-        pthread_cond_destroy(&cond)
-        pthread_mutex_destroy(&mutex)
+        for i in 0..<slots { pthread_cond_destroy(conds + i) }
+        pthread_mutex_destroy(mutex)
+        conds.deallocate()
+        mutex.deallocate()
     }
 
     public func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
         return try body()
     }
 
     /// Waits (with the lock held by the caller inside `locked`) until signalled.
-    public func wait() { pthread_cond_wait(&cond, &mutex) }
-    public func broadcast() { pthread_cond_broadcast(&cond) }
+    public func wait(slot: Int = 0) { pthread_cond_wait(conds + slot % slots, mutex) }
+    /// Wakes the waiters of one slot.
+    public func signal(slot: Int) { pthread_cond_broadcast(conds + slot % slots) }
+    /// Wakes every waiter.
+    public func broadcast() { for i in 0..<slots { pthread_cond_broadcast(conds + i) } }
 }
 
 /// printf-style formatting without Foundation ("%0.3g", "%02d"...).
