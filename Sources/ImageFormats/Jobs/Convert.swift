@@ -102,7 +102,6 @@ public final class Converter: @unchecked Sendable {
         planner = Planner(sources: sources, chunkSize: chunkSize,
                           topOnly: options.targetHasBacking || options.copyAbove != nil,
                           above: options.copyAbove, allData: options.sparseSize == 0)
-        Converter.allocateBeforeWrites(in: target)
         if options.copyOffload || options.sparseSize == 0, !options.compress, !options.salvage,
            let t = target as? any HostMappedNode, t.canWriteDirect {
             directTarget = t
@@ -111,10 +110,12 @@ public final class Converter: @unchecked Sendable {
         }
     }
 
-    /// The target's host files allocate the blocks of big writes before taking them (FileNode).
-    static func allocateBeforeWrites(in node: any BlockNode) {
-        if let f = node as? FileNode { f.allocatesBeforeWrite.store(true, ordering: .relaxed) }
-        for c in node.children where c.name != "backing" { allocateBeforeWrites(in: c.node) }
+    /// The target's own host files (not its backing chain's), which allocate the blocks of big
+    /// writes before taking them while the conversion runs (FileNode.allocatesBeforeWrite).
+    static func hostFiles(of node: any BlockNode) -> [FileNode] {
+        var files = (node as? FileNode).map { [$0] } ?? []
+        for c in node.children where c.name != "backing" { files += hostFiles(of: c.node) }
+        return files
     }
 
     /// Runs the conversion; throws the first error (as qemu-img words it).
@@ -124,6 +125,11 @@ public final class Converter: @unchecked Sendable {
         let cores = onlineCPUCount
         let useful = options.compress ? max(cores, 1) : max(2 * cores, 2)
         let workers = max(1, min(options.workers, 16, useful))
+        // Only while this copy runs: a node that lives on (a VM's disk after a live commit) goes
+        // back to plain writes.
+        let files = Converter.hostFiles(of: target).filter { !$0.allocatesBeforeWrite.load(ordering: .relaxed) }
+        for f in files { f.allocatesBeforeWrite.store(true, ordering: .relaxed) }
+        defer { for f in files { f.allocatesBeforeWrite.store(false, ordering: .relaxed) } }
         runThreads(workers) { [self] _ in worker() }
         if let f = failure { throw f }
         options.progress?(1)
