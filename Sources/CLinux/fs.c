@@ -6,6 +6,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 const int clinux_O_DIRECT = O_DIRECT;
@@ -22,6 +23,11 @@ int clinux_fallocate(int fd, int mode, int64_t offset, int64_t length) {
     int r;
     do { r = fallocate(fd, mode, offset, length); } while (r < 0 && errno == EINTR);
     return r;
+}
+
+int clinux_on_ext4(int fd) {
+    struct statfs fs;
+    return fstatfs(fd, &fs) == 0 && fs.f_type == 0xEF53;
 }
 
 int64_t clinux_lseek(int fd, int64_t offset, int whence) { return lseek(fd, offset, whence); }

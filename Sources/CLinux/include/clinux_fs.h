@@ -15,6 +15,9 @@ extern const int clinux_FALLOC_FL_PUNCH_HOLE;
 extern const int clinux_FALLOC_FL_ZERO_RANGE;
 int clinux_fallocate(int fd, int mode, int64_t offset, int64_t length);
 
+// The file lives on ext4 (fstatfs f_type EXT4_SUPER_MAGIC): 1, else 0.
+int clinux_on_ext4(int fd);
+
 // lseek that can take SEEK_DATA / SEEK_HOLE.
 int64_t clinux_lseek(int fd, int64_t offset, int whence);
 
