@@ -271,6 +271,77 @@ final class JITGuestTests: GuestTestCase {
         if let ref = try GuestHarness.runQEMU(image) { XCTAssertEqual(ours, ref) }
     }
 
+    /// Compiled RETs go where the address they pop says: a callee returning to two call sites in
+    /// turn, one whose return address is moved on the stack on one pass, and RET imm16 (the stack
+    /// pointer printed), against QEMU, with the retired count exact.
+    func testReturnsFollowTheAddressTheyPop() throws {
+        func run(_ passes: Int) throws -> (String, UInt64) {
+            let image = try GuestHarness.assemble("""
+                xor ebx, ebx
+                mov ecx, \(passes)
+            .l:
+                test ecx, 1
+                jz .even
+                call .f
+                add ebx, eax
+                jmp .next
+            .even:
+                call .f
+                lea ebx, [rbx + rax * 4]
+            .next:
+                call .g
+                add ebx, 7
+                add ebx, eax
+                push rcx
+                call .h
+                sub ecx, 1
+                jnz .l
+                mov rax, rbx
+                mov rdx, rsp
+                call pf64
+                jmp .done
+            .f:
+                mov eax, ecx
+                ret
+            .g:
+                mov eax, 1
+                cmp ecx, 3
+                jne .g_ret
+                add qword [rsp], 3
+            .g_ret:
+                ret
+            .h:
+                mov rax, [rsp + 8]
+                add ebx, eax
+                ret 8
+            .done:
+
+            """, mode: .lm64)
+            let (out, cpu, plat) = GuestHarness.runOurs(image)
+            XCTAssertNotNil(plat.exitCode, out)
+            if FastTier.enabled { XCTAssertGreaterThan(cpu.compiledBlocks, 4) }
+            if let ref = try GuestHarness.runQEMU(image) { XCTAssertEqual(out, ref) }
+            return (out, cpu.instructionsRetired)
+        }
+        let (small, a) = try run(1000), (big, b) = try run(3000)
+        // f: odd passes add c, even ones 4c; g adds 8 (1 on pass 3); h adds c.
+        func expected(_ n: Int) -> String {
+            var sum: UInt32 = 0
+            for c in stride(from: n, to: 0, by: -1) {
+                let c32 = UInt32(c)
+                sum = sum &+ (c % 2 == 1 ? c32 : 4 &* c32) &+ (c == 3 ? 1 : 8) &+ c32
+            }
+            return String(format: "%016X", UInt64(sum))
+        }
+        XCTAssertTrue(small.contains(expected(1000)), small)
+        XCTAssertTrue(big.contains(expected(3000)), big)
+        // Per pass: odd 21 instructions, even 20 (TEST, JZ, CALL f, MOV, RET, ADD or LEA, and JMP
+        // on odd passes; then CALL g, MOV, CMP, JNE, RET, ADD, ADD, PUSH, CALL h, MOV, ADD, RET,
+        // SUB, JNZ).
+        let digits = { (s: String) in s.prefix(16).filter { $0 >= "A" && $0 <= "F" }.count }
+        XCTAssertEqual(Int64(b) - Int64(a) - Int64(digits(big) - digits(small)), 2000 / 2 * 21 + 2000 / 2 * 20)
+    }
+
     /// ADC and SBB chains, compiled: CF from a known writer in the block and, first in a block,
     /// from the lazy kind at run time; the edge where the result equals an operand and the carry
     /// in decides CF (an all-ones operand with a carry in); CF left in cin for the next reader.
