@@ -336,6 +336,7 @@ extension FileNode: HostMappedNode {
     public func writeDirect(at offset: UInt64, length: UInt64, fill: (HostExtent) throws -> Void) throws -> UInt64 {
         defer { invalidateDataCache() }
         guard canWriteDirect, length > 0 else { return 0 }
+        if length >= 64 << 10, allocatesBeforeWrite.load(ordering: .relaxed) { allocate(at: offset, length: length) }
         try fill(HostExtent(file: file, offset: offset, length: length))
         noteEnd(offset + length)
         return length
