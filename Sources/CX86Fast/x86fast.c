@@ -598,6 +598,8 @@ struct X86FastResult x86fast_run(const struct X86FastCore *c, const struct X86Fa
         [X86F_CMPXCHG] = &&h_cmpxchg, [X86F_XADD] = &&h_xadd,
         [X86F_BT_I] = &&h_bt_i, [X86F_BTS_I] = &&h_bts_i, [X86F_BTR_I] = &&h_btr_i, [X86F_BTC_I] = &&h_btc_i,
         [X86F_BT_R] = &&h_bt_r, [X86F_BTS_R] = &&h_bts_r, [X86F_BTR_R] = &&h_btr_r, [X86F_BTC_R] = &&h_btc_r,
+        [X86F_CBW] = &&h_cbw, [X86F_BSWAP] = &&h_bswap, [X86F_PUSH_I] = &&h_push_i, [X86F_LEAVE] = &&h_leave,
+        [X86F_CLI] = &&h_cli, [X86F_PUSHF] = &&h_pushf,
     };
     _Static_assert(X86F_COUNT <= 256, "handler numbers must fit the dispatch table");
 #pragma clang diagnostic pop
@@ -1065,6 +1067,49 @@ h_pop: {
     r[i->reg] = v;
     NEXT();
 }
+
+h_push_i: {   // the immediate is sign-extended already
+    if (i->osz != 8) goto bail;
+    void *h = stack_address(tlb, r[4] - 8, 1);
+    if (!h) goto bail;
+    memcpy(h, &i->imm, 8);
+    r[4] -= 8;
+    NEXT();
+}
+h_leave: {   // RSP = RBP, then POP RBP
+    if (i->osz != 8) goto bail;
+    void *h = stack_address(tlb, r[5], 0);
+    if (!h) goto bail;
+    uint64_t v;
+    memcpy(&v, h, 8);
+    r[4] = r[5] + 8;
+    r[5] = v;
+    NEXT();
+}
+h_pushf: {   // RFLAGS with the arithmetic flags worked out, VM and RF cleared
+    if (i->osz != 8) goto bail;
+    void *h = stack_address(tlb, r[4] - 8, 1);
+    if (!h) goto bail;
+    const uint64_t arith = FL_CF | FL_PF | FL_AF | FL_ZF | FL_SF | FL_OF;
+    uint64_t v = ((RFLAGS & ~arith) | arith_flags(L, RFLAGS) | 2) & 0xFCFFFF;
+    memcpy(h, &v, 8);
+    r[4] -= 8;
+    NEXT();
+}
+h_cli:   // (a #GP above IOPL is Swift's)
+    if (*c->cpl > (int64_t)((RFLAGS >> 12) & 3)) goto bail;
+    RFLAGS &= ~(uint64_t)0x200;
+    NEXT();
+h_cbw:   // CBW/CWDE/CDQE: AL/AX/EAX sign-extended into AX/EAX/RAX
+    if (i->osz == 8) r[0] = (uint64_t)(int64_t)(int32_t)r[0];
+    else if (i->osz == 4) r[0] = (uint32_t)(int32_t)(int16_t)r[0];
+    else r[0] = (r[0] & ~0xFFFFull) | (uint16_t)(int16_t)(int8_t)r[0];
+    NEXT();
+h_bswap:
+    if (i->osz == 8) r[i->reg] = __builtin_bswap64(r[i->reg]);
+    else if (i->osz == 4) r[i->reg] = __builtin_bswap32((uint32_t)r[i->reg]);
+    else goto bail;
+    NEXT();
 
 h_setcc: {
     uint64_t v = condition(L, RFLAGS, i->aux) ? 1 : 0;

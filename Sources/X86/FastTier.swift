@@ -1,7 +1,8 @@
 // The interpreter's fast tier: the common 64-bit-mode integer instructions (ALU, MOV, LEA,
 // MOVZX/MOVSX, shifts and rotates, INC/DEC, NOT/NEG, two- and three-operand IMUL, TEST, Jcc and the
 // fused compare-and-branch forms, CALL/RET, PUSH/POP, SETcc/CMOVcc, LOCKed read-modify-writes,
-// CMPXCHG, XADD, BT/BTS/BTR/BTC: the kernel's atomics and bit operations) run in C
+// CMPXCHG, XADD, BT/BTS/BTR/BTC: the kernel's atomics and bit operations; CBW/CWDE/CDQE, BSWAP,
+// PUSH imm, LEAVE, CLI and PUSHF, which its block layer runs often) run in C
 // (Sources/CX86Fast), whose labels-as-values give every handler its own indirect jump to the next
 // one. A Swift switch compiles to one shared jump-table branch plus a range check and a common
 // tail per instruction, which costs more than most of these instructions.
@@ -87,6 +88,8 @@ enum FastTier {
             (.cmpxchg, X86F_CMPXCHG), (.xadd, X86F_XADD),
             (.btI, X86F_BT_I), (.btsI, X86F_BTS_I), (.btrI, X86F_BTR_I), (.btcI, X86F_BTC_I),
             (.btR, X86F_BT_R), (.btsR, X86F_BTS_R), (.btrR, X86F_BTR_R), (.btcR, X86F_BTC_R),
+            (.cbw, X86F_CBW), (.bswap, X86F_BSWAP), (.pushI, X86F_PUSH_I), (.leave, X86F_LEAVE),
+            (.cli, X86F_CLI), (.pushf, X86F_PUSHF),
         ]
         for (op, handler) in map {
             // The C side reads the stored enum tag: it must be the raw value.
@@ -176,7 +179,8 @@ enum FastTier {
             codePages: UInt64(core.pointee.code.pageCount),
             jit: x86jit_new(UInt32(BlockCache.infoSize), jitThreshold, jitBuffer, core.pointee.segBase, core.pointee.segEnd),
             flushes: UnsafePointer((base + MemoryLayout<CPUCore>.offset(of: \CPUCore.blocks)! + MemoryLayout<BlockCache>.offset(of: \.flushes)!)
-                .assumingMemoryBound(to: UInt64.self))))
+                .assumingMemoryBound(to: UInt64.self)),
+            cpl: UnsafePointer(field(\CPUCore.cpl, Int64.self))))
         return fast
     }
 }

@@ -395,6 +395,58 @@ final class FastTierGuestTests: GuestTestCase {
         """
         try compare(body)
     }
+
+    /// CBW/CWDE/CDQE, BSWAP, PUSH imm, LEAVE, CLI and PUSHF (the arithmetic flags worked out from
+    /// a compare just before), each result printed.
+    func testSignExtensionByteSwapStackFrameAndFlags() throws {
+        var body = "mov qword [FLAGMASK], 0x8D5\n"
+        for (k, f) in ["cbw", "cwde", "cdqe", "bswap eax", "bswap rax", "bswap ebx", "bswap rbx"].enumerated() {
+            body += setup(k) + f + "\n" + dump
+        }
+        for k in 0..<4 {
+            body += setup(k) + """
+                mov r8, rsp
+                push -5
+                push 0x7FFFFFFF
+                push -0x80000000
+                pop rcx
+                pop rbx
+                pop rdx
+                mov rax, r8
+                sub rax, rsp
+                call pf64
+                mov rax, rbx
+                mov rdx, rcx
+                call pf64
+                mov rbp, 0x1111
+                push rbp
+                mov rbp, rsp
+                sub rsp, 0x48
+                mov qword [rsp], 7
+                mov qword [rbp], 0x2222
+                leave
+                mov rax, rbp
+                mov rdx, r8
+                sub rdx, rsp
+                call pf64
+                cmp rax, rbx
+                pushf
+                pop rax
+                cli
+                pushf
+                pop rdx
+                call pf64
+                sti
+                add rbx, rbx
+                pushf
+                pop rax
+                mov rdx, rax
+                call pf64
+
+                """
+        }
+        try compare(body)
+    }
 }
 
 extension GuestTestCase {

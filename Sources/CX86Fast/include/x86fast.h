@@ -76,6 +76,7 @@ struct X86FastCore {
     // tells it that block indices have been reused.
     struct X86Jit *jit;
     const uint64_t *flushes;
+    const int64_t *cpl;             // the current privilege level (CLI checks it against IOPL)
 };
 
 /// A code generator for a vCPU whose block cache holds `blocks` blocks, compiling a block once
@@ -145,6 +146,9 @@ enum {
     X86F_TESTJ_RI, X86F_TESTJ_RR,
     // CMP/TEST of memory with a byte-sized immediate (in `reg`, sign-extended) + Jcc, any size.
     X86F_CMPJ_MI, X86F_TESTJ_MI,
+    // CBW/CWDE/CDQE, BSWAP, PUSH imm, LEAVE, CLI (CPL <= IOPL), PUSHF: cheap, and each of them
+    // sent the kernel's block layer back to Swift tens of thousands of times a second.
+    X86F_CBW, X86F_BSWAP, X86F_PUSH_I, X86F_LEAVE, X86F_CLI, X86F_PUSHF,
     // The marker after every decoded block (not an instruction): the block's end.
     X86F_END,
     X86F_COUNT
